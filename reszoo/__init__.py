@@ -1,0 +1,60 @@
+"""reszoo: a model zoo of residual networks with a pinned, verified weight registry on the Hub.
+
+    import reszoo
+    reszoo.list_models("resnet*")
+    model = reszoo.load("resnet-mnist")
+    probs = model(model.preprocess("digit.png")).softmax(-1)
+
+Submodules are imported on first use, so ``import reszoo`` stays light (no torchvision,
+torchaudio, transformers or gymnasium).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+# public name -> module that defines it
+_EXPORTS = {
+    "list_models": "registry",
+    "info": "registry",
+    "Entry": "registry",
+    "RegistryError": "registry",
+    "UnknownModelError": "registry",
+    "load": "api",
+    "build": "api",
+    "push": "api",
+    "save_pretrained": "api",
+    "LoadError": "api",
+    "card": "cards",
+    "finetune": "finetune",
+    "HubError": "hub",
+    "IntegrityError": "hub",
+    "NotCachedError": "hub",
+    "WeightsNotFoundError": "hub",
+}
+
+__all__ = ["__version__", *_EXPORTS]
+
+if TYPE_CHECKING:
+    from .api import LoadError, build, load, push, save_pretrained
+    from .cards import card
+    from .finetune import finetune
+    from .hub import HubError, IntegrityError, NotCachedError, WeightsNotFoundError
+    from .registry import Entry, RegistryError, UnknownModelError, info, list_models
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'reszoo' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -1,0 +1,251 @@
+"""``reszoo`` command line: list, info, card, predict, pull, push, verify, plus domain commands.
+
+Errors print one line, ``reszoo: error: ...``, and exit with status 1 (2 for bad usage).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import shutil
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .registry import DOMAINS
+
+# Domain and workflow commands, each a light module with add_parser(subparsers) and run(args).
+_EXTRA_COMMANDS = ("reszoo.finetune.cli", "reszoo.rl.cli", "reszoo.gan.cli")
+
+
+def _print_rows(rows: list[dict[str, Any]], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        return
+    cols = list(dict.fromkeys(k for r in rows for k in r))
+    cells = [[_cell(r.get(c, "")) for c in cols] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(cols)]
+    print("  ".join(c.ljust(w) for c, w in zip(cols, widths)).rstrip())
+    for row in cells:
+        print("  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip())
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return str(value)
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from .registry import get_entry, list_models
+
+    rows = []
+    for name in list_models(args.pattern, domain=args.domain, task=args.task):
+        e = get_entry(name)
+        head = e.metrics[0] if e.metrics else None
+        rows.append({
+            "name": name, "domain": e.domain, "task": e.task, "arch": e.arch, "license": e.license,
+            "metric": f"{head.metric}={head.value:.4g} ({head.dataset})" if head else "",
+        })
+    if args.json:
+        print(json.dumps([get_entry(r["name"]).to_dict() for r in rows], indent=2))
+    else:
+        _print_rows(rows, False)
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    import yaml
+
+    from .registry import get_entry
+
+    data = get_entry(args.name).to_dict()
+    if "labels" in data and len(data["labels"]) > 12 and not args.json:
+        data["labels"] = data["labels"][:12] + [f"... ({len(data['labels'])} labels)"]
+    print(json.dumps(data, indent=2) if args.json else yaml.safe_dump(data, sort_keys=False, width=100).rstrip())
+    return 0
+
+
+def cmd_card(args: argparse.Namespace) -> int:
+    from .cards import card
+
+    text = str(card(args.name))
+    if args.out:
+        Path(args.out).write_text(text, encoding="utf-8")
+    else:
+        print(text)
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from .api import load
+    from .domains import domain_module
+
+    model = load(args.name, device=args.device, mirror=args.mirror)
+    rows = domain_module(model.entry.domain).predict(model, list(args.inputs), top_k=args.top_k)
+    _print_rows(rows, args.json)
+    return 0
+
+
+def _aux_files(entry: Any) -> list[str]:
+    """Files besides the weights that a domain loads from the same repo (e.g. a tokenizer)."""
+    from .domains import domain_module
+
+    module = domain_module(entry.domain)
+    return list(module.aux_files(entry)) if hasattr(module, "aux_files") else []
+
+
+def cmd_pull(args: argparse.Namespace) -> int:
+    from tqdm.auto import tqdm
+
+    from .hub import fetch_file, fetch_weights
+    from .registry import get_entry
+
+    for name in args.names:
+        entry = get_entry(name)
+        if entry.weights is None:
+            print(f"{entry.name}: no weights to pull")
+            continue
+        w = entry.weights
+        files = [(w.file, fetch_weights(w, revision=args.revision))]
+        rev = args.revision or w.revision
+        files += [(f, fetch_file(w.repo, f, revision=rev)) for f in _aux_files(entry)]
+        for filename, path in files:
+            if args.to:
+                dest = Path(args.to) / w.repo / filename
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                size = path.stat().st_size
+                with open(path, "rb") as src, open(dest, "wb") as dst, tqdm(
+                    total=size, unit="B", unit_scale=True, desc=f"{w.repo}/{filename}", disable=size < (1 << 20)
+                ) as bar:
+                    while chunk := src.read(1 << 20):
+                        dst.write(chunk)
+                        bar.update(len(chunk))
+                shutil.copystat(path, dest)
+                print(f"{entry.name}: {dest}")
+            else:
+                print(f"{entry.name}: {path}")
+    return 0
+
+
+def cmd_push(args: argparse.Namespace) -> int:
+    from .api import load, push
+
+    model = load(args.model, mirror=args.mirror)
+    commit = push(model, args.repo_id, private=args.private or None, commit_message=args.message)
+    print(f"pushed {args.model} to {args.repo_id} at commit {commit}")
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    """Re-hash every cached or mirrored copy of the registry's pinned files."""
+    from .hub import _mirrors, cached_files, sha256_of
+    from .registry import get_entry, list_models
+
+    names = args.names or list_models()
+    pins: dict[tuple[str, str], tuple[str, str | None]] = {}
+    for name in names:
+        w = get_entry(name).weights
+        if w and w.sha256:
+            pins[(w.repo, w.file)] = (w.sha256, w.revision)
+    checked, bad = 0, 0
+    candidates = [(repo, rev, f, p) for repo, rev, f, p in cached_files({r for r, _ in pins}) if (repo, f) in pins]
+    candidates += [(r, "mirror", f, d / r / f) for d in _mirrors(args.mirror) for (r, f) in pins if (d / r / f).is_file()]
+    for repo, rev, filename, path in candidates:
+        expected, pinned_rev = pins[(repo, filename)]
+        if rev not in ("mirror", pinned_rev):
+            continue  # other revisions of the file have no pin to check against
+        actual = sha256_of(path)
+        ok = actual == expected
+        checked += 1
+        bad += not ok
+        print(f"{'ok ' if ok else 'BAD'} {repo}/{filename} ({rev[:12]}) {path}" + ("" if ok else f" expected {expected} got {actual}"))
+    print(f"{checked} file(s) checked, {bad} bad")
+    return 1 if bad else 0
+
+
+# --------------------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="reszoo", description="A model zoo of residual networks.")
+    parser.add_argument("--version", action="version", version=f"reszoo {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("list", help="list registry entries")
+    p.add_argument("pattern", nargs="?", default="*", help="fnmatch pattern on names and aliases")
+    p.add_argument("--domain", choices=DOMAINS)
+    p.add_argument("--task")
+    p.add_argument("--json", action="store_true", help="full entries as JSON")
+    p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser("info", help="show a registry entry")
+    p.add_argument("name")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("card", help="print (or write) the generated model card")
+    p.add_argument("name")
+    p.add_argument("--out", help="write to this file instead of stdout")
+    p.set_defaults(func=cmd_card)
+
+    p = sub.add_parser("predict", help="run a model on inputs (image/audio paths, texts, ...)")
+    p.add_argument("name", help="registry name, hf://owner/repo[@rev] or a saved-model folder")
+    p.add_argument("inputs", nargs="+")
+    p.add_argument("--top-k", type=int, default=5)
+    p.add_argument("--device", default=None)
+    p.add_argument("--mirror", default=None, help="mirror folder (default $RESZOO_MIRROR)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("pull", help="download and verify weights (into the cache, or a mirror folder)")
+    p.add_argument("names", nargs="+")
+    p.add_argument("--to", help="fill this mirror folder (<dir>/<owner>/<repo>/<file>) for offline sites")
+    p.add_argument("--revision", default=None)
+    p.set_defaults(func=cmd_pull)
+
+    p = sub.add_parser("push", help="publish a model (weights, config, card) to the Hub")
+    p.add_argument("model", help="registry name, hf:// URI or saved-model folder")
+    p.add_argument("repo_id")
+    p.add_argument("--private", action="store_true")
+    p.add_argument("--message", default=None)
+    p.add_argument("--mirror", default=None)
+    p.set_defaults(func=cmd_push)
+
+    p = sub.add_parser("verify", help="re-hash cached and mirrored weights against the registry pins")
+    p.add_argument("names", nargs="*")
+    p.add_argument("--mirror", default=None)
+    p.set_defaults(func=cmd_verify)
+
+    for module_name in _EXTRA_COMMANDS:
+        importlib.import_module(module_name).add_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from .hub import HubError
+    from .registry import RegistryError, UnknownModelError
+
+    try:
+        return int(args.func(args) or 0)
+    except (HubError, RegistryError, UnknownModelError, ValueError, FileNotFoundError, IsADirectoryError,
+            PermissionError) as err:
+        print(f"reszoo: error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("reszoo: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

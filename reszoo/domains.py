@@ -1,0 +1,57 @@
+"""How reszoo's core reaches a domain, without importing any domain code up front.
+
+Each domain is a subpackage ``reszoo.<domain>`` (image, text, speech, rl, gan) whose
+``__init__`` is light (torch only; torchvision, torchaudio, transformers, gymnasium are imported
+inside the functions that need them) and defines:
+
+``ARCHS: dict[str, Callable[..., nn.Module]]``
+    Architecture builders. Every builder takes ``residual: bool = True`` (False builds the
+    plain twin) and, where the model has a classifier head, ``num_classes``. Model classes name
+    their head in ``head_prefixes`` (state-dict prefixes replaced when ``num_classes`` changes),
+    and recompute non-persistent buffers in ``init_non_persistent_buffers()``, since models are
+    built on the meta device and filled from the checkpoint with ``assign=True``.
+``CONVERTERS: dict[str, Callable[[dict[str, Tensor]], dict[str, Tensor]]]``
+    Upstream checkpoint layouts onto reszoo's (``weights.converter`` in an entry names one).
+``build_preprocess(entry: Entry) -> Callable``
+    Raw input (a path, PIL image, text, waveform, observation …) to model input, from
+    ``entry.preprocess``.
+``predict(model, inputs: list[str], top_k: int) -> list[dict]``
+    What ``reszoo predict`` prints for the inputs given on the command line.
+``prepare(model, entry) -> None`` (optional)
+    Called once a model is built and loaded, to attach what the domain's methods need (a
+    tokenizer, say): ``load`` has already set ``model.entry``, ``model.preprocess`` and
+    ``model.labels``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from types import ModuleType
+from typing import Any
+
+from torch import nn
+
+from .registry import DOMAINS, RegistryError
+
+__all__ = ["domain_module", "arch_builder", "converter"]
+
+
+def domain_module(domain: str) -> ModuleType:
+    if domain not in DOMAINS:
+        raise RegistryError(f"unknown domain {domain!r}; expected one of {DOMAINS}")
+    return importlib.import_module(f"reszoo.{domain}")
+
+
+def arch_builder(domain: str, arch: str) -> Callable[..., nn.Module]:
+    archs: dict[str, Callable[..., nn.Module]] = domain_module(domain).ARCHS
+    if arch not in archs:
+        raise RegistryError(f"domain {domain!r} has no architecture {arch!r}; known: {', '.join(sorted(archs))}")
+    return archs[arch]
+
+
+def converter(domain: str, name: str) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    converters = domain_module(domain).CONVERTERS
+    if name not in converters:
+        raise RegistryError(f"domain {domain!r} has no converter {name!r}; known: {', '.join(sorted(converters))}")
+    return converters[name]

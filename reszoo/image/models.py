@@ -1,0 +1,298 @@
+"""ResNets (He et al. 2016, arXiv:1512.03385) as one configurable class.
+
+Architecture is data: a block type, blocks per stage, stage widths and strides, and a stem
+config. Module names are torchvision's (``conv1``, ``bn1``, ``layer1``..``layer4``, each block's
+``conv1``/``bn1``/.../``downsample.0``/``downsample.1``, ``fc``), which timm's ResNet also uses, so
+torchvision and timm state dicts load with no key mapping.
+
+Every block is a :class:`reszoo.nn.ResidualBlock`: ``residual=False`` builds the plain twin
+(the same layers without the skip additions and without the projection shortcuts, which only
+exist to make the addition possible).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ..nn import ResidualBlock
+
+__all__ = [
+    "BasicBlock",
+    "Bottleneck",
+    "ResNet",
+    "resnet18",
+    "resnet34",
+    "resnet50",
+    "resnet101",
+    "resnet152",
+    "resnet20",
+    "resnet32",
+    "resnet44",
+    "resnet56",
+    "resnet110",
+    "resnet_mnist",
+]
+
+
+def _conv3x3(in_chs: int, out_chs: int, stride: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(in_chs, out_chs, kernel_size=3, stride=stride, padding=1, bias=False)
+
+
+def _conv1x1(in_chs: int, out_chs: int, stride: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(in_chs, out_chs, kernel_size=1, stride=stride, bias=False)
+
+
+class BasicBlock(ResidualBlock):
+    """Two 3x3 convolutions (ResNet-18/34 and the CIFAR ResNets)."""
+
+    expansion = 1
+
+    def __init__(self, in_chs: int, width: int, stride: int = 1, downsample: nn.Module | None = None,
+                 residual: bool = True) -> None:
+        super().__init__(residual)
+        self.conv1 = _conv3x3(in_chs, width, stride)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = _conv3x3(width, width)
+        self.bn2 = nn.BatchNorm2d(width)
+        self.downsample = downsample
+
+    def zero_init_last(self) -> None:
+        nn.init.zeros_(self.bn2.weight)
+
+    def forward(self, x: Tensor) -> Tensor:
+        shortcut = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return self.relu(self.join(out, shortcut))
+
+
+class Bottleneck(ResidualBlock):
+    """1x1 reduce, 3x3 (carries the stride, "ResNet v1.5" as in torchvision/timm), 1x1 expand x4."""
+
+    expansion = 4
+
+    def __init__(self, in_chs: int, width: int, stride: int = 1, downsample: nn.Module | None = None,
+                 residual: bool = True) -> None:
+        super().__init__(residual)
+        out_chs = width * self.expansion
+        self.conv1 = _conv1x1(in_chs, width)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.conv2 = _conv3x3(width, width, stride)
+        self.bn2 = nn.BatchNorm2d(width)
+        self.conv3 = _conv1x1(width, out_chs)
+        self.bn3 = nn.BatchNorm2d(out_chs)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = downsample
+
+    def zero_init_last(self) -> None:
+        nn.init.zeros_(self.bn3.weight)
+
+    def forward(self, x: Tensor) -> Tensor:
+        shortcut = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        return self.relu(self.join(out, shortcut))
+
+
+BLOCKS: dict[str, type[BasicBlock] | type[Bottleneck]] = {"basic": BasicBlock, "bottleneck": Bottleneck}
+
+
+class ResNet(nn.Module):
+    """A ResNet described by data.
+
+    Args:
+        block: ``"basic"`` or ``"bottleneck"`` (or the class itself).
+        layers: blocks per stage; stage ``i`` is the module ``layer{i+1}``.
+        widths: base width of each stage (a bottleneck stage outputs 4x this).
+        strides: stride of each stage's first block (default: 1, then 2 for every later stage).
+        in_chans: input channels (3 for RGB, 1 for grayscale).
+        num_classes: classifier outputs; 0 leaves ``fc`` as an identity (a feature extractor).
+        stem_width, stem_kernel, stem_stride: the stem convolution ``conv1`` (+ ``bn1``, ReLU).
+        stem_pool: a 3x3 stride-2 max pool after the stem (ImageNet ResNets) or none (CIFAR/MNIST).
+        shortcut: projection shortcut where shapes change: ``"B"``, a 1x1 convolution + BN
+            (``downsample.0``/``downsample.1``, He et al.'s option B, torchvision's choice).
+        residual: False builds the plain twin (no additions, no projection shortcuts).
+        zero_init_last: zero the last BN scale of each branch so every block starts as the
+            identity (timm's default; ignored for the plain twin, whose blocks would output zeros).
+        drop_rate: dropout before the classifier.
+    """
+
+    head_prefixes = ("fc.",)
+
+    def __init__(
+        self,
+        block: str | type[BasicBlock] | type[Bottleneck],
+        layers: Sequence[int],
+        *,
+        widths: Sequence[int] = (64, 128, 256, 512),
+        strides: Sequence[int] | None = None,
+        in_chans: int = 3,
+        num_classes: int = 1000,
+        stem_width: int = 64,
+        stem_kernel: int = 7,
+        stem_stride: int = 2,
+        stem_pool: bool = True,
+        shortcut: str = "B",
+        residual: bool = True,
+        zero_init_last: bool = True,
+        drop_rate: float = 0.0,
+    ) -> None:
+        super().__init__()
+        block_cls = BLOCKS[block] if isinstance(block, str) else block
+        if block_cls not in BLOCKS.values():
+            raise ValueError(f"block must be one of {sorted(BLOCKS)}, got {block!r}")
+        if len(layers) != len(widths):
+            raise ValueError(f"layers {tuple(layers)} and widths {tuple(widths)} must have one value per stage")
+        strides = tuple(strides) if strides is not None else (1,) + (2,) * (len(layers) - 1)
+        if len(strides) != len(layers):
+            raise ValueError(f"strides {strides} must have one value per stage ({len(layers)})")
+        if shortcut != "B":
+            raise ValueError(f"only projection shortcuts (option 'B') are implemented, got {shortcut!r}")
+        self.residual = residual
+        self.num_classes = num_classes
+        self.drop_rate = drop_rate
+
+        self.conv1 = nn.Conv2d(in_chans, stem_width, kernel_size=stem_kernel, stride=stem_stride,
+                               padding=stem_kernel // 2, bias=False)
+        self.bn1 = nn.BatchNorm2d(stem_width)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1) if stem_pool else nn.Identity()
+
+        in_chs = stem_width
+        self.stage_names: list[str] = []
+        for i, (depth, width, stride) in enumerate(zip(layers, widths, strides, strict=True)):
+            stage, in_chs = self._make_stage(block_cls, in_chs, width, depth, stride, residual)
+            self.add_module(f"layer{i + 1}", stage)
+            self.stage_names.append(f"layer{i + 1}")
+        self.num_features = in_chs
+        self.global_pool = nn.AdaptiveAvgPool2d(1)
+        self.fc: nn.Module = nn.Linear(in_chs, num_classes) if num_classes > 0 else nn.Identity()
+        self.init_weights(zero_init_last=zero_init_last and residual)
+
+    @staticmethod
+    def _make_stage(block_cls: type[BasicBlock] | type[Bottleneck], in_chs: int, width: int, depth: int,
+                    stride: int, residual: bool) -> tuple[nn.Sequential, int]:
+        out_chs = width * block_cls.expansion
+        blocks: list[nn.Module] = []
+        for j in range(depth):
+            block_stride = stride if j == 0 else 1
+            downsample = None
+            if residual and (block_stride != 1 or in_chs != out_chs):
+                downsample = nn.Sequential(_conv1x1(in_chs, out_chs, block_stride), nn.BatchNorm2d(out_chs))
+            blocks.append(block_cls(in_chs, width, block_stride, downsample, residual))
+            in_chs = out_chs
+        return nn.Sequential(*blocks), in_chs
+
+    def init_weights(self, zero_init_last: bool = True) -> None:
+        """He (fan-out) init for convolutions, BN to identity; torchvision's and timm's scheme."""
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+        if zero_init_last:
+            for m in self.modules():
+                if isinstance(m, BasicBlock | Bottleneck):
+                    m.zero_init_last()
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        """Stem and stages: the last feature map, ``(N, num_features, H', W')``."""
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        for name in self.stage_names:
+            x = getattr(self, name)(x)
+        return x
+
+    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
+        x = torch.flatten(self.global_pool(x), 1)
+        if self.drop_rate:
+            x = nn.functional.dropout(x, p=self.drop_rate, training=self.training)
+        return x if pre_logits else self.fc(x)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+# --------------------------------------------------------------------------- entrypoints
+
+_IMAGENET = dict(widths=(64, 128, 256, 512), stem_width=64, stem_kernel=7, stem_stride=2, stem_pool=True)
+# He et al. 2016, section 4.2: 3x3 stem of 16 filters, three stages of n blocks at 16/32/64
+# filters (feature maps 32/16/8 on CIFAR), global average pool, fc; 6n+2 weighted layers.
+_CIFAR = dict(widths=(16, 32, 64), stem_width=16, stem_kernel=3, stem_stride=1, stem_pool=False)
+
+
+def _create(block: str, layers: Sequence[int], defaults: dict[str, Any], kwargs: dict[str, Any]) -> ResNet:
+    return ResNet(block, layers, **{**defaults, **kwargs})
+
+
+def resnet18(**kwargs: Any) -> ResNet:
+    """ResNet-18 (ImageNet)."""
+    return _create("basic", (2, 2, 2, 2), _IMAGENET, kwargs)
+
+
+def resnet34(**kwargs: Any) -> ResNet:
+    """ResNet-34 (ImageNet)."""
+    return _create("basic", (3, 4, 6, 3), _IMAGENET, kwargs)
+
+
+def resnet50(**kwargs: Any) -> ResNet:
+    """ResNet-50 (ImageNet)."""
+    return _create("bottleneck", (3, 4, 6, 3), _IMAGENET, kwargs)
+
+
+def resnet101(**kwargs: Any) -> ResNet:
+    """ResNet-101 (ImageNet)."""
+    return _create("bottleneck", (3, 4, 23, 3), _IMAGENET, kwargs)
+
+
+def resnet152(**kwargs: Any) -> ResNet:
+    """ResNet-152 (ImageNet)."""
+    return _create("bottleneck", (3, 8, 36, 3), _IMAGENET, kwargs)
+
+
+def _cifar(n: int, kwargs: dict[str, Any]) -> ResNet:
+    return _create("basic", (n, n, n), {**_CIFAR, "num_classes": 10}, kwargs)
+
+
+def resnet20(**kwargs: Any) -> ResNet:
+    """CIFAR ResNet-20 (n=3), projection shortcuts (option B)."""
+    return _cifar(3, kwargs)
+
+
+def resnet32(**kwargs: Any) -> ResNet:
+    """CIFAR ResNet-32 (n=5), projection shortcuts (option B)."""
+    return _cifar(5, kwargs)
+
+
+def resnet44(**kwargs: Any) -> ResNet:
+    """CIFAR ResNet-44 (n=7), projection shortcuts (option B)."""
+    return _cifar(7, kwargs)
+
+
+def resnet56(**kwargs: Any) -> ResNet:
+    """CIFAR ResNet-56 (n=9), projection shortcuts (option B)."""
+    return _cifar(9, kwargs)
+
+
+def resnet110(**kwargs: Any) -> ResNet:
+    """CIFAR ResNet-110 (n=18), projection shortcuts (option B)."""
+    return _cifar(18, kwargs)
+
+
+# 28x28 grayscale digits: a full-resolution 3x3 stem, then three stages of basic blocks at
+# 14x14, 7x7 and 4x4; set by measuring CPU time per epoch against test accuracy (docs/image.md).
+MNIST_CONFIG: dict[str, Any] = dict(
+    block="basic", layers=(1, 1, 1), widths=(32, 64, 128), strides=(2, 2, 2),
+    in_chans=1, num_classes=10, stem_width=32, stem_kernel=3, stem_stride=1, stem_pool=False,
+)
+
+
+def resnet_mnist(**kwargs: Any) -> ResNet:
+    """A small ResNet for 28x28 grayscale input (MNIST)."""
+    return ResNet(**{**MNIST_CONFIG, **kwargs})

@@ -1,0 +1,363 @@
+"""The model registry: ``registry.yaml`` read into typed, validated entries.
+
+An entry says what to build (``domain``, ``arch``, ``arch_args``), which bytes to load
+(``weights``: Hub repo, pinned revision, file, sha256, format, converter), how to turn raw
+input into model input (``preprocess``), and what the model is (labels, metrics with their
+source, license, dataset, paper, recipe). Bad entries fail when read, naming entry and field.
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+__all__ = [
+    "DOMAINS",
+    "Entry",
+    "Metric",
+    "RegistryError",
+    "UnknownModelError",
+    "Weights",
+    "get_entry",
+    "info",
+    "list_models",
+    "load_registry",
+    "registry_path",
+]
+
+DOMAINS = ("image", "text", "speech", "rl", "gan")
+WEIGHT_FORMATS = ("safetensors", "torch")
+_HEX40 = re.compile(r"^[0-9a-f]{40}$")
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+_PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+class RegistryError(ValueError):
+    """A registry entry (or a reszoo config.json) is malformed."""
+
+
+class UnknownModelError(KeyError):
+    """No entry has that name or alias."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0])
+
+
+def _fail(entry: str, field_name: str, problem: str) -> RegistryError:
+    return RegistryError(f"registry entry {entry!r}, field {field_name!r}: {problem}")
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a metric value comes from: measured here by ``script``, or reported upstream at ``url``."""
+
+    kind: str  # "measured" | "reported"
+    script: str | None = None
+    url: str | None = None
+    note: str | None = None
+
+    @property
+    def measured(self) -> bool:
+        return self.kind == "measured"
+
+
+@dataclass(frozen=True)
+class Metric:
+    dataset: str
+    split: str
+    metric: str
+    value: float
+    source: Source
+    name: str | None = None  # a human label, e.g. "top-1 accuracy (224px, crop 0.95)"
+    dataset_type: str | None = None  # Hub dataset id, e.g. "imagenet-1k"
+
+
+@dataclass(frozen=True)
+class Weights:
+    repo: str
+    file: str
+    revision: str | None  # a 40-hex commit; None where it is unknown (pin_note says why)
+    sha256: str | None  # None only where unknown (pin_note says why)
+    format: str = "safetensors"
+    converter: str | None = None  # name of a domain converter; None: reszoo's own layout
+    pin_note: str | None = None
+    size: int | None = None
+
+
+@dataclass(frozen=True)
+class Entry:
+    name: str
+    domain: str
+    task: str
+    arch: str
+    arch_args: dict[str, Any]
+    weights: Weights | None
+    preprocess: dict[str, Any]
+    license: str
+    aliases: tuple[str, ...] = ()
+    labels: tuple[str, ...] | None = None
+    metrics: tuple[Metric, ...] = ()
+    dataset: tuple[str, ...] = ()
+    paper: dict[str, str] | None = None
+    recipe: str | None = None
+    description: str | None = None
+    base_model: str | None = None
+    tags: tuple[str, ...] = ()
+    usage: str | None = None
+    limitations: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)  # domain-specific card facts
+
+    @property
+    def num_classes(self) -> int | None:
+        return len(self.labels) if self.labels else self.arch_args.get("num_classes")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data (lists, dicts), in the registry's own field names."""
+        data = asdict(self)
+        return {k: _plain(v) for k, v in data.items() if v not in (None, (), {}, [])}
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, tuple | list):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items() if v is not None}
+    return value
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+def _take(raw: Mapping[str, Any], key: str, types: type | tuple[type, ...], entry: str, *, required: bool = True, default: Any = None) -> Any:
+    if key not in raw or raw[key] is None:
+        if required:
+            raise _fail(entry, key, "missing")
+        return default
+    value = raw[key]
+    if not isinstance(value, types):
+        names = types.__name__ if isinstance(types, type) else " or ".join(t.__name__ for t in types)
+        raise _fail(entry, key, f"expected {names}, got {type(value).__name__} {value!r}")
+    return value
+
+
+def _str_list(raw: Mapping[str, Any], key: str, entry: str) -> tuple[str, ...]:
+    value = raw.get(key)
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        return (value,)
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise _fail(entry, key, f"expected a string or a list of strings, got {value!r}")
+    return tuple(value)
+
+
+def _parse_weights(raw: Any, entry: str) -> Weights | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise _fail(entry, "weights", f"expected a mapping, got {raw!r}")
+    known = {"repo", "file", "revision", "sha256", "format", "converter", "pin_note", "size"}
+    for key in raw:
+        if key not in known:
+            raise _fail(entry, f"weights.{key}", f"unknown field (known: {', '.join(sorted(known))})")
+    repo = _take(raw, "repo", str, entry)
+    if repo.count("/") != 1 or repo.startswith("/") or repo.endswith("/"):
+        raise _fail(entry, "weights.repo", f"expected 'owner/name', got {repo!r}")
+    revision = raw.get("revision")
+    sha256 = raw.get("sha256")
+    pin_note = raw.get("pin_note")
+    if revision is not None and not (isinstance(revision, str) and _HEX40.match(revision)):
+        raise _fail(entry, "weights.revision", f"expected a 40-hex commit id, got {revision!r}")
+    if sha256 is not None and not (isinstance(sha256, str) and _HEX64.match(sha256)):
+        raise _fail(entry, "weights.sha256", f"expected 64 lowercase hex digits, got {sha256!r}")
+    if (revision is None or sha256 is None) and not pin_note:
+        missing = "revision" if revision is None else "sha256"
+        raise _fail(entry, f"weights.{missing}", "unknown pins need a 'pin_note' saying why")
+    fmt = raw.get("format", "safetensors")
+    if fmt not in WEIGHT_FORMATS:
+        raise _fail(entry, "weights.format", f"expected one of {WEIGHT_FORMATS}, got {fmt!r}")
+    size = raw.get("size")
+    if size is not None and not isinstance(size, int):
+        raise _fail(entry, "weights.size", f"expected an integer byte count, got {size!r}")
+    return Weights(
+        repo=repo,
+        file=_take(raw, "file", str, entry),
+        revision=revision,
+        sha256=sha256,
+        format=fmt,
+        converter=raw.get("converter"),
+        pin_note=pin_note,
+        size=size,
+    )
+
+
+def _parse_metric(raw: Any, entry: str, i: int) -> Metric:
+    where = f"metrics[{i}]"
+    if not isinstance(raw, dict):
+        raise _fail(entry, where, f"expected a mapping, got {raw!r}")
+    value = raw.get("value")
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise _fail(entry, f"{where}.value", f"expected a number, got {value!r}")
+    src = raw.get("source")
+    if not isinstance(src, dict) or src.get("kind") not in ("measured", "reported"):
+        raise _fail(entry, f"{where}.source", "expected {kind: measured, script: ...} or {kind: reported, url: ...}")
+    if src["kind"] == "measured" and not src.get("script"):
+        raise _fail(entry, f"{where}.source.script", "a measured metric names the script that measured it")
+    if src["kind"] == "reported" and not src.get("url"):
+        raise _fail(entry, f"{where}.source.url", "a reported metric links where it was reported")
+    for key in ("dataset", "split", "metric"):
+        if not isinstance(raw.get(key), str):
+            raise _fail(entry, f"{where}.{key}", f"expected a string, got {raw.get(key)!r}")
+    return Metric(
+        dataset=raw["dataset"],
+        split=raw["split"],
+        metric=raw["metric"],
+        value=float(value),
+        source=Source(kind=src["kind"], script=src.get("script"), url=src.get("url"), note=src.get("note")),
+        name=raw.get("name"),
+        dataset_type=raw.get("dataset_type"),
+    )
+
+
+def _parse_labels(raw: Any, entry: str) -> tuple[str, ...] | None:
+    if raw is None:
+        return None
+    if isinstance(raw, str):  # a bundled label file, e.g. "imagenet-1k"
+        path = _PACKAGE_DIR / "labels" / f"{raw}.txt"
+        if not path.is_file():
+            raise _fail(entry, "labels", f"no bundled label file {raw!r} (looked for {path})")
+        return tuple(path.read_text(encoding="utf-8").splitlines())
+    if isinstance(raw, list) and all(isinstance(v, str) for v in raw):
+        return tuple(raw)
+    raise _fail(entry, "labels", f"expected a list of names or a bundled label file name, got {raw!r}")
+
+
+_ENTRY_FIELDS = {
+    "name", "aliases", "domain", "task", "arch", "arch_args", "weights", "preprocess", "labels",
+    "metrics", "license", "dataset", "paper", "recipe", "description", "base_model", "tags",
+    "usage", "limitations", "extra",
+}
+
+
+def parse_entry(raw: Any, where: str = "?") -> Entry:
+    """One registry entry (a mapping) into an :class:`Entry`; raises :class:`RegistryError`."""
+    if not isinstance(raw, dict):
+        raise RegistryError(f"registry entry {where}: expected a mapping, got {raw!r}")
+    name = raw.get("name")
+    if not isinstance(name, str) or not re.match(r"^[a-z0-9][a-z0-9._-]*$", name):
+        raise _fail(where, "name", f"expected a lowercase name of [a-z0-9._-], got {name!r}")
+    for key in raw:
+        if key not in _ENTRY_FIELDS:
+            raise _fail(name, key, f"unknown field (known: {', '.join(sorted(_ENTRY_FIELDS))})")
+    domain = _take(raw, "domain", str, name)
+    if domain not in DOMAINS:
+        raise _fail(name, "domain", f"expected one of {DOMAINS}, got {domain!r}")
+    paper = raw.get("paper")
+    if paper is not None and not (isinstance(paper, dict) and "title" in paper):
+        raise _fail(name, "paper", f"expected {{title: ..., url: ...}}, got {paper!r}")
+    metrics = raw.get("metrics") or []
+    if not isinstance(metrics, list):
+        raise _fail(name, "metrics", f"expected a list, got {metrics!r}")
+    labels = _parse_labels(raw.get("labels"), name)
+    arch_args = _take(raw, "arch_args", dict, name, required=False, default={})
+    if labels and "num_classes" in arch_args and arch_args["num_classes"] != len(labels):
+        raise _fail(name, "labels", f"{len(labels)} labels but arch_args.num_classes = {arch_args['num_classes']}")
+    return Entry(
+        name=name,
+        aliases=_str_list(raw, "aliases", name),
+        domain=domain,
+        task=_take(raw, "task", str, name),
+        arch=_take(raw, "arch", str, name),
+        arch_args=dict(arch_args),
+        weights=_parse_weights(raw.get("weights"), name),
+        preprocess=dict(_take(raw, "preprocess", dict, name, required=False, default={})),
+        labels=labels,
+        metrics=tuple(_parse_metric(m, name, i) for i, m in enumerate(metrics)),
+        license=_take(raw, "license", str, name),
+        dataset=_str_list(raw, "dataset", name),
+        paper=paper,
+        recipe=_take(raw, "recipe", str, name, required=False),
+        description=_take(raw, "description", str, name, required=False),
+        base_model=_take(raw, "base_model", str, name, required=False),
+        tags=_str_list(raw, "tags", name),
+        usage=_take(raw, "usage", str, name, required=False),
+        limitations=_take(raw, "limitations", str, name, required=False),
+        extra=dict(_take(raw, "extra", dict, name, required=False, default={})),
+    )
+
+
+# --------------------------------------------------------------------------- the registry
+
+
+def registry_path() -> Path:
+    """``$RESZOO_REGISTRY``, else the checkout's ``registry.yaml``, else the copy inside the wheel."""
+    if env := os.environ.get("RESZOO_REGISTRY"):
+        return Path(env)
+    for candidate in (_PACKAGE_DIR.parent / "registry.yaml", _PACKAGE_DIR / "_data" / "registry.yaml"):
+        if candidate.is_file():
+            return candidate
+    raise RegistryError("no registry.yaml found (set RESZOO_REGISTRY to its path)")
+
+
+@lru_cache(maxsize=4)
+def _load(path: Path, mtime_ns: int) -> dict[str, Entry]:
+    raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    models = raw.get("models", ...) if isinstance(raw, dict) else ...
+    models = [] if models is None else models  # a registry with no entries yet
+    if not isinstance(models, list):
+        raise RegistryError(f"{path}: expected a top-level 'models:' list")
+    by_name: dict[str, Entry] = {}
+    for i, item in enumerate(models):
+        entry = parse_entry(item, where=f"#{i}")
+        for key in (entry.name, *entry.aliases):
+            if key in by_name:
+                raise _fail(entry.name, "name" if key == entry.name else "aliases", f"{key!r} is already used by {by_name[key].name!r}")
+            by_name[key] = entry
+    return by_name
+
+
+def load_registry(path: str | os.PathLike[str] | None = None) -> dict[str, Entry]:
+    """Every entry by name and by alias (cached until the file changes)."""
+    p = Path(path) if path is not None else registry_path()
+    return _load(p, p.stat().st_mtime_ns)
+
+
+def get_entry(name: str) -> Entry:
+    """The entry for a name or alias; an unknown name raises with the closest names."""
+    reg = load_registry()
+    if name in reg:
+        return reg[name]
+    close = difflib.get_close_matches(name, list(reg), n=3, cutoff=0.5)
+    hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else "; see `reszoo list`"
+    raise UnknownModelError(f"unknown model {name!r}{hint}")
+
+
+def info(name: str) -> Entry:
+    """The typed registry entry of ``name`` (a name or an alias)."""
+    return get_entry(name)
+
+
+def _natural_key(name: str) -> list[Any]:
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
+
+
+def list_models(pattern: str = "*", domain: str | None = None, task: str | None = None) -> list[str]:
+    """Names matching the fnmatch ``pattern`` (on names or aliases), in natural order."""
+    if domain is not None and domain not in DOMAINS:
+        raise ValueError(f"unknown domain {domain!r}; expected one of {DOMAINS}")
+    names = set()
+    for key, entry in load_registry().items():
+        if domain and entry.domain != domain or task and entry.task != task:
+            continue
+        if fnmatch.fnmatchcase(key, pattern):
+            names.add(entry.name)
+    return sorted(names, key=_natural_key)

@@ -1,0 +1,137 @@
+"""The agent interface shared by every rl model: ``act``, input checks, environment checks."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+__all__ = ["Agent", "ObservationError", "SpaceMismatchError"]
+
+
+class ObservationError(ValueError):
+    """An observation of the wrong shape or dtype, or with NaN/inf values."""
+
+
+class SpaceMismatchError(ValueError):
+    """An environment whose observation or action space does not match the agent's."""
+
+
+class Agent(nn.Module):
+    """Base class of reszoo agents.
+
+    Subclasses implement ``_act(obs: Tensor (N, *observation_shape), deterministic) -> Tensor`` on a
+    checked batch; :meth:`act` handles single observations, numpy/tensor input and validation.
+    A discrete agent has ``n_actions``; a continuous one ``action_shape`` and
+    ``action_low``/``action_high`` buffers.
+    """
+
+    kind: str = "discrete"  # "discrete" | "continuous"
+
+    def __init__(self, observation_shape: tuple[int, ...], observation_dtype: torch.dtype = torch.float32,
+                 n_actions: int | None = None, action_shape: tuple[int, ...] | None = None) -> None:
+        super().__init__()
+        self.observation_shape = tuple(int(d) for d in observation_shape)
+        self.observation_dtype = observation_dtype
+        self.n_actions = n_actions
+        self.action_shape = action_shape
+
+    # ------------------------------------------------------------------ input handling
+
+    def _as_batch(self, obs: Any) -> tuple[Tensor, bool]:
+        """Validate ``obs`` and return ``(batch tensor on the model's device, was_single)``."""
+        if isinstance(obs, Tensor):
+            t = obs
+        else:
+            try:
+                arr = np.asarray(obs)
+            except Exception as exc:  # ragged lists and the like
+                raise ObservationError(f"could not read the observation as an array: {exc}") from exc
+            if arr.dtype == object:
+                raise ObservationError(f"could not read the observation as a numeric array (got dtype=object, shape {arr.shape})")
+            t = torch.from_numpy(np.ascontiguousarray(arr))
+        shape = tuple(self.observation_shape)
+        if tuple(t.shape) == shape:
+            single = True
+            t = t.unsqueeze(0)
+        elif t.dim() == len(shape) + 1 and tuple(t.shape[1:]) == shape:
+            single = False
+        else:
+            raise ObservationError(
+                f"{type(self).__name__} expects an observation of shape {shape} or a batch (N, {', '.join(map(str, shape))}), "
+                f"got shape {tuple(t.shape)}"
+            )
+        want = self.observation_dtype
+        if want == torch.uint8:
+            if t.dtype != torch.uint8:
+                raise ObservationError(f"{type(self).__name__} expects uint8 pixel observations, got dtype {t.dtype}")
+        else:
+            if t.dtype == torch.bool or t.dtype.is_complex or not (t.dtype.is_floating_point or _is_int(t.dtype)):
+                raise ObservationError(f"{type(self).__name__} expects real-valued observations (float), got dtype {t.dtype}")
+            t = t.to(want)
+            if not torch.isfinite(t).all():
+                bad = (~torch.isfinite(t)).nonzero()[0].tolist()
+                raise ObservationError(f"observation contains NaN or infinite values (first at index {bad})")
+        param = next(self.parameters(), None)
+        if param is not None:
+            t = t.to(param.device)
+            if t.is_floating_point():
+                t = t.to(param.dtype)
+        return t, single
+
+    @torch.no_grad()
+    def act(self, obs: Any, deterministic: bool = True) -> Any:
+        """The action for one observation, or actions for a batch ``(N, *observation_shape)``.
+
+        Accepts numpy arrays, lists and tensors. Returns, for one observation, an ``int``
+        (discrete) or a float32 numpy array of ``action_shape`` (continuous); for a batch, a numpy
+        array of ``N`` such actions. Tensor input gives tensor output on the same device.
+        """
+        batch, single = self._as_batch(obs)
+        actions = self._act(batch, deterministic)
+        if isinstance(obs, Tensor):
+            out = actions.to(obs.device)
+            return out[0] if single else out
+        out_np = actions.cpu().numpy()
+        if self.kind == "discrete":
+            out_np = out_np.astype(np.int64)
+            return int(out_np[0]) if single else out_np
+        out_np = out_np.astype(np.float32)
+        return out_np[0] if single else out_np
+
+    def _act(self, obs: Tensor, deterministic: bool) -> Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ environments
+
+    def check_env(self, env: Any) -> None:
+        """Raise :class:`SpaceMismatchError` unless ``env``'s spaces are the ones this agent was built for."""
+        from gymnasium import spaces  # heavy: only when an environment is involved
+
+        obs_space, act_space = env.observation_space, env.action_space
+        name = getattr(getattr(env, "spec", None), "id", None) or type(env).__name__
+        problems = []
+        if not isinstance(obs_space, spaces.Box) or tuple(obs_space.shape) != self.observation_shape:
+            problems.append(f"observation space {obs_space} (agent expects a Box of shape {self.observation_shape})")
+        if self.kind == "discrete":
+            if not isinstance(act_space, spaces.Discrete) or int(act_space.n) != self.n_actions:
+                problems.append(f"action space {act_space} (agent expects Discrete({self.n_actions}))")
+        else:
+            ok = isinstance(act_space, spaces.Box) and tuple(act_space.shape) == tuple(self.action_shape or ())
+            if ok:
+                low = torch.as_tensor(act_space.low, dtype=torch.float32)
+                high = torch.as_tensor(act_space.high, dtype=torch.float32)
+                ok = torch.allclose(low, self.action_low.float().cpu()) and torch.allclose(high, self.action_high.float().cpu())
+            if not ok:
+                problems.append(
+                    f"action space {act_space} (agent expects a Box of shape {self.action_shape} with low "
+                    f"{self.action_low.tolist()} and high {self.action_high.tolist()})"
+                )
+        if problems:
+            raise SpaceMismatchError(f"environment {name!r} does not match {type(self).__name__}: " + "; ".join(problems))
+
+
+def _is_int(dtype: torch.dtype) -> bool:
+    return dtype in (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8)

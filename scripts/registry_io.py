@@ -1,0 +1,63 @@
+"""Write a training run's measured results into registry.yaml, keeping its comments and order.
+
+Recipes call :func:`update_entry` with what their own run measured, so that every
+``source: {kind: measured}`` number in the registry comes from a script's output, never by hand.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+from ruamel.yaml import YAML
+
+REGISTRY = Path(__file__).resolve().parent.parent / "registry.yaml"
+
+
+def _yaml() -> YAML:
+    yaml = YAML()
+    yaml.preserve_quotes = True
+    yaml.width = 4096
+    yaml.indent(mapping=2, sequence=4, offset=2)
+    return yaml
+
+
+def update_entry(name: str, path: Path = REGISTRY, **fields: Any) -> None:
+    """Set top-level ``fields`` of entry ``name`` (e.g. ``metrics=[...]``, ``weights={...}``).
+
+    ``weights`` is merged key by key, so a recipe can update ``sha256``/``size`` alone.
+    """
+    yaml = _yaml()
+    doc = yaml.load(path.read_text(encoding="utf-8"))
+    for entry in doc["models"]:
+        if entry["name"] == name:
+            for key, value in fields.items():
+                if key == "weights" and isinstance(entry.get("weights"), dict):
+                    entry["weights"].update(value)
+                else:
+                    entry[key] = value
+            break
+    else:
+        raise KeyError(f"{path}: no entry named {name!r}; add it (with its static fields) first")
+    with path.open("w", encoding="utf-8") as f:
+        yaml.dump(doc, f)
+
+
+def measured(script: str, dataset: str, split: str, metric: str, value: float, *, name: str | None = None,
+             dataset_type: str | None = None, note: str | None = None) -> dict[str, Any]:
+    """One metric record whose source is the recipe ``script`` (its path relative to the project)."""
+    rec: dict[str, Any] = {"dataset": dataset, "split": split, "metric": metric, "value": round(float(value), 6)}
+    if name:
+        rec["name"] = name
+    if dataset_type:
+        rec["dataset_type"] = dataset_type
+    source: dict[str, Any] = {"kind": "measured", "script": script}
+    if note:
+        source["note"] = note
+    rec["source"] = source
+    return rec
+
+
+if __name__ == "__main__":  # pragma: no cover - a tiny manual check
+    print(REGISTRY, file=sys.stderr)
