@@ -185,8 +185,8 @@ def load(
         entry = dataclasses.replace(entry, arch_args=arch_args, labels=None)
     if not pretrained:
         return _finish(build(entry, device=target), entry, device=None, dtype=dtype)
+    model = build(entry, device="meta")  # first: a config naming no known architecture fails before any read
     state = state_of()
-    model = build(entry, device="meta")
     _fill(model, state, replace_head=replace_head, device=target, name=entry.name)
     return _finish(model, entry, device=None, dtype=dtype)
 

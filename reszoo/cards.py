@@ -52,6 +52,16 @@ def _eval_result(entry: Entry, metric: Metric) -> EvalResult:
     )
 
 
+def _eval_results(entry: Entry) -> list[EvalResult] | None:
+    """One result per metric. model-index holds one source per (task, dataset, split) group, so
+    a group takes its first metric's source; the card's table keeps every metric's own."""
+    results = [_eval_result(entry, m) for m in entry.metrics]
+    first_source: dict[tuple, tuple[str | None, str | None]] = {}
+    for r in results:
+        r.source_name, r.source_url = first_source.setdefault(r.unique_identifier, (r.source_name, r.source_url))
+    return results or None
+
+
 def _metadata(entry: Entry, repo_id: str | None) -> ModelCardData:
     tags = ["reszoo", "residual", entry.domain, *entry.tags]
     return ModelCardData(
@@ -62,7 +72,7 @@ def _metadata(entry: Entry, repo_id: str | None) -> ModelCardData:
         pipeline_tag=entry.task if entry.task in _PIPELINE_TAGS else None,
         base_model=_base_model_repo(entry.base_model),
         model_name=repo_id or entry.name,
-        eval_results=[_eval_result(entry, m) for m in entry.metrics] or None,
+        eval_results=_eval_results(entry),
     )
 
 
@@ -120,11 +130,12 @@ def render_markdown(entry: Entry, repo_id: str | None = None) -> str:
     out += [_table(facts, ("", "")), ""]
 
     target = f"hf://{repo_id}" if repo_id and entry.weights and repo_id != entry.weights.repo else name
-    usage = entry.usage or f'model = reszoo.load("{target}")\nx = model.preprocess(raw_input)\ny = model(x)'
-    if "reszoo.load" not in usage:
-        usage = f'model = reszoo.load("{target}")\n' + usage
-    out += ["## How to use", "", "```python", "import reszoo", "", usage.strip(), "```", "",
-            f"From the command line: `reszoo info {name}`, `reszoo predict {name} INPUT...`.", ""]
+    usage = entry.usage or f'model = reszoo.load("{name}")\nx = model.preprocess(raw_input)\ny = model(x)'
+    for alias in (name, *entry.aliases):  # a pushed copy is loaded from its own repo
+        usage = usage.replace(f'reszoo.load("{alias}"', f'reszoo.load("{target}"')
+    code = [line for line in usage.strip().splitlines() if line.strip() != "import reszoo"]
+    out += ["## How to use", "", "```python", "import reszoo", "", *code, "```", "",
+            f"From the command line: `reszoo info {name}`, `reszoo predict {target} INPUT...`.", ""]
 
     if entry.preprocess:
         rows = [(f"`{k}`", f"`{_plain(v)}`") for k, v in entry.preprocess.items()]

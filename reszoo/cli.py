@@ -242,6 +242,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             PermissionError) as err:
         print(f"reszoo: error: {err}", file=sys.stderr)
         return 1
+    except BrokenPipeError:  # `reszoo list | head`: the reader left; not an error of ours
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except KeyboardInterrupt:
         print("reszoo: interrupted", file=sys.stderr)
         return 130

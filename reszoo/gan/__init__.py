@@ -1,0 +1,122 @@
+"""GANs: SNGAN-style residual generators/discriminators (28x28, 32x32) and BigGAN-deep 128.
+
+Generators loaded with ``reszoo.load`` have ``sample(n, labels=None, truncation=None,
+seed=None)`` -> images in [0, 1], shape (n, C, H, W). This module is light: torch only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ..registry import Entry
+from .biggan import BigGANDeep, biggan_deep_128
+from .convert import convert_biggan_pretrained
+from .models import GeneratorMixin, SNGANDiscriminator, SNGANGenerator, sngan_d28, sngan_d32, sngan_g28, sngan_g32
+
+__all__ = [
+    "ARCHS",
+    "CONVERTERS",
+    "BigGANDeep",
+    "GeneratorMixin",
+    "SNGANDiscriminator",
+    "SNGANGenerator",
+    "build_preprocess",
+    "predict",
+    "prepare",
+    "save_grid",
+]
+
+ARCHS: dict[str, Callable[..., nn.Module]] = {
+    "sngan_g28": sngan_g28,
+    "sngan_g32": sngan_g32,
+    "sngan_d28": sngan_d28,
+    "sngan_d32": sngan_d32,
+    "biggan_deep_128": biggan_deep_128,
+}
+
+CONVERTERS: dict[str, Callable[[dict[str, Tensor]], dict[str, Tensor]]] = {
+    "biggan-pretrained": convert_biggan_pretrained,
+}
+
+
+def build_preprocess(entry: Entry) -> Callable[[Any], Tensor]:
+    """A generator's raw input is its class labels: names or indices -> a LongTensor of indices,
+    checked against the entry's classes."""
+    names = tuple(entry.labels or ())
+    num_classes = entry.num_classes or 0
+
+    def preprocess(labels: Any) -> Tensor:
+        if not num_classes:
+            raise ValueError(f"{entry.name} is unconditional: it takes no class labels")
+        if isinstance(labels, int | str):
+            labels = [labels]
+        out = []
+        for label in labels:
+            if isinstance(label, str) and not label.isdigit():
+                if label not in names:
+                    raise ValueError(f"{entry.name}: unknown label {label!r}")
+                out.append(names.index(label))
+            else:
+                index = int(label)
+                if not 0 <= index < num_classes:
+                    raise ValueError(f"{entry.name}: label {index} out of range 0..{num_classes - 1}")
+                out.append(index)
+        return torch.tensor(out, dtype=torch.long)
+
+    return preprocess
+
+
+def prepare(model: nn.Module, entry: Entry) -> None:
+    """The entry's default truncation (``preprocess.truncation``) becomes the sampler's default."""
+    if isinstance(model, GeneratorMixin) and "truncation" in entry.preprocess:
+        model.default_truncation = entry.preprocess["truncation"]
+
+
+def save_grid(images: Tensor, path: str | Path, *, nrow: int | None = None, padding: int = 2) -> Path:
+    """Write images in [0, 1] (N, C, H, W) as one PNG grid, ``nrow`` per row (default: ~square)."""
+    import math
+
+    import numpy as np
+    from PIL import Image
+
+    if images.ndim != 4 or images.shape[1] not in (1, 3):
+        raise ValueError(f"expected images of shape (N, 1|3, H, W), got {tuple(images.shape)}")
+    n, c, h, w = images.shape
+    nrow = nrow or math.ceil(math.sqrt(n))
+    rows = math.ceil(n / nrow)
+    grid = torch.ones(c, rows * (h + padding) + padding, nrow * (w + padding) + padding)
+    for i, img in enumerate(images.detach().float().cpu().clamp(0, 1)):
+        r, col = divmod(i, nrow)
+        top, left = padding + r * (h + padding), padding + col * (w + padding)
+        grid[:, top:top + h, left:left + w] = img
+    array = (grid.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array[:, :, 0] if c == 1 else array).save(path)
+    return path
+
+
+def predict(model: nn.Module, inputs: list[str], top_k: int = 5) -> list[dict[str, Any]]:
+    """``reszoo predict NAME LABEL...``: one sample per class label (name or index; ``random``
+    for a random class or an unconditional model), seeded by its position, written to
+    ``<name>-<i>.png`` in the current folder. ``top_k`` does not apply to generators."""
+    if not isinstance(model, GeneratorMixin):
+        raise TypeError(f"{type(model).__name__} is not a generator")
+    name = getattr(getattr(model, "entry", None), "name", "sample")
+    names = getattr(model, "labels", None) or ()
+    rows = []
+    for i, text in enumerate(inputs):
+        label = None if text == "random" else text
+        image = model.sample(1, labels=label, seed=i)
+        path = save_grid(image, Path(f"{name}-{i}.png"), padding=0)
+        row: dict[str, Any] = {"input": text, "seed": i, "file": str(path)}
+        if label is not None and model.num_classes:
+            index = int(model.class_indices(label, 1)[0])
+            row["class"] = names[index] if index < len(names) else index
+        rows.append(row)
+    return rows

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-__all__ = ["Agent", "ObservationError", "SpaceMismatchError"]
+__all__ = ["Agent", "ObservationError", "SpaceMismatchError", "as_observation_batch"]
 
 
 class ObservationError(ValueError):
@@ -42,38 +42,7 @@ class Agent(nn.Module):
 
     def _as_batch(self, obs: Any) -> tuple[Tensor, bool]:
         """Validate ``obs`` and return ``(batch tensor on the model's device, was_single)``."""
-        if isinstance(obs, Tensor):
-            t = obs
-        else:
-            try:
-                arr = np.asarray(obs)
-            except Exception as exc:  # ragged lists and the like
-                raise ObservationError(f"could not read the observation as an array: {exc}") from exc
-            if arr.dtype == object:
-                raise ObservationError(f"could not read the observation as a numeric array (got dtype=object, shape {arr.shape})")
-            t = torch.from_numpy(np.ascontiguousarray(arr))
-        shape = tuple(self.observation_shape)
-        if tuple(t.shape) == shape:
-            single = True
-            t = t.unsqueeze(0)
-        elif t.dim() == len(shape) + 1 and tuple(t.shape[1:]) == shape:
-            single = False
-        else:
-            raise ObservationError(
-                f"{type(self).__name__} expects an observation of shape {shape} or a batch (N, {', '.join(map(str, shape))}), "
-                f"got shape {tuple(t.shape)}"
-            )
-        want = self.observation_dtype
-        if want == torch.uint8:
-            if t.dtype != torch.uint8:
-                raise ObservationError(f"{type(self).__name__} expects uint8 pixel observations, got dtype {t.dtype}")
-        else:
-            if t.dtype == torch.bool or t.dtype.is_complex or not (t.dtype.is_floating_point or _is_int(t.dtype)):
-                raise ObservationError(f"{type(self).__name__} expects real-valued observations (float), got dtype {t.dtype}")
-            t = t.to(want)
-            if not torch.isfinite(t).all():
-                bad = (~torch.isfinite(t)).nonzero()[0].tolist()
-                raise ObservationError(f"observation contains NaN or infinite values (first at index {bad})")
+        t, single = as_observation_batch(obs, self.observation_shape, self.observation_dtype, owner=type(self).__name__)
         param = next(self.parameters(), None)
         if param is not None:
             t = t.to(param.device)
@@ -131,6 +100,48 @@ class Agent(nn.Module):
                 )
         if problems:
             raise SpaceMismatchError(f"environment {name!r} does not match {type(self).__name__}: " + "; ".join(problems))
+
+
+def as_observation_batch(obs: Any, shape: tuple[int, ...], dtype: torch.dtype = torch.float32,
+                         owner: str = "agent") -> tuple[Tensor, bool]:
+    """Check one observation of ``shape`` or a batch ``(N, *shape)`` and return ``(batch, was_single)``.
+
+    Raises :class:`ObservationError` for a wrong shape, a non-numeric dtype (uint8 is required for
+    pixel agents, ``dtype=torch.uint8``), or NaN/inf values.
+    """
+    if isinstance(obs, Tensor):
+        t = obs
+    else:
+        try:
+            arr = np.asarray(obs)
+        except Exception as exc:  # ragged lists and the like
+            raise ObservationError(f"could not read the observation as an array: {exc}") from exc
+        if arr.dtype == object or arr.dtype.kind in "USV":
+            raise ObservationError(f"could not read the observation as a numeric array (dtype {arr.dtype}, shape {arr.shape})")
+        t = torch.from_numpy(np.ascontiguousarray(arr))
+    shape = tuple(shape)
+    if tuple(t.shape) == shape:
+        single = True
+        t = t.unsqueeze(0)
+    elif t.dim() == len(shape) + 1 and tuple(t.shape[1:]) == shape:
+        single = False
+    else:
+        raise ObservationError(
+            f"{owner} expects an observation of shape {shape} or a batch (N, {', '.join(map(str, shape))}), "
+            f"got shape {tuple(t.shape)}"
+        )
+    if dtype == torch.uint8:
+        if t.dtype != torch.uint8:
+            raise ObservationError(f"{owner} expects uint8 pixel observations, got dtype {t.dtype}")
+        return t, single
+    if t.dtype == torch.bool or t.dtype.is_complex or not (t.dtype.is_floating_point or _is_int(t.dtype)):
+        raise ObservationError(f"{owner} expects real-valued (float) observations, got dtype {t.dtype}")
+    t = t.to(dtype)
+    finite = torch.isfinite(t)
+    if not finite.all():
+        first = (~finite).nonzero()[0].tolist()
+        raise ObservationError(f"observation contains NaN or infinite values (first at index {first})")
+    return t, single
 
 
 def _is_int(dtype: torch.dtype) -> bool:

@@ -176,13 +176,14 @@ class SquashedGaussianActorCritic(Agent):
     """SAC agent: squashed Gaussian actor and ``n_critics`` Q networks over ``[obs, action]``.
 
     Actions are produced in ``[-1, 1]`` (``tanh``) and mapped affinely onto the environment's box
-    ``[action_low, action_high]`` (persistent buffers, saved with the weights).
+    ``[action_low, action_high]`` (arguments, kept as persistent buffers saved with the weights).
     """
 
     kind = "continuous"
 
     def __init__(self, obs_dim: int, action_dim: int, width: int = 128, depth: int = 1, critic_width: int | None = None,
-                 critic_depth: int | None = None, n_critics: int = 2, residual: bool = True, obs_clip: float = 10.0) -> None:
+                 critic_depth: int | None = None, n_critics: int = 2, residual: bool = True, obs_clip: float = 10.0,
+                 action_low: float | list[float] = -1.0, action_high: float | list[float] = 1.0) -> None:
         super().__init__(observation_shape=(obs_dim,), action_shape=(action_dim,))
         self.obs_norm = RunningNorm(obs_dim, clip=obs_clip)
         self.actor = ResMLP(obs_dim, width, depth, residual=residual)
@@ -191,8 +192,8 @@ class SquashedGaussianActorCritic(Agent):
         self.critics = nn.ModuleList(
             QNetwork(obs_dim, action_dim, critic_width or width, critic_depth or depth, residual) for _ in range(n_critics)
         )
-        self.register_buffer("action_low", -torch.ones(action_dim))
-        self.register_buffer("action_high", torch.ones(action_dim))
+        self.register_buffer("action_low", torch.as_tensor(action_low, dtype=torch.float32).expand(action_dim).clone())
+        self.register_buffer("action_high", torch.as_tensor(action_high, dtype=torch.float32).expand(action_dim).clone())
 
     def distribution_params(self, obs: Tensor) -> tuple[Tensor, Tensor]:
         """Mean and clamped log-std of the Gaussian before the ``tanh`` squash."""
@@ -298,6 +299,49 @@ class ImpalaActorCritic(Agent):
 
     def _act(self, obs: Tensor, deterministic: bool) -> Tensor:
         logits = self.policy_head(self.features(obs))
+        if deterministic:
+            return logits.argmax(-1)
+        return torch.distributions.Categorical(logits=logits).sample()
+
+
+# --------------------------------------------------------------------------- SB3's MlpPolicy
+
+
+class MLPActorCritic(Agent):
+    """Stable-Baselines3's discrete ``MlpPolicy`` (separate ``Linear-Tanh`` stacks for policy and
+    value, default 64-64), so RL-Zoo checkpoints load for comparison (converter ``sb3-mlp-policy``).
+
+    It has no skips at all: it is the plain reference, not a residual network. Observations are
+    not normalised inside it (a zoo agent trained with VecNormalize needs those statistics too).
+    """
+
+    kind = "discrete"
+
+    def __init__(self, obs_dim: int, n_actions: int, net_arch: tuple[int, ...] | list[int] = (64, 64),
+                 activation: str = "tanh") -> None:
+        super().__init__(observation_shape=(obs_dim,), n_actions=n_actions)
+        acts = {"tanh": nn.Tanh, "relu": nn.ReLU}
+        if activation not in acts:
+            raise ValueError(f"activation must be one of {sorted(acts)}, got {activation!r}")
+
+        def stack() -> nn.Sequential:
+            layers: list[nn.Module] = []
+            d = obs_dim
+            for h in net_arch:
+                layers += [nn.Linear(d, h), acts[activation]()]
+                d = h
+            return nn.Sequential(*layers)
+
+        self.actor, self.critic = stack(), stack()
+        last = net_arch[-1] if net_arch else obs_dim
+        self.policy_head = nn.Linear(last, n_actions)
+        self.value_head = nn.Linear(last, 1)
+
+    def forward(self, obs: Tensor) -> tuple[Tensor, Tensor]:
+        return self.policy_head(self.actor(obs)), self.value_head(self.critic(obs)).squeeze(-1)
+
+    def _act(self, obs: Tensor, deterministic: bool) -> Tensor:
+        logits = self.policy_head(self.actor(obs))
         if deterministic:
             return logits.argmax(-1)
         return torch.distributions.Categorical(logits=logits).sample()

@@ -120,9 +120,8 @@ class ReszooSACPolicy(SACPolicy):
     def _build(self, lr_schedule: Any) -> None:
         obs_dim = int(np.prod(self.observation_space.shape))
         act_dim = int(np.prod(self.action_space.shape))
-        agent = SquashedGaussianActorCritic(obs_dim, act_dim, **self.agent_kwargs)
-        agent.action_low.copy_(torch.as_tensor(self.action_space.low, dtype=torch.float32).reshape(-1))
-        agent.action_high.copy_(torch.as_tensor(self.action_space.high, dtype=torch.float32).reshape(-1))
+        bounds = dict(action_low=self.action_space.low.reshape(-1).tolist(), action_high=self.action_space.high.reshape(-1).tolist())
+        agent = SquashedGaussianActorCritic(obs_dim, act_dim, **{**self.agent_kwargs, **bounds})
         self.agent = agent
 
         self.actor = self.make_actor()

@@ -1,0 +1,94 @@
+"""Speech: ECAPA-TDNN speaker embeddings and small residual conv-TDNN classifiers.
+
+The domain contract (see reszoo/domains.py). Light on import: torch only; torchaudio and
+soundfile are imported by the functions that read, resample or featurise audio.
+See docs/speech.md.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from torch import Tensor, nn
+
+from .convert import ConversionError, convert_speechbrain_ecapa
+from .frontend import FbankConfig, SpeechPreprocess
+from .models import ECAPATDNN, ecapa_tdnn, ecapa_tdnn_c512, ecapa_tdnn_c1024, ecapa_tdnn_small, tdnn_small
+
+__all__ = [
+    "ARCHS",
+    "CONVERTERS",
+    "ConversionError",
+    "DEFAULT_VERIFY_THRESHOLD",
+    "ECAPATDNN",
+    "FbankConfig",
+    "SpeechPreprocess",
+    "build_preprocess",
+    "predict",
+    "prepare",
+]
+
+# SpeechBrain's SpeakerRecognition.verify_batch default; entries may give their own
+# (extra.verify_threshold), e.g. the equal-error-rate point measured on a dev set.
+DEFAULT_VERIFY_THRESHOLD = 0.25
+
+ARCHS: dict[str, Callable[..., nn.Module]] = {
+    "ecapa_tdnn": ecapa_tdnn,
+    "ecapa_tdnn_c512": ecapa_tdnn_c512,
+    "ecapa_tdnn_c1024": ecapa_tdnn_c1024,
+    "ecapa_tdnn_small": ecapa_tdnn_small,
+    "tdnn_small": tdnn_small,
+}
+
+CONVERTERS: dict[str, Callable[[dict[str, Tensor]], dict[str, Tensor]]] = {
+    "speechbrain-ecapa": convert_speechbrain_ecapa,
+}
+
+
+def build_preprocess(entry: Any) -> SpeechPreprocess:
+    """``entry.preprocess`` (an fbank description, see FbankConfig) -> raw audio to features."""
+    return SpeechPreprocess(FbankConfig.from_preprocess(dict(entry.preprocess or {})))
+
+
+def prepare(model: nn.Module, entry: Any) -> None:
+    """Attach the verification threshold the entry documents (or SpeechBrain's default)."""
+    extra = dict(getattr(entry, "extra", None) or {})
+    model.verify_threshold = float(extra.get("verify_threshold", DEFAULT_VERIFY_THRESHOLD))
+
+
+def predict(model: nn.Module, inputs: list[str], top_k: int = 5) -> list[dict[str, Any]]:
+    """What ``reszoo predict NAME INPUT...`` prints.
+
+    Classifiers: one row per audio file with the top label, its probability and the top-k.
+    Embedding models: one file -> its embedding's size and norm; several -> each later file
+    verified against the first (cosine score and decision at the model's threshold).
+    """
+    if not inputs:
+        raise ValueError("give at least one audio file")
+    missing = [p for p in inputs if not Path(p).is_file()]
+    if missing:
+        raise FileNotFoundError(f"no audio file at {', '.join(missing)}")
+    if getattr(model, "head", None) is not None:
+        rows = []
+        for path, top in zip(inputs, model.classify(list(inputs), top_k=top_k), strict=True):
+            rows.append({
+                "input": path,
+                "label": top[0][0],
+                "prob": round(top[0][1], 4),
+                "top_k": " ".join(f"{label}:{p:.3f}" for label, p in top),
+            })
+        return rows
+    embeddings = model.embed(list(inputs))
+    if len(inputs) == 1:
+        emb = embeddings[0]
+        return [{"input": inputs[0], "embedding_dim": int(emb.numel()), "norm": round(float(emb.norm()), 4)}]
+    threshold = float(getattr(model, "verify_threshold", DEFAULT_VERIFY_THRESHOLD))
+    ref = embeddings[0]
+    rows = []
+    for path, emb in zip(inputs[1:], embeddings[1:], strict=True):
+        score = float(nn.functional.cosine_similarity(ref, emb, dim=0))
+        rows.append({"a": inputs[0], "b": path, "score": round(score, 4), "same_speaker": score >= threshold,
+                     "threshold": threshold})
+    return rows

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-__all__ = ["FbankConfig", "Fbank", "mel_filterbank"]
+__all__ = ["FbankConfig", "Fbank", "SpeechPreprocess", "mel_filterbank"]
 
 MEL_FILTERS = ("speechbrain", "torchaudio")
 
@@ -152,3 +152,45 @@ class Fbank(nn.Module):
 
     def num_frames(self, num_samples: int) -> int:
         return num_samples // self.cfg.hop_length + 1
+
+
+class SpeechPreprocess:
+    """Raw audio -> normalised features ``(frames, n_mels)``: what ``model.preprocess`` is.
+
+    ``preprocess(audio, sample_rate=None)`` takes a path, a waveform tensor or a numpy array
+    (with ``sample_rate``), or a ``(waveform, sample_rate)`` tuple; see reszoo.speech.audio for
+    the conversions (downmix, resampling) and the errors. ``preprocess.batch([...])`` pads a list
+    into ``(batch, frames, n_mels)`` and returns the relative ``lengths`` the model masks with.
+    """
+
+    def __init__(self, cfg: FbankConfig | None = None) -> None:
+        self.cfg = cfg or FbankConfig()
+        self._fbank: Fbank | None = None  # built on first use: it imports torchaudio
+
+    @property
+    def fbank(self) -> Fbank:
+        if self._fbank is None:
+            self._fbank = Fbank(self.cfg)
+        return self._fbank
+
+    def waveform(self, audio: Any, sample_rate: int | None = None) -> Tensor:
+        from .audio import as_waveform
+
+        return as_waveform(audio, sample_rate, target_rate=self.cfg.sample_rate, min_seconds=self.cfg.min_ms / 1000)
+
+    def __call__(self, audio: Any, sample_rate: int | None = None) -> Tensor:
+        return self.fbank(self.waveform(audio, sample_rate))
+
+    def batch(self, audios: list[Any], sample_rate: int | None = None) -> tuple[Tensor, Tensor]:
+        if not audios:
+            raise ValueError("expected at least one audio input")
+        feats = [self(a, sample_rate) for a in audios]
+        frames = max(f.shape[0] for f in feats)
+        out = feats[0].new_zeros(len(feats), frames, feats[0].shape[1])
+        for i, f in enumerate(feats):
+            out[i, : f.shape[0]] = f
+        lengths = torch.tensor([f.shape[0] / frames for f in feats])
+        return out, lengths
+
+    def __repr__(self) -> str:
+        return f"SpeechPreprocess({self.cfg})"

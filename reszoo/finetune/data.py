@@ -1,0 +1,335 @@
+"""Labelled data in the formats users already have, checked before anything is trained.
+
+- images: a folder with one subfolder per class (``root/<class>/**/<image>``), as torchvision's
+  ``ImageFolder`` reads it;
+- audio: the same layout with wav/flac/ogg/mp3 files;
+- text: a CSV or TSV file with a header line; the label and text columns are named by options
+  (``label`` and ``text`` by default);
+- or, from Python, a list of ``(input, label)`` pairs (paths or texts).
+
+Class names come from the data (subfolder names or label values, in natural order) and become
+the fine-tuned model's labels. Every failure is a :class:`DataError` that names the path and
+what to do. Decoding every file (to find unreadable ones) is left to :func:`drop_unreadable`,
+which the trainer runs with the model's own preprocessing, so a file is decoded once.
+"""
+
+from __future__ import annotations
+
+import csv
+import random
+import re
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .options import DataError
+
+__all__ = [
+    "AUDIO_EXTENSIONS",
+    "IMAGE_EXTENSIONS",
+    "LabeledData",
+    "drop_unreadable",
+    "read_data",
+    "split_validation",
+]
+
+IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"})
+AUDIO_EXTENSIONS = frozenset({".wav", ".flac", ".ogg", ".mp3", ".aif", ".aiff"})
+_SHOWN = 5  # how many offending files an error message lists
+
+
+def natural_key(name: str) -> list[Any]:
+    """"2" before "10"; the order class names become label ids in."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
+
+
+@dataclass
+class LabeledData:
+    """Inputs (paths or texts), their class ids, and the class names the ids index."""
+
+    items: list[Any]
+    targets: list[int]
+    classes: tuple[str, ...]
+    source: str
+    ids: list[str]  # where each item came from (relative path, "line N"), for messages
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (id, why) of records left out
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def counts(self) -> dict[str, int]:
+        per = Counter(self.targets)
+        return {name: per.get(i, 0) for i, name in enumerate(self.classes)}
+
+    def subset(self, indices: Sequence[int], source: str | None = None) -> LabeledData:
+        return LabeledData(
+            items=[self.items[i] for i in indices],
+            targets=[self.targets[i] for i in indices],
+            classes=self.classes,
+            source=source or self.source,
+            ids=[self.ids[i] for i in indices],
+        )
+
+
+def _shown(pairs: Sequence[tuple[str, str]]) -> str:
+    text = "; ".join(f"{where}: {why}" for where, why in pairs[:_SHOWN])
+    return text + (f"; ... ({len(pairs)} in all)" if len(pairs) > _SHOWN else "")
+
+
+# --------------------------------------------------------------------------- folders
+
+
+def _read_class_folder(root: Path, extensions: frozenset[str], kind: str, role: str) -> tuple[dict[str, list[Path]], list[Path]]:
+    """``{class: files}`` of a class-per-subfolder tree, and the files directly under ``root``."""
+    if not root.exists():
+        raise DataError(f"{role} data: no such folder {root}")
+    if not root.is_dir():
+        raise DataError(f"{role} data: {root} is a file, but {kind} data is a folder with one subfolder per class")
+    subdirs = sorted((p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")), key=lambda p: natural_key(p.name))
+    loose = sorted(p for p in root.iterdir() if p.is_file() and p.suffix.lower() in extensions)
+    if not subdirs:
+        what = f"{len(loose)} {kind} file(s) but no class subfolders" if loose else "nothing"
+        raise DataError(f"{role} data: {root} holds {what}; expected one subfolder per class, "
+                        f"e.g. {root}/cat/1.png, {root}/dog/2.png")
+    files: dict[str, list[Path]] = {}
+    for sub in subdirs:
+        files[sub.name] = sorted(
+            (p for p in sub.rglob("*") if p.is_file() and p.suffix.lower() in extensions
+             and not any(part.startswith(".") for part in p.relative_to(sub).parts)),
+            key=lambda p: str(p),
+        )
+    return files, loose
+
+
+def _folder_data(root: Path, extensions: frozenset[str], kind: str, role: str, classes: Sequence[str] | None) -> LabeledData:
+    files, loose = _read_class_folder(root, extensions, kind, role)
+    empty = [name for name, found in files.items() if not found]
+    if all(not found for found in files.values()):
+        raise DataError(f"{role} data: {root} has {len(files)} class subfolder(s) but no {kind} files "
+                        f"(extensions {', '.join(sorted(extensions))})")
+    if empty:
+        raise DataError(f"{role} data: class(es) with no {kind} files: "
+                        + ", ".join(f"{name!r} ({root / name})" for name in empty[:_SHOWN])
+                        + "; add examples or remove the empty folder(s)")
+    names = tuple(files)
+    if classes is not None:
+        unknown = [n for n in names if n not in classes]
+        if unknown:
+            raise DataError(f"{role} data: class(es) {', '.join(map(repr, unknown))} in {root} are not among the "
+                            f"training classes ({', '.join(classes)})")
+        names = tuple(classes)
+    index = {name: i for i, name in enumerate(names)}
+    items, targets, ids = [], [], []
+    for name, found in files.items():
+        for path in found:
+            items.append(str(path))
+            targets.append(index[name])
+            ids.append(str(path.relative_to(root)))
+    data = LabeledData(items=items, targets=targets, classes=names, source=str(root), ids=ids)
+    if loose:
+        data.skipped += [(str(p.relative_to(root)), "not in a class subfolder") for p in loose]
+    return data
+
+
+# --------------------------------------------------------------------------- tables
+
+
+def _table_data(path: Path, *, text_column: str, label_column: str, delimiter: str | None, role: str,
+                classes: Sequence[str] | None) -> LabeledData:
+    if not path.exists():
+        raise DataError(f"{role} data: no such file {path}")
+    if path.is_dir():
+        raise DataError(f"{role} data: {path} is a folder; text data is a CSV/TSV file with a header line "
+                        f"naming a {label_column!r} and a {text_column!r} column")
+    tsv = path.suffix.lower() in (".tsv", ".tab")
+    sep = delimiter or ("\t" if tsv else ",")
+    # TSV files have no quoting convention (texts contain quote characters): read them literally.
+    quoting = csv.QUOTE_NONE if sep == "\t" else csv.QUOTE_MINIMAL
+    try:
+        with path.open(encoding="utf-8", newline="") as f:
+            rows = list(csv.reader(f, delimiter=sep, quoting=quoting))
+    except UnicodeDecodeError as err:
+        raise DataError(f"{role} data: {path} is not UTF-8 text ({err})") from err
+    except csv.Error as err:
+        raise DataError(f"{role} data: {path} is not valid CSV/TSV ({err})") from err
+    if not rows:
+        raise DataError(f"{role} data: {path} is empty (expected a header line, then one example per line)")
+    header = [h.strip() for h in rows[0]]
+    missing = [c for c in (label_column, text_column) if c not in header]
+    if missing:
+        sep_name = "tab" if sep == "\t" else repr(sep)
+        raise DataError(f"{role} data: {path} has no column(s) {', '.join(map(repr, missing))} "
+                        f"(its header, split on {sep_name}: {', '.join(map(repr, header)) or 'nothing'}); "
+                        f"name the columns with --label-column/--text-column (label_column=/text_column=)"
+                        + ("" if delimiter else ", or the separator with --delimiter"))
+    li, ti = header.index(label_column), header.index(text_column)
+    texts, labels, ids, bad = [], [], [], []
+    for n, row in enumerate(rows[1:], start=2):
+        where = f"line {n}"
+        if not row or all(not cell.strip() for cell in row):
+            continue  # blank lines carry nothing
+        if len(row) != len(header):
+            bad.append((where, f"{len(row)} fields, the header has {len(header)}"))
+            continue
+        label, text = row[li].strip(), row[ti].strip()
+        if not label or not text:
+            bad.append((where, "empty label" if not label else "empty text"))
+            continue
+        texts.append(text)
+        labels.append(label)
+        ids.append(where)
+    if not texts:
+        raise DataError(f"{role} data: {path} has a header but no usable examples"
+                        + (f" ({_shown(bad)})" if bad else ""))
+    names = tuple(classes) if classes is not None else tuple(sorted(set(labels), key=natural_key))
+    if classes is not None:
+        unknown = sorted(set(labels) - set(classes), key=natural_key)
+        if unknown:
+            raise DataError(f"{role} data: label(s) {', '.join(map(repr, unknown[:_SHOWN]))} in {path} are not among "
+                            f"the {len(classes)} training classes")
+    index = {name: i for i, name in enumerate(names)}
+    data = LabeledData(items=texts, targets=[index[x] for x in labels], classes=names, source=str(path), ids=ids)
+    data.skipped = bad  # malformed rows: the on_bad_file policy decides (see check_skipped)
+    return data
+
+
+def _pairs_data(pairs: Iterable[Any], role: str, classes: Sequence[str] | None) -> LabeledData:
+    items, labels, ids = [], [], []
+    for i, pair in enumerate(pairs):
+        if not isinstance(pair, tuple | list) or len(pair) != 2:
+            raise DataError(f"{role} data: item {i} is {pair!r}; in-memory data is a list of (input, label) pairs")
+        items.append(str(pair[0]) if isinstance(pair[0], Path) else pair[0])
+        labels.append(str(pair[1]))
+        ids.append(f"item {i}")
+    if not items:
+        raise DataError(f"{role} data: the list of (input, label) pairs is empty")
+    names = tuple(classes) if classes is not None else tuple(sorted(set(labels), key=natural_key))
+    unknown = sorted(set(labels) - set(names), key=natural_key)
+    if unknown:
+        raise DataError(f"{role} data: label(s) {', '.join(map(repr, unknown[:_SHOWN]))} are not among the training classes")
+    index = {name: i for i, name in enumerate(names)}
+    return LabeledData(items=items, targets=[index[x] for x in labels], classes=names, source="<in-memory pairs>", ids=ids)
+
+
+# --------------------------------------------------------------------------- entry points
+
+
+def read_data(source: Any, domain: str, *, role: str = "train", classes: Sequence[str] | None = None,
+              text_column: str = "text", label_column: str = "label", delimiter: str | None = None,
+              on_bad_file: str = "skip") -> LabeledData:
+    """Read ``source`` (a folder, a CSV/TSV file or a list of pairs) for a ``domain`` model.
+
+    ``classes``: the training classes, for validation/test data (their labels must be among them).
+    Training data must hold at least two classes, each with at least one example.
+    """
+    if isinstance(source, list | tuple):
+        data = _pairs_data(source, role, classes)
+    else:
+        path = Path(source).expanduser()
+        if domain == "image":
+            data = _folder_data(path, IMAGE_EXTENSIONS, "image", role, classes)
+        elif domain == "speech":
+            data = _folder_data(path, AUDIO_EXTENSIONS, "audio", role, classes)
+        elif domain == "text":
+            data = _table_data(path, text_column=text_column, label_column=label_column, delimiter=delimiter,
+                               role=role, classes=classes)
+        else:
+            raise DataError(f"fine-tuning covers classification models of the image, text and speech domains, not {domain!r}")
+    check_skipped(data, role, on_bad_file, what="malformed or misplaced record(s)")
+    if classes is None:
+        check_classes(data, role)
+    return data
+
+
+def check_skipped(data: LabeledData, role: str, on_bad_file: str, what: str = "unreadable file(s)") -> None:
+    """Apply the ``on_bad_file`` policy to ``data.skipped``: an error, or a count in the report."""
+    if data.skipped and on_bad_file == "error":
+        raise DataError(f"{role} data: {len(data.skipped)} {what} in {data.source}: {_shown(data.skipped)}; "
+                        "fix or remove them, or pass --on-bad-file skip (on_bad_file='skip') to leave them out")
+
+
+def check_classes(data: LabeledData, role: str) -> None:
+    """Training data needs two classes or more, and an example of each."""
+    counts = data.counts()
+    if len(data.classes) < 2:
+        only = f"({data.classes[0]!r})" if data.classes else ""
+        raise DataError(f"{role} data: only one class {only} in {data.source}; classification needs at least two")
+    empty = [name for name, n in counts.items() if n == 0]
+    if empty:
+        raise DataError(f"{role} data: class(es) with no usable examples in {data.source}: "
+                        + ", ".join(map(repr, empty[:_SHOWN])))
+
+
+def drop_unreadable(data: LabeledData, encode: Callable[[Any], Any], *, role: str, on_bad_file: str,
+                    keep: bool = True, budget_bytes: int = 2 << 30) -> tuple[LabeledData, list[Any] | None]:
+    """Encode every item once; items that fail are skipped (counted) or an error, by ``on_bad_file``.
+
+    Returns the readable data and, when ``keep`` and the encodings fit ``budget_bytes``, the
+    encodings (so training does not decode files again); else None.
+    """
+    encoded: list[Any] | None = [] if keep else None
+    ok: list[int] = []
+    bad: list[tuple[str, str]] = []
+    size = 0
+    for i, item in enumerate(data.items):
+        try:
+            value = encode(item)
+        except (OSError, ValueError, RuntimeError, TypeError) as err:  # PIL, soundfile, audio checks
+            bad.append((data.ids[i], f"{type(err).__name__}: {err}".splitlines()[0][:200]))
+            continue
+        ok.append(i)
+        if encoded is not None:
+            size += _nbytes(value)
+            if size > budget_bytes:
+                encoded = None  # too big to hold: encode again on the fly
+            else:
+                encoded.append(value)
+    if bad:
+        gone = LabeledData(items=[], targets=[], classes=data.classes, source=data.source, ids=[], skipped=bad)
+        check_skipped(gone, role, on_bad_file)
+    kept = data.subset(ok) if bad else data
+    kept.skipped = list(data.skipped) + bad
+    if bad and role == "train":
+        check_classes(kept, role)
+    if not kept.items:
+        raise DataError(f"{role} data: none of the {len(data)} file(s) in {data.source} could be read: {_shown(bad)}")
+    return kept, encoded
+
+
+def _nbytes(value: Any) -> int:
+    if hasattr(value, "element_size") and hasattr(value, "numel"):
+        return int(value.element_size() * value.numel())
+    if isinstance(value, dict):
+        return sum(_nbytes(v) for v in value.values())
+    if isinstance(value, list | tuple):
+        return sum(_nbytes(v) for v in value)
+    return 64
+
+
+def split_validation(data: LabeledData, fraction: float, seed: int) -> tuple[LabeledData, LabeledData | None]:
+    """A seeded, stratified hold-out: about ``fraction`` of each class (at least one where the
+    class has two examples or more; never a class's last training example)."""
+    if fraction <= 0:
+        return data, None
+    rng = random.Random(seed)
+    by_class: dict[int, list[int]] = {}
+    for i, t in enumerate(data.targets):
+        by_class.setdefault(t, []).append(i)
+    val: list[int] = []
+    for t in sorted(by_class):
+        members = by_class[t]
+        n = len(members)
+        take = min(max(round(n * fraction), 1 if n >= 2 else 0), n - 1)
+        picked = list(members)
+        rng.shuffle(picked)
+        val += picked[:take]
+    if not val:
+        return data, None
+    val_set = set(val)
+    train_idx = [i for i in range(len(data)) if i not in val_set]
+    source = f"{data.source} (seeded {fraction:g} hold-out, seed {seed})"
+    train, held = data.subset(train_idx), data.subset(sorted(val_set), source=source)
+    train.skipped = data.skipped
+    return train, held

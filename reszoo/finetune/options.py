@@ -1,0 +1,164 @@
+"""Options of a fine-tuning run, and the errors it reports: standard library only.
+
+Kept free of torch so that ``reszoo finetune --help`` and the core CLI, which imports
+:mod:`reszoo.finetune.cli` to build its parser, stay fast.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, fields
+from typing import Any
+
+__all__ = [
+    "DataError",
+    "FinetuneError",
+    "FinetuneOptions",
+    "OptionsError",
+    "ResumeError",
+    "RunExistsError",
+    "RUNTIME_OPTIONS",
+]
+
+
+class FinetuneError(ValueError):
+    """A fine-tuning run cannot start or continue; ``exit_code`` is the CLI's exit status."""
+
+    exit_code = 1
+
+
+class OptionsError(FinetuneError):
+    """Options that contradict each other or are out of range."""
+
+    exit_code = 2  # like argparse's usage errors
+
+
+class DataError(FinetuneError):
+    """The training/validation data cannot be used (empty, one class, missing columns, ...)."""
+
+    exit_code = 65  # sysexits EX_DATAERR
+
+
+class RunExistsError(FinetuneError):
+    """``out`` already holds a run (or other files) and neither resume nor overwrite was asked."""
+
+    exit_code = 73  # sysexits EX_CANTCREAT
+
+
+class ResumeError(FinetuneError):
+    """``resume`` was asked but the run on disk cannot be continued as asked."""
+
+    exit_code = 75  # sysexits EX_TEMPFAIL
+
+
+@dataclass
+class FinetuneOptions:
+    """Every option of :func:`reszoo.finetune` (the CLI flags are the same names with dashes).
+
+    Batch size is per process: the global batch is ``batch_size * processes * grad_accum``.
+    """
+
+    out: str | None = None  # run folder: checkpoints, metrics.jsonl, summary.json, the saved model
+    dataset_name: str | None = None  # the dataset name written into the card (default: the data folder/file name)
+    name: str | None = None  # registry-style name of the new model (default: from push_to or out)
+    test_data: str | None = None  # evaluated once at the end, reported as split "test"
+    # --- optimisation
+    epochs: int = 3
+    batch_size: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    warmup: float = 0.1  # < 1: fraction of the optimizer steps; >= 1: a number of steps
+    schedule: str = "cosine"  # cosine | linear | constant (after warm-up)
+    min_lr_ratio: float = 0.0  # where cosine/linear decay ends, as a fraction of lr
+    label_smoothing: float = 0.0
+    grad_accum: int = 1
+    max_grad_norm: float | None = None
+    mixed_precision: str = "auto"  # auto (bf16/fp16 on GPUs, off on CPU) | no | fp16 | bf16
+    seed: int = 0
+    # --- what is trained
+    freeze_backbone: bool = False  # train the new head only (backbone in eval mode)
+    batchnorm: str = "train"  # train | frozen (running stats fixed) | sync (SyncBatchNorm across GPUs)
+    head: str = "auto"  # auto (new head unless the classes are the base's own) | new | keep
+    pretrained: bool = True  # False: the same architecture from random init (a from-scratch baseline)
+    # --- validation
+    val_split: float = 0.1  # fraction of train held out (stratified, seeded) when no val data is given
+    early_stopping: int | None = None  # patience in epochs without improvement of `monitor`
+    monitor: str = "accuracy"  # accuracy | loss (validation)
+    # --- data
+    text_column: str = "text"
+    label_column: str = "label"
+    delimiter: str | None = None  # default: tab for .tsv, comma otherwise
+    max_length: int | None = None  # text: tokens per example after truncation (default: the model's)
+    on_bad_file: str = "skip"  # skip (counted, listed) | error
+    num_workers: int = 0
+    # --- run management
+    resume: bool = False
+    overwrite: bool = False
+    stop_after_epoch: int | None = None  # stop (resumably) after this epoch, e.g. to fit a job time limit
+    keep_checkpoints: int = 1
+    push_to: str | None = None
+    private: bool = False
+    license: str | None = None  # default: the base model's
+    cpu: bool = False  # train on CPU even where a GPU is present
+    progress: bool = True
+    log_every: int = 0  # also log a step record every N optimizer steps (0: epoch records only)
+    log_sample_ids: bool = False  # record which sample ids each process trained on (sample_ids.jsonl)
+    script: str = "reszoo finetune"  # what the card names as the source of the measured metrics
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        def need(ok: bool, message: str) -> None:
+            if not ok:
+                raise OptionsError(message)
+
+        need(isinstance(self.epochs, int) and self.epochs >= 1, f"epochs must be an integer >= 1, got {self.epochs!r}")
+        need(isinstance(self.batch_size, int) and self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size!r}")
+        need(self.lr > 0, f"lr must be > 0, got {self.lr!r}")
+        need(self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay!r}")
+        need(self.warmup >= 0, f"warmup must be >= 0 (a fraction < 1 or a step count), got {self.warmup!r}")
+        need(self.schedule in ("cosine", "linear", "constant"), f"schedule must be cosine, linear or constant, got {self.schedule!r}")
+        need(0 <= self.min_lr_ratio <= 1, f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio!r}")
+        need(0 <= self.label_smoothing < 1, f"label_smoothing must be in [0, 1), got {self.label_smoothing!r}")
+        need(isinstance(self.grad_accum, int) and self.grad_accum >= 1, f"grad_accum must be an integer >= 1, got {self.grad_accum!r}")
+        need(self.max_grad_norm is None or self.max_grad_norm > 0, f"max_grad_norm must be > 0, got {self.max_grad_norm!r}")
+        need(self.mixed_precision in ("auto", "no", "fp16", "bf16"), f"mixed_precision must be auto, no, fp16 or bf16, got {self.mixed_precision!r}")
+        need(self.batchnorm in ("train", "frozen", "sync"), f"batchnorm must be train, frozen or sync, got {self.batchnorm!r}")
+        need(self.head in ("auto", "new", "keep"), f"head must be auto, new or keep, got {self.head!r}")
+        need(0 <= self.val_split < 1, f"val_split must be in [0, 1), got {self.val_split!r}")
+        need(self.early_stopping is None or (isinstance(self.early_stopping, int) and self.early_stopping >= 1),
+             f"early_stopping is a patience in epochs (>= 1), got {self.early_stopping!r}")
+        need(self.monitor in ("accuracy", "loss"), f"monitor must be accuracy or loss, got {self.monitor!r}")
+        need(self.max_length is None or self.max_length >= 2, f"max_length must be >= 2, got {self.max_length!r}")
+        need(self.on_bad_file in ("skip", "error"), f"on_bad_file must be skip or error, got {self.on_bad_file!r}")
+        need(self.num_workers >= 0, f"num_workers must be >= 0, got {self.num_workers!r}")
+        need(self.keep_checkpoints >= 1, f"keep_checkpoints must be >= 1, got {self.keep_checkpoints!r}")
+        need(self.log_every >= 0, f"log_every must be >= 0, got {self.log_every!r}")
+        need(self.stop_after_epoch is None or self.stop_after_epoch >= 1, f"stop_after_epoch must be >= 1, got {self.stop_after_epoch!r}")
+        need(not (self.resume and self.overwrite), "resume and overwrite exclude each other: continue the run, or start it again")
+        need(self.push_to is None or self.push_to.count("/") == 1, f"push_to must be a Hub repo id 'owner/name', got {self.push_to!r}")
+        need(self.stop_after_epoch is None or self.out is not None, "stop_after_epoch needs out= (a run folder to resume from)")
+        need(not self.resume or self.out is not None, "resume needs out= (the run folder to continue)")
+
+    @classmethod
+    def from_kwargs(cls, options: dict[str, Any]) -> FinetuneOptions:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise OptionsError(f"unknown fine-tuning option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        return cls(**options)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def replace(self, **changes: Any) -> FinetuneOptions:
+        return dataclasses.replace(self, **changes)
+
+
+# Options that say how this invocation runs, not what is trained: they may differ on --resume.
+RUNTIME_OPTIONS = frozenset({
+    "out", "resume", "overwrite", "stop_after_epoch", "keep_checkpoints", "push_to", "private", "cpu",
+    "progress", "num_workers", "log_every", "log_sample_ids", "name", "license", "dataset_name", "script",
+    "test_data",
+})

@@ -1,0 +1,449 @@
+"""Train reszoo's speech models on the Free Spoken Digit Dataset (FSDD), residual and plain twins.
+
+    nice -n 10 python scripts/train_fsdd.py digits            # tdnn-fsdd-digits (+ -plain), official split
+    nice -n 10 python scripts/train_fsdd.py digits-heldout    # leave-one-speaker-out accuracy, both twins
+    nice -n 10 python scripts/train_fsdd.py speakers          # ecapa-fsdd-speakers (+ -plain), EER
+    nice -n 10 python scripts/train_fsdd.py speakers-unseen   # EER on speakers never seen in training
+
+Data: ``../shared/data/fsdd/recordings/{digit}_{speaker}_{index}.wav`` (8 kHz; official split:
+index 0-4 test, 5-49 train), or ``--data DIR``. Features are computed once with the models' own
+front end (``reszoo.speech.SpeechPreprocess``: 8 kHz -> 16 kHz, 80 log-mel, sentence mean norm)
+and cached under ``runs/fsdd/``. Every command is seeded, trains the residual model and its plain
+twin the same way, and writes what it measured into registry.yaml (scripts/registry_io.py);
+``digits`` and ``speakers`` also write the weights to ``weights/reszoo/<name>/model.safetensors``
+and their sha256/size. ``*-heldout``/``*-unseen`` may be split across runs (``--folds``): each
+fold's result is kept in ``runs/fsdd/``, and the registry is written once all folds are there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
+
+from registry_io import _yaml, measured, update_entry  # noqa: E402
+
+from reszoo.speech import ARCHS, FbankConfig, SpeechPreprocess  # noqa: E402
+
+SCRIPT = "scripts/train_fsdd.py"
+DEFAULT_DATA = ROOT.parent / "shared" / "data" / "fsdd"
+RUNS = ROOT / "runs" / "fsdd"
+SPEAKERS = ("george", "jackson", "lucas", "nicolas", "theo", "yweweler")
+DATASET = "free-spoken-digit-dataset"
+MAX_WEIGHT_BYTES = 8 * 1024 * 1024
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+# --------------------------------------------------------------------------- data
+
+
+def load_features(data: Path) -> list[dict[str, Any]]:
+    """Every recording's features (frames, 80) with its digit, speaker and take index; cached."""
+    rec_dir = data / "recordings"
+    if not rec_dir.is_dir():
+        raise SystemExit(f"FSDD not found: looked for {rec_dir} (pass --data DIR holding recordings/)")
+    cfg = FbankConfig()
+    key = hashlib.sha256(json.dumps(cfg.to_preprocess(), sort_keys=True).encode()).hexdigest()[:12]
+    cache = RUNS / f"fbank-{key}.pt"
+    files = sorted(rec_dir.glob("*.wav"))
+    if cache.is_file():
+        items = torch.load(cache, weights_only=True)
+        if len(items["names"]) == len(files):
+            log(f"features from cache {cache.relative_to(ROOT)}")
+            return [dict(name=n, feats=f, digit=d, speaker=s, index=i) for n, f, d, s, i in
+                    zip(items["names"], items["feats"], items["digit"], items["speaker"], items["index"], strict=True)]
+    log(f"computing features of {len(files)} recordings")
+    preprocess = SpeechPreprocess(cfg)
+    out = []
+    for path in files:
+        digit, speaker, index = path.stem.split("_")
+        out.append(dict(name=path.name, feats=preprocess(path), digit=int(digit), speaker=SPEAKERS.index(speaker), index=int(index)))
+    RUNS.mkdir(parents=True, exist_ok=True)
+    torch.save({"names": [o["name"] for o in out], "feats": [o["feats"] for o in out],
+                "digit": [o["digit"] for o in out], "speaker": [o["speaker"] for o in out],
+                "index": [o["index"] for o in out]}, cache)
+    return out
+
+
+def batches(items: list[dict[str, Any]], batch_size: int, rng: np.random.Generator) -> list[list[int]]:
+    """Shuffled batches of similar lengths (less padding): sort within random pools of 8 batches."""
+    order = rng.permutation(len(items))
+    pool = batch_size * 8
+    out = []
+    for start in range(0, len(order), pool):
+        chunk = sorted(order[start:start + pool], key=lambda i: items[i]["feats"].shape[0])
+        out += [chunk[j:j + batch_size] for j in range(0, len(chunk), batch_size)]
+    rng.shuffle(out)
+    return out
+
+
+def collate(items: list[dict[str, Any]], idx: list[int], label: str, rng: np.random.Generator,
+            augment: bool) -> tuple[Tensor, Tensor, Tensor]:
+    feats = []
+    for i in idx:
+        f = items[i]["feats"].clone()
+        if augment:
+            f = spec_augment(f, rng)
+        feats.append(f)
+    frames = max(f.shape[0] for f in feats)
+    x = torch.zeros(len(feats), frames, feats[0].shape[1])
+    for k, f in enumerate(feats):
+        x[k, : f.shape[0]] = f
+    lengths = torch.tensor([f.shape[0] / frames for f in feats])
+    y = torch.tensor([items[i][label] for i in idx])
+    return x, lengths, y
+
+
+def spec_augment(f: Tensor, rng: np.random.Generator) -> Tensor:
+    """A random crop (keep 85-100% of the frames), two frequency masks (<= 10 bins), one time mask."""
+    frames, bins = f.shape
+    keep = max(8, int(frames * rng.uniform(0.85, 1.0)))
+    start = int(rng.integers(0, frames - keep + 1))
+    f = f[start:start + keep]
+    for _ in range(2):
+        width = int(rng.integers(0, 11))
+        lo = int(rng.integers(0, bins - width + 1))
+        f[:, lo:lo + width] = 0.0
+    width = int(rng.integers(0, max(1, keep // 10) + 1))
+    lo = int(rng.integers(0, keep - width + 1))
+    f[lo:lo + width] = 0.0
+    return f
+
+
+# --------------------------------------------------------------------------- training
+
+
+class AAMSoftmax(nn.Module):
+    """Additive angular margin softmax (ArcFace), the loss ECAPA-TDNN is trained with."""
+
+    def __init__(self, embed_dim: int, num_classes: int, margin: float = 0.2, scale: float = 30.0) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(num_classes, embed_dim) * 0.01)
+        self.margin, self.scale = margin, scale
+
+    def forward(self, emb: Tensor, target: Tensor) -> Tensor:
+        cos = F.linear(F.normalize(emb), F.normalize(self.weight)).clamp(-1 + 1e-7, 1 - 1e-7)
+        theta = torch.acos(cos)
+        logits = torch.where(F.one_hot(target, cos.shape[1]).bool(), torch.cos(theta + self.margin), cos)
+        return F.cross_entropy(self.scale * logits, target)
+
+
+def train(model: nn.Module, items: list[dict[str, Any]], *, label: str, epochs: int, seed: int,
+          batch_size: int = 32, lr: float = 3e-3, criterion: nn.Module | None = None, tag: str = "") -> float:
+    """Train in place; return the wall time. ``criterion`` (on the embedding) or cross-entropy on logits."""
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    params = list(model.parameters()) + (list(criterion.parameters()) if criterion is not None else [])
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=1e-3)
+    steps = epochs * math.ceil(len(items) / batch_size) + epochs
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.15)
+    t0 = time.time()
+    for epoch in range(epochs):
+        model.train()
+        total, seen = 0.0, 0
+        for idx in batches(items, batch_size, rng):
+            x, lengths, y = collate(items, idx, label, rng, augment=True)
+            if criterion is None:
+                loss = F.cross_entropy(model(x, lengths), y, label_smoothing=0.1)
+            else:
+                loss = criterion(model.forward_embedding(x, lengths), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            total += float(loss) * len(idx)
+            seen += len(idx)
+        if epoch == 0 or (epoch + 1) % 5 == 0 or epoch + 1 == epochs:
+            log(f"{tag} epoch {epoch + 1}/{epochs} loss {total / seen:.4f} ({time.time() - t0:.0f} s)")
+    model.eval()
+    return time.time() - t0
+
+
+@torch.inference_mode()
+def outputs(model: nn.Module, items: list[dict[str, Any]], embedding: bool = False) -> Tensor:
+    """Per-utterance outputs, one utterance at a time: exactly what inference on a file computes."""
+    model.eval()
+    fn = model.forward_embedding if embedding else model
+    return torch.cat([fn(it["feats"][None]) for it in items])
+
+
+def accuracy(model: nn.Module, items: list[dict[str, Any]]) -> float:
+    pred = outputs(model, items).argmax(-1)
+    return float((pred == torch.tensor([it["digit"] for it in items])).float().mean())
+
+
+def eer(scores: np.ndarray, targets: np.ndarray) -> tuple[float, float]:
+    """Equal error rate (fraction) and the score threshold where false accepts = false rejects."""
+    order = np.argsort(scores)
+    s, t = scores[order], targets[order].astype(bool)
+    n_target, n_non = t.sum(), (~t).sum()
+    # Threshold just above s[i]: rejected = everything up to i.
+    frr = np.cumsum(t) / n_target
+    far = 1.0 - np.cumsum(~t) / n_non
+    i = int(np.argmin(np.abs(frr - far)))
+    threshold = float((s[i] + s[min(i + 1, len(s) - 1)]) / 2)
+    return float((frr[i] + far[i]) / 2), threshold
+
+
+def trials(model: nn.Module, items: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
+    """Cosine scores and same-speaker flags of every pair of recordings in ``items``."""
+    emb = F.normalize(outputs(model, items, embedding=True))
+    sim = (emb @ emb.T).numpy()
+    spk = np.array([it["speaker"] for it in items])
+    iu = np.triu_indices(len(items), k=1)
+    return sim[iu], (spk[:, None] == spk[None, :])[iu]
+
+
+# --------------------------------------------------------------------------- registry
+
+
+def save_weights(model: nn.Module, name: str) -> dict[str, Any]:
+    from safetensors.torch import save_file
+
+    folder = ROOT / "weights" / "reszoo" / name
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "model.safetensors"
+    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    save_file(state, path, metadata={"format": "pt", "recipe": SCRIPT})
+    size = path.stat().st_size
+    if size > MAX_WEIGHT_BYTES:
+        raise SystemExit(f"{path} is {size} bytes, over the {MAX_WEIGHT_BYTES}-byte limit for committed weights")
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    log(f"wrote {path.relative_to(ROOT)} ({size} bytes, sha256 {digest})")
+    return {"sha256": digest, "size": size}
+
+
+def merge_into_entry(name: str, metrics: list[dict[str, Any]], extra: dict[str, Any], weights: dict[str, Any] | None = None) -> None:
+    """Replace this run's metrics (same dataset/split/metric/name) and extra keys; keep the rest."""
+    doc = _yaml().load((ROOT / "registry.yaml").read_text(encoding="utf-8"))
+    entry = next(e for e in doc["models"] if e["name"] == name)
+    key = lambda m: (m["dataset"], m["split"], m["metric"], m.get("name"))  # noqa: E731
+    new_keys = {key(m) for m in metrics}
+    kept = [dict(m) for m in (entry.get("metrics") or []) if key(m) not in new_keys]
+    merged_extra = {**dict(entry.get("extra") or {}), **extra}
+    fields: dict[str, Any] = {"metrics": kept + metrics, "extra": merged_extra}
+    if weights:
+        fields["weights"] = weights
+    update_entry(name, **fields)
+    log(f"registry.yaml: updated {name}")
+
+
+def params_of(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def fold_file(task: str, variant: str, fold: str) -> Path:
+    return RUNS / task / f"{variant}-{fold}.json"
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def cmd_digits(items: list[dict[str, Any]], args: argparse.Namespace) -> None:
+    train_items = [it for it in items if it["index"] >= 5]
+    test_items = [it for it in items if it["index"] < 5]
+    results: dict[str, dict[str, Any]] = {}
+    for variant, residual in (("residual", True), ("plain", False)):
+        torch.manual_seed(args.seed)
+        model = ARCHS["tdnn_small"](residual=residual, num_classes=10)
+        seconds = train(model, train_items, label="digit", epochs=args.epochs, seed=args.seed, tag=f"digits/{variant}")
+        acc = accuracy(model, test_items)
+        log(f"digits/{variant}: test accuracy {acc:.4f} ({len(test_items)} recordings), trained in {seconds:.0f} s")
+        name = "tdnn-fsdd-digits" + ("" if residual else "-plain")
+        results[variant] = dict(name=name, acc=acc, seconds=seconds, model=model)
+    for variant, r in results.items():
+        other = results["plain" if variant == "residual" else "residual"]
+        metric = measured(SCRIPT, DATASET, "test (take index 0-4, 300 recordings)", "accuracy", r["acc"],
+                          name="digit accuracy, official test split")
+        extra = {
+            "params": params_of(r["model"]),
+            "train_seconds": round(r["seconds"]),
+            "epochs": args.epochs,
+            "seed": args.seed,
+            "test_accuracy_residual_vs_plain": {"residual": round(results["residual"]["acc"], 4), "plain": round(results["plain"]["acc"], 4)},
+            "twin": other["name"],
+        }
+        weights = save_weights(r["model"], r["name"])
+        merge_into_entry(r["name"], [metric], extra, weights)
+
+
+def cmd_digits_heldout(items: list[dict[str, Any]], args: argparse.Namespace) -> None:
+    folds = args.folds.split(",") if args.folds else list(SPEAKERS)
+    for fold in folds:
+        held = SPEAKERS.index(fold)
+        train_items = [it for it in items if it["index"] >= 5 and it["speaker"] != held]
+        test_items = [it for it in items if it["speaker"] == held]
+        for variant, residual in (("residual", True), ("plain", False)):
+            out = fold_file("digits-heldout", variant, fold)
+            if out.is_file() and not args.force:
+                log(f"{out.relative_to(ROOT)} exists; skipping (--force to redo)")
+                continue
+            torch.manual_seed(args.seed)
+            model = ARCHS["tdnn_small"](residual=residual, num_classes=10)
+            seconds = train(model, train_items, label="digit", epochs=args.epochs, seed=args.seed, tag=f"heldout-{fold}/{variant}")
+            acc = accuracy(model, test_items)
+            log(f"held-out speaker {fold} ({variant}): accuracy {acc:.4f} on {len(test_items)} recordings")
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(json.dumps({"speaker": fold, "variant": variant, "accuracy": acc, "epochs": args.epochs,
+                                       "seed": args.seed, "train_seconds": seconds, "n_test": len(test_items)}))
+    write_heldout_digits(args)
+
+
+def write_heldout_digits(args: argparse.Namespace) -> None:
+    per: dict[str, dict[str, float]] = {"residual": {}, "plain": {}}
+    for variant in per:
+        for spk in SPEAKERS:
+            f = fold_file("digits-heldout", variant, spk)
+            if f.is_file():
+                rec = json.loads(f.read_text())
+                if rec["epochs"] == args.epochs and rec["seed"] == args.seed:
+                    per[variant][spk] = rec["accuracy"]
+    done = sum(len(v) for v in per.values())
+    if done < 2 * len(SPEAKERS):
+        log(f"held-out folds done: {done}/{2 * len(SPEAKERS)}; registry written when all are there")
+        return
+    means = {v: float(np.mean(list(per[v].values()))) for v in per}
+    log("held-out speaker accuracy (mean of 6 folds): " + ", ".join(f"{v} {m:.4f}" for v, m in means.items()))
+    for variant, name in (("residual", "tdnn-fsdd-digits"), ("plain", "tdnn-fsdd-digits-plain")):
+        metric = measured(SCRIPT, DATASET, "leave-one-speaker-out (train: 5 speakers' take 5-49; test: all 500 takes of the 6th; mean of 6 folds)",
+                          "accuracy", means[variant], name="digit accuracy on an unseen speaker")
+        extra = {
+            "heldout_speaker_accuracy": {spk: round(a, 4) for spk, a in per[variant].items()},
+            "heldout_accuracy_residual_vs_plain": {v: round(m, 4) for v, m in means.items()},
+        }
+        merge_into_entry(name, [metric], extra)
+
+
+def train_speaker_model(train_items: list[dict[str, Any]], residual: bool, args: argparse.Namespace, tag: str) -> tuple[nn.Module, float]:
+    torch.manual_seed(args.seed)
+    model = ARCHS["ecapa_tdnn_small"](residual=residual)
+    classes = sorted({it["speaker"] for it in train_items})
+    remap = {c: i for i, c in enumerate(classes)}
+    relabelled = [{**it, "spk": remap[it["speaker"]]} for it in train_items]
+    criterion = AAMSoftmax(model.embed_dim, len(classes))
+    seconds = train(model, relabelled, label="spk", epochs=args.epochs, seed=args.seed, criterion=criterion, tag=tag)
+    return model, seconds
+
+
+def cmd_speakers(items: list[dict[str, Any]], args: argparse.Namespace) -> None:
+    train_items = [it for it in items if it["index"] >= 10]
+    dev_items = [it for it in items if 5 <= it["index"] < 10]
+    test_items = [it for it in items if it["index"] < 5]
+    results: dict[str, dict[str, Any]] = {}
+    for variant, residual in (("residual", True), ("plain", False)):
+        model, seconds = train_speaker_model(train_items, residual, args, f"speakers/{variant}")
+        dev_eer, threshold = eer(*trials(model, dev_items))
+        scores, targets = trials(model, test_items)
+        test_eer, _ = eer(scores, targets)
+        far = float((scores[~targets] >= threshold).mean())
+        frr = float((scores[targets] < threshold).mean())
+        log(f"speakers/{variant}: test EER {100 * test_eer:.2f}% ({targets.sum()} target / {(~targets).sum()} non-target trials); "
+            f"dev EER {100 * dev_eer:.2f}% at threshold {threshold:.3f} -> test FAR {100 * far:.2f}% FRR {100 * frr:.2f}%")
+        results[variant] = dict(name="ecapa-fsdd-speakers" + ("" if residual else "-plain"), model=model, seconds=seconds,
+                                test_eer=test_eer, dev_eer=dev_eer, threshold=threshold, far=far, frr=frr,
+                                n_target=int(targets.sum()), n_non=int((~targets).sum()))
+    for variant, r in results.items():
+        other = results["plain" if variant == "residual" else "residual"]
+        split = "test (take index 0-4, 300 recordings, all 44,850 pairs; the same 6 speakers as training)"
+        metrics = [
+            measured(SCRIPT, DATASET, split, "eer", 100 * r["test_eer"], name="EER % (cosine), seen speakers, new recordings"),
+        ]
+        extra = {
+            "params": params_of(r["model"]),
+            "train_seconds": round(r["seconds"]),
+            "epochs": args.epochs,
+            "seed": args.seed,
+            "verify_threshold": round(r["threshold"], 4),
+            "verify_threshold_source": f"EER point on the dev split (take index 5-9; dev EER {100 * r['dev_eer']:.2f}%); "
+                                       f"on test it gives FAR {100 * r['far']:.2f}% / FRR {100 * r['frr']:.2f}%",
+            "test_eer_percent_residual_vs_plain": {"residual": round(100 * results["residual"]["test_eer"], 3),
+                                                   "plain": round(100 * results["plain"]["test_eer"], 3)},
+            "twin": other["name"],
+            "split": "train: take index 10-49 (2,400); dev: 5-9 (300, threshold); test: 0-4 (300)",
+        }
+        weights = save_weights(r["model"], r["name"])
+        merge_into_entry(r["name"], metrics, extra, weights)
+
+
+UNSEEN_FOLDS = {"a": ("george", "jackson"), "b": ("lucas", "nicolas"), "c": ("theo", "yweweler")}
+
+
+def cmd_speakers_unseen(items: list[dict[str, Any]], args: argparse.Namespace) -> None:
+    folds = args.folds.split(",") if args.folds else list(UNSEEN_FOLDS)
+    for fold in folds:
+        held = {SPEAKERS.index(s) for s in UNSEEN_FOLDS[fold]}
+        train_items = [it for it in items if it["index"] >= 10 and it["speaker"] not in held]
+        test_items = [it for it in items if it["speaker"] in held]
+        for variant, residual in (("residual", True), ("plain", False)):
+            out = fold_file("speakers-unseen", variant, fold)
+            if out.is_file() and not args.force:
+                log(f"{out.relative_to(ROOT)} exists; skipping (--force to redo)")
+                continue
+            model, seconds = train_speaker_model(train_items, residual, args, f"unseen-{fold}/{variant}")
+            value, _ = eer(*trials(model, test_items))
+            log(f"unseen speakers {UNSEEN_FOLDS[fold]} ({variant}): EER {100 * value:.2f}%")
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(json.dumps({"fold": fold, "speakers": UNSEEN_FOLDS[fold], "variant": variant, "eer": value,
+                                       "epochs": args.epochs, "seed": args.seed, "train_seconds": seconds}))
+    per: dict[str, dict[str, float]] = {"residual": {}, "plain": {}}
+    for variant in per:
+        for fold in UNSEEN_FOLDS:
+            f = fold_file("speakers-unseen", variant, fold)
+            if f.is_file():
+                rec = json.loads(f.read_text())
+                if rec["epochs"] == args.epochs and rec["seed"] == args.seed:
+                    per[variant]["+".join(rec["speakers"])] = rec["eer"]
+    if sum(len(v) for v in per.values()) < 2 * len(UNSEEN_FOLDS):
+        log("unseen-speaker folds incomplete; registry written when all are there")
+        return
+    means = {v: float(np.mean(list(per[v].values()))) for v in per}
+    log("unseen-speaker EER (mean of 3 folds): " + ", ".join(f"{v} {100 * m:.2f}%" for v, m in means.items()))
+    for variant, name in (("residual", "ecapa-fsdd-speakers"), ("plain", "ecapa-fsdd-speakers-plain")):
+        metric = measured(SCRIPT, DATASET, "unseen speakers (train: 4 speakers' take 10-49; test: all 1,000 recordings of the other 2; mean of 3 folds)",
+                          "eer", 100 * means[variant], name="EER % (cosine), speakers not seen in training")
+        extra = {
+            "unseen_speaker_eer_percent": {k: round(100 * v, 3) for k, v in per[variant].items()},
+            "unseen_eer_percent_residual_vs_plain": {v: round(100 * m, 3) for v, m in means.items()},
+        }
+        merge_into_entry(name, [metric], extra)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("command", choices=["digits", "digits-heldout", "speakers", "speakers-unseen", "features"])
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--epochs", type=int, default=None)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--folds", default=None, help="comma-separated folds to run now (heldout: speaker names; unseen: a,b,c)")
+    parser.add_argument("--force", action="store_true", help="redo folds whose result file exists")
+    parser.add_argument("--threads", type=int, default=int(os.environ.get("RESZOO_THREADS", "2")))
+    args = parser.parse_args()
+    if args.epochs is None:
+        args.epochs = {"digits": 30, "digits-heldout": 30, "speakers": 30, "speakers-unseen": 30}.get(args.command, 0)
+    torch.set_num_threads(args.threads)
+    items = load_features(args.data)
+    log(f"{len(items)} recordings, command {args.command}, epochs {args.epochs}, seed {args.seed}")
+    {"digits": cmd_digits, "digits-heldout": cmd_digits_heldout, "speakers": cmd_speakers,
+     "speakers-unseen": cmd_speakers_unseen, "features": lambda *_: None}[args.command](items, args)
+
+
+if __name__ == "__main__":
+    main()

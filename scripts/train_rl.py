@@ -1,0 +1,314 @@
+"""Train reszoo's residual RL agents (and their plain twins) with Stable-Baselines3, then evaluate.
+
+    nice -n 10 python scripts/train_rl.py ppo-cartpole-resmlp --variant residual
+    nice -n 10 python scripts/train_rl.py ppo-cartpole-resmlp --variant plain
+
+Each run trains one variant with the preset's budget and seed (hyper-parameters from RL-Baselines3
+Zoo, networks from reszoo.rl), evaluates it over ``--eval-episodes`` deterministic episodes on
+seeds 10000, 10001, ... (training uses seeds 0..n_envs-1), and writes
+``runs/rl/<name>/<variant>.json`` (curve, evaluation, timings) and the weights
+(``weights/reszoo/<name>/model.safetensors`` for the residual agent, ``plain.safetensors`` for the
+twin). Once both variants of the same configuration have run, it draws both learning curves in
+``weights/reszoo/<name>/learning_curve.png`` and writes the measured results into registry.yaml.
+
+Why Stable-Baselines3 hosts the networks: its PPO/SAC only need an ``mlp_extractor`` plus output
+layers (PPO) and an actor ``latent_pi``/``mu``/``log_std`` plus critics over ``cat([obs, action])``
+(SAC), so reszoo's modules slot in unchanged (see reszoo/rl/sb3.py); the only addition is a
+callback that updates the in-network observation normaliser.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+SCRIPT = "scripts/train_rl.py"
+EVAL_SEED = 10_000
+
+
+def linear(start: float) -> Any:
+    """RL-Zoo's ``lin_<x>`` schedule: decays linearly from ``start`` to 0 over training."""
+    return lambda progress_remaining: progress_remaining * start
+
+
+# RL-Baselines3 Zoo hyper-parameters (hyperparams/ppo.yml, sac.yml) with reszoo networks.
+PRESETS: dict[str, dict[str, Any]] = {
+    "ppo-cartpole-resmlp": dict(
+        algo="ppo", env_id="CartPole-v1", timesteps=100_000, n_envs=8,
+        agent=dict(width=64, depth=2),
+        hyper=dict(n_steps=32, batch_size=256, gae_lambda=0.8, gamma=0.98, n_epochs=20, ent_coef=0.0,
+                   learning_rate=("lin", 1e-3), clip_range=("lin", 0.2)),
+    ),
+    "ppo-acrobot-resmlp": dict(
+        algo="ppo", env_id="Acrobot-v1", timesteps=200_000, n_envs=16, normalize_reward=True,
+        agent=dict(width=64, depth=2),
+        hyper=dict(n_steps=256, gae_lambda=0.94, gamma=0.99, n_epochs=4, ent_coef=0.0),
+    ),
+    "ppo-lunarlander-resmlp": dict(
+        algo="ppo", env_id="LunarLander-v3", timesteps=1_000_000, n_envs=16,
+        agent=dict(width=64, depth=2),
+        hyper=dict(n_steps=1024, batch_size=64, gae_lambda=0.98, gamma=0.999, n_epochs=4, ent_coef=0.01),
+    ),
+    "sac-pendulum-resmlp": dict(
+        algo="sac", env_id="Pendulum-v1", timesteps=20_000, n_envs=1,
+        agent=dict(width=64, depth=1, critic_width=64, critic_depth=1),
+        hyper=dict(learning_rate=1e-3),
+    ),
+}
+
+
+def _hyper(preset: dict[str, Any]) -> dict[str, Any]:
+    out = {}
+    for key, value in preset["hyper"].items():
+        out[key] = linear(value[1]) if isinstance(value, tuple) and value[0] == "lin" else value
+    return out
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, tuple):
+        return f"{value[0]}_{value[1]}"
+    return value
+
+
+def describe_spaces(env_id: str) -> dict[str, Any]:
+    import gymnasium as gym
+
+    env = gym.make(env_id)
+    try:
+        obs, act = env.observation_space, env.action_space
+        info: dict[str, Any] = {"observation_space": str(obs), "action_space": str(act)}
+        info["observation_shape"] = list(obs.shape)
+        if hasattr(act, "n"):
+            info["n_actions"] = int(act.n)
+        else:
+            info["action_shape"] = list(act.shape)
+            info["action_low"] = [float(v) for v in act.low.reshape(-1)]
+            info["action_high"] = [float(v) for v in act.high.reshape(-1)]
+        return info
+    finally:
+        env.close()
+
+
+def train(name: str, variant: str, timesteps: int, seed: int, eval_episodes: int, out_dir: Path, log_every: int) -> dict[str, Any]:
+    from safetensors.torch import save_file
+    from stable_baselines3 import PPO, SAC
+    from stable_baselines3.common.env_util import make_vec_env
+    from stable_baselines3.common.vec_env import VecNormalize
+
+    from reszoo.rl.rollout import run_episodes
+    from reszoo.rl.sb3 import EpisodeLogCallback, ObsNormCallback, ReszooActorCriticPolicy, ReszooSACPolicy
+
+    preset = PRESETS[name]
+    torch.set_num_threads(1)  # the machine is shared; one core per training run
+    residual = variant == "residual"
+    agent_kwargs = dict(preset["agent"], residual=residual)
+    env = make_vec_env(preset["env_id"], n_envs=preset["n_envs"], seed=seed)
+    if preset.get("normalize_reward"):
+        # Rewards scaled for the critic only (RL-Zoo `normalize: true`); observations are
+        # normalised inside the network, and the Monitor under this wrapper logs raw returns.
+        env = VecNormalize(env, norm_obs=False, norm_reward=True, gamma=preset["hyper"].get("gamma", 0.99))
+    if preset["algo"] == "ppo":
+        model = PPO(ReszooActorCriticPolicy, env, seed=seed, device="cpu", verbose=0,
+                    policy_kwargs=dict(agent_kwargs=agent_kwargs), **_hyper(preset))
+        per_step = False
+    else:
+        model = SAC(ReszooSACPolicy, env, seed=seed, device="cpu", verbose=0,
+                    policy_kwargs=dict(agent_kwargs=agent_kwargs), **_hyper(preset))
+        per_step = True
+    agent = model.policy.agent
+    episodes = EpisodeLogCallback(log_every=log_every, log_fn=lambda s: print(s, flush=True))
+    t0 = time.perf_counter()
+    model.learn(total_timesteps=timesteps, callback=[ObsNormCallback(agent.obs_norm, per_step=per_step), episodes])
+    train_s = time.perf_counter() - t0
+    env.close()
+
+    agent.eval()
+    t0 = time.perf_counter()
+    returns = run_episodes(agent, preset["env_id"], eval_episodes, seed=EVAL_SEED, deterministic=True)
+    eval_s = time.perf_counter() - t0
+    print(f"{name} [{variant}] eval over {eval_episodes} episodes: {np.mean(returns):.2f} +- {np.std(returns):.2f}", flush=True)
+
+    weights_dir = ROOT / "weights" / "reszoo" / name
+    weights_dir.mkdir(parents=True, exist_ok=True)
+    weights_path = weights_dir / ("model.safetensors" if residual else "plain.safetensors")
+    state = {k: v.detach().contiguous().cpu() for k, v in agent.state_dict().items()}
+    save_file(state, str(weights_path), metadata={"format": "pt", "reszoo_arch": ARCH[preset["algo"]]})
+    result = {
+        "name": name, "variant": variant, "algo": preset["algo"], "env_id": preset["env_id"], "seed": seed,
+        "timesteps": timesteps, "n_envs": preset["n_envs"], "agent": agent_kwargs,
+        "arch_args": arch_args(preset, agent_kwargs),
+        "hyper": {k: _jsonable(v) for k, v in preset["hyper"].items()},
+        "normalize_reward": bool(preset.get("normalize_reward")),
+        "curve": episodes.curve, "eval_returns": returns, "eval_mean": float(np.mean(returns)),
+        "eval_std": float(np.std(returns)), "eval_episodes": eval_episodes, "eval_seed": EVAL_SEED,
+        "train_seconds": round(train_s, 1), "eval_seconds": round(eval_s, 1),
+        "parameters": sum(p.numel() for p in agent.parameters()),
+        "weights_file": str(weights_path.relative_to(ROOT)), "sha256": _sha256(weights_path), "size": weights_path.stat().st_size,
+        "torch": torch.__version__, "sb3": __import__("stable_baselines3").__version__,
+        "gymnasium": __import__("gymnasium").__version__,
+    }
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / f"{variant}.json").write_text(json.dumps(result, indent=1))
+    return result
+
+
+ARCH = {"ppo": "resmlp-discrete", "sac": "resmlp-sac"}
+
+
+def arch_args(preset: dict[str, Any], agent_kwargs: dict[str, Any]) -> dict[str, Any]:
+    spaces = describe_spaces(preset["env_id"])
+    args: dict[str, Any] = {"obs_dim": int(np.prod(spaces["observation_shape"]))}
+    if preset["algo"] == "ppo":
+        args["n_actions"] = spaces["n_actions"]
+    else:
+        args["action_dim"] = int(np.prod(spaces["action_shape"]))
+        args["action_low"], args["action_high"] = spaces["action_low"], spaces["action_high"]
+    args.update({k: v for k, v in agent_kwargs.items() if k != "residual"})
+    return args
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _smooth(curve: list[list[float]], window: int = 20) -> tuple[np.ndarray, np.ndarray]:
+    steps = np.array([c[0] for c in curve], dtype=float)
+    rets = np.array([c[1] for c in curve], dtype=float)
+    if len(rets) >= window:
+        kernel = np.ones(window) / window
+        return steps[window - 1:], np.convolve(rets, kernel, mode="valid")
+    return steps, rets
+
+
+def plot(name: str, runs: dict[str, dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=100)
+    for variant, color in (("residual", "tab:blue"), ("plain", "tab:orange")):
+        run = runs[variant]
+        x, y = _smooth(run["curve"])
+        label = f"{variant} (eval {run['eval_mean']:.1f} ± {run['eval_std']:.1f})"
+        ax.plot(x, y, color=color, label=label)
+    first = runs["residual"]
+    ax.set_title(f"{name}: {first['env_id']}, {first['algo'].upper()}, seed {first['seed']}")
+    ax.set_xlabel("environment steps")
+    ax.set_ylabel("training episode return (mean of last 20)")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def write_registry(name: str, runs: dict[str, dict[str, Any]], plot_path: Path) -> None:
+    from registry_io import measured, update_entry
+
+    res, plain = runs["residual"], runs["plain"]
+    protocol = (f"{res['eval_episodes']} episodes, deterministic actions, env.reset(seed=s) for s = "
+                f"{res['eval_seed']}..{res['eval_seed'] + res['eval_episodes'] - 1} (training used seeds "
+                f"{res['seed']}..{res['seed'] + res['n_envs'] - 1}); return = undiscounted sum of rewards")
+    spaces = describe_spaces(res["env_id"])
+    metric = measured(SCRIPT, dataset=res["env_id"], split="evaluation", metric="mean_reward", value=res["eval_mean"],
+                      name=f"mean reward ({res['eval_episodes']} deterministic episodes, std {res['eval_std']:.2f})",
+                      dataset_type=res["env_id"])
+    std_metric = measured(SCRIPT, dataset=res["env_id"], split="evaluation", metric="std_reward", value=res["eval_std"],
+                          name=f"std of the episode return ({res['eval_episodes']} deterministic episodes)",
+                          dataset_type=res["env_id"])
+    extra = {
+        "env_id": res["env_id"],
+        "observation_space": spaces["observation_space"],
+        "action_space": spaces["action_space"],
+        "algorithm": f"{res['algo'].upper()} (Stable-Baselines3 {res['sb3']}, reszoo networks)",
+        "training_steps": res["timesteps"],
+        "n_envs": res["n_envs"],
+        "seed": res["seed"],
+        "hyperparameters": res["hyper"],
+        "reward_normalisation": res["normalize_reward"],
+        "evaluation_protocol": protocol,
+        "mean_reward": round(res["eval_mean"], 3),
+        "std_reward": round(res["eval_std"], 3),
+        "plain_twin": {
+            "mean_reward": round(plain["eval_mean"], 3),
+            "std_reward": round(plain["eval_std"], 3),
+            "weights_file": "plain.safetensors",
+            "sha256": plain["sha256"],
+            "note": "same budget, seed and hyper-parameters; residual=False (no skip additions)",
+        },
+        "learning_curve": plot_path.name,
+        "train_seconds": {"residual": res["train_seconds"], "plain": plain["train_seconds"]},
+        "parameters": res["parameters"],
+        "versions": {"torch": res["torch"], "stable_baselines3": res["sb3"], "gymnasium": res["gymnasium"]},
+    }
+    update_entry(
+        name,
+        arch_args=res["arch_args"],
+        metrics=[metric, std_metric],
+        weights={"sha256": res["sha256"], "size": res["size"]},
+        extra=extra,
+    )
+    print(f"registry.yaml: {name} mean_reward {res['eval_mean']:.3f} (plain twin {plain['eval_mean']:.3f})", flush=True)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("name", choices=sorted(PRESETS))
+    parser.add_argument("--variant", choices=("residual", "plain", "both", "report"), default="both",
+                        help="'report': train nothing; plot and write the registry from the two runs' saved output")
+    parser.add_argument("--timesteps", type=int, default=None, help="override the preset's budget")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--eval-episodes", type=int, default=20)
+    parser.add_argument("--log-every", type=int, default=10_000)
+    parser.add_argument("--no-registry", action="store_true", help="do not touch registry.yaml or the plot")
+    args = parser.parse_args()
+
+    preset = PRESETS[args.name]
+    timesteps = args.timesteps or preset["timesteps"]
+    out_dir = ROOT / "runs" / "rl" / args.name
+    variants = {"both": ("residual", "plain"), "report": ()}.get(args.variant, (args.variant,))
+    for variant in variants:
+        print(f"training {args.name} [{variant}] {preset['algo']} on {preset['env_id']} for {timesteps} steps, seed {args.seed}", flush=True)
+        train(args.name, variant, timesteps, args.seed, args.eval_episodes, out_dir, args.log_every)
+
+    runs = {}
+    for variant in ("residual", "plain"):
+        path = out_dir / f"{variant}.json"
+        if path.is_file():
+            runs[variant] = json.loads(path.read_text())
+    if len(runs) < 2:
+        print("waiting for the other variant before writing the plot and the registry", flush=True)
+        return 0
+    same = all(runs["residual"][k] == runs["plain"][k] for k in ("timesteps", "seed", "hyper", "eval_episodes"))
+    if not same:
+        print("residual and plain runs differ in budget/seed/hyper-parameters: not writing the registry", flush=True)
+        return 1
+    if args.no_registry:
+        return 0
+    plot_path = ROOT / "weights" / "reszoo" / args.name / "learning_curve.png"
+    plot(args.name, runs, plot_path)
+    write_registry(args.name, runs, plot_path)
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    raise SystemExit(main())

@@ -1,0 +1,146 @@
+"""Train ``sngan-mnist`` (class-conditional SNGAN, residual G and D, hinge loss) on MNIST, on the CPU.
+
+    nice -n 10 python scripts/train_sngan_mnist.py                # residual twin -> sngan-mnist
+    nice -n 10 python scripts/train_sngan_mnist.py --plain        # plain twin    -> sngan-mnist-plain
+
+Both twins get the same budget (iterations, batch, optimiser, seed). The recipe: hinge loss,
+one D step per G step, Adam(2e-4, betas 0.0/0.9) for both with a linear decay to 0, batch 32,
+1500 iterations (about 15 minutes on 2 shared cores),
+an exponential moving average of G's weights (decay 0.999 with warm-up) which is what is saved.
+Only the generator goes to the weight mirror (``weights/reszoo/<name>/model.safetensors``); the
+discriminator is kept under ``runs/`` for anyone who wants to resume. The run writes the weight
+file's sha256 and size into registry.yaml; ``scripts/eval_gan.py`` measures the samples.
+
+Data: ``../shared/data/mnist/mnist.npz`` (or ``--data``); see that folder's README.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
+
+from reszoo.gan.models import sngan_d28, sngan_g28  # noqa: E402
+
+SCRIPT = "scripts/train_sngan_mnist.py"
+DEFAULT_DATA = ROOT.parent / "shared" / "data" / "mnist" / "mnist.npz"
+ARCH_ARGS = {"ch": 32, "z_dim": 128, "num_classes": 10, "out_channels": 1}
+
+
+def load_mnist(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """MNIST train images in [-1, 1], shape (60000, 1, 28, 28), and labels."""
+    if not path.is_file():
+        raise FileNotFoundError(f"MNIST not found: looked for {path} (see /work/shared/data/mnist/README.md, or pass --data)")
+    with np.load(path) as d:
+        x, y = d["x_train"], d["y_train"]
+    images = torch.from_numpy(x).float().div(127.5).sub(1).unsqueeze(1)
+    return images, torch.from_numpy(y.astype(np.int64))
+
+
+@torch.no_grad()
+def ema_update(ema: torch.nn.Module, model: torch.nn.Module, step: int, decay: float = 0.999) -> None:
+    d = min(decay, (1 + step) / (10 + step))
+    for e, p in zip(ema.parameters(), model.parameters()):
+        e.lerp_(p, 1 - d)
+    for e, b in zip(ema.buffers(), model.buffers()):
+        e.copy_(b)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--plain", action="store_true", help="train the plain twin (no residual additions)")
+    ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    ap.add_argument("--iters", type=int, default=1500)
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--lr", type=float, default=2e-4)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--out", type=Path, default=ROOT / "weights" / "reszoo")
+    ap.add_argument("--no-registry", action="store_true", help="do not write registry.yaml (trial runs)")
+    args = ap.parse_args(argv)
+
+    torch.manual_seed(args.seed)
+    torch.set_num_threads(args.threads)
+    residual = not args.plain
+    name = "sngan-mnist" if residual else "sngan-mnist-plain"
+    images, labels = load_mnist(args.data)
+
+    G = sngan_g28(residual=residual, **ARCH_ARGS)
+    D = sngan_d28(ch=ARCH_ARGS["ch"], num_classes=10, in_channels=1, residual=residual)
+    G_ema = copy.deepcopy(G).eval()
+    opt_g = torch.optim.Adam(G.parameters(), lr=args.lr, betas=(0.0, 0.9))
+    opt_d = torch.optim.Adam(D.parameters(), lr=args.lr, betas=(0.0, 0.9))
+    decay = lambda step: 1.0 - step / args.iters  # noqa: E731
+    sched_g = torch.optim.lr_scheduler.LambdaLR(opt_g, decay)
+    sched_d = torch.optim.lr_scheduler.LambdaLR(opt_d, decay)
+    data_gen = torch.Generator().manual_seed(args.seed)
+    perm, cursor = torch.randperm(len(images), generator=data_gen), 0
+
+    print(f"{name}: G {sum(p.numel() for p in G.parameters()):,} params, D {sum(p.numel() for p in D.parameters()):,}; "
+          f"{args.iters} iters x batch {args.batch}", flush=True)
+    start = time.time()
+    for step in range(args.iters):
+        if cursor + args.batch > len(perm):
+            perm, cursor = torch.randperm(len(images), generator=data_gen), 0
+        idx = perm[cursor:cursor + args.batch]
+        cursor += args.batch
+        real, y = images[idx], labels[idx]
+        z = torch.randn(args.batch, ARCH_ARGS["z_dim"])
+
+        fake = G(z, y)
+        loss_d = F.relu(1 - D(real, y)).mean() + F.relu(1 + D(fake.detach(), y)).mean()
+        opt_d.zero_grad(set_to_none=True)
+        loss_d.backward()
+        opt_d.step()
+
+        loss_g = -D(fake, y).mean()
+        opt_g.zero_grad(set_to_none=True)
+        loss_g.backward()
+        opt_g.step()
+        sched_g.step()
+        sched_d.step()
+        ema_update(G_ema, G, step)
+
+        if step % 100 == 0 or step == args.iters - 1:
+            rate = (step + 1) / (time.time() - start)
+            print(f"step {step:5d}  loss_d {loss_d.item():.4f}  loss_g {loss_g.item():.4f}  {rate:.2f} it/s", flush=True)
+
+    minutes = (time.time() - start) / 60
+    from safetensors.torch import save_file
+
+    folder = args.out / name
+    folder.mkdir(parents=True, exist_ok=True)
+    weights_path = folder / "model.safetensors"
+    state = {k: v.detach().contiguous() for k, v in G_ema.state_dict().items()}
+    save_file(state, weights_path, metadata={"format": "pt", "recipe": SCRIPT, "seed": str(args.seed)})
+    runs = ROOT / "runs" / name
+    runs.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.detach().contiguous() for k, v in D.state_dict().items()}, runs / "discriminator.safetensors")
+    import hashlib
+
+    sha = hashlib.sha256(weights_path.read_bytes()).hexdigest()
+    size = weights_path.stat().st_size
+    summary = {"name": name, "iters": args.iters, "batch": args.batch, "seed": args.seed, "minutes": round(minutes, 2),
+               "final_loss_d": loss_d.item(), "final_loss_g": loss_g.item(), "sha256": sha, "size": size}
+    (runs / "train.json").write_text(json.dumps(summary, indent=2) + "\n")
+    print(json.dumps(summary), flush=True)
+    if not args.no_registry:
+        from registry_io import update_entry
+
+        update_entry(name, weights={"sha256": sha, "size": size})
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

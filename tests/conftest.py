@@ -1,0 +1,74 @@
+"""Test session set-up: an isolated Hugging Face environment talking to a loopback Hub.
+
+huggingface_hub reads its settings (endpoint, cache, offline, xet) into `huggingface_hub.constants` when it
+is imported, so everything below runs at conftest import time, before any test module imports it:
+a fresh `HF_HOME`, xet/telemetry/progress bars off, and `HF_ENDPOINT` pointing at a `HubServer` started
+here for the whole session. No request leaves 127.0.0.1 and no developer token or cache is used.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from hub_server import HubServer  # noqa: E402
+
+if "huggingface_hub" in sys.modules:
+    raise RuntimeError(
+        "huggingface_hub was imported before tests/conftest.py could point it at the loopback Hub; "
+        "a plugin or import in a parent conftest must not import it."
+    )
+
+_SESSION_DIR = Path(tempfile.mkdtemp(prefix="reszoo-tests-"))
+
+# Never use the developer's token, caches, mirror or offline/staging settings.
+for _var in (
+    "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_TOKEN_PATH", "HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE",
+    "HF_ASSETS_CACHE", "HF_XET_CACHE", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HUGGINGFACE_CO_STAGING",
+    "HF_HUB_ENABLE_HF_TRANSFER", "RESZOO_MIRROR",
+):
+    os.environ.pop(_var, None)
+os.environ |= {
+    "HF_HOME": str(_SESSION_DIR / "hf_home"),
+    "HF_HUB_DISABLE_XET": "1",
+    "HF_HUB_DISABLE_TELEMETRY": "1",
+    "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+    "HF_HUB_DISABLE_UPDATE_CHECK": "1",
+    "RESZOO_CACHE": str(_SESSION_DIR / "reszoo_cache"),
+}
+
+_HUB = HubServer().start()
+os.environ["HF_ENDPOINT"] = _HUB.url
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    _HUB.stop()
+    shutil.rmtree(_SESSION_DIR, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def hub() -> HubServer:
+    """The running loopback Hub that huggingface_hub (and so reszoo) talks to."""
+    return _HUB
+
+
+@pytest.fixture
+def offline(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Offline mode for one test: `HF_HUB_OFFLINE=1` in the environment and in huggingface_hub's constant.
+
+    huggingface_hub copied the env var into `constants.HF_HUB_OFFLINE` at import; its HTTP hook checks that
+    constant on every request (raising `OfflineModeIsEnabled`), so patching it is what takes effect.
+    Request it after any fixture that must fill the cache online.
+    """
+    import huggingface_hub.constants as hf_constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", True)
+    yield

@@ -1,0 +1,739 @@
+"""A Hugging Face Hub-compatible HTTP server on 127.0.0.1 for tests (stdlib; pyyaml, if present, for cards).
+
+The real `huggingface_hub` 2.4 client (`HF_HUB_DISABLE_XET=1`) talks to it through `HF_ENDPOINT`: downloads,
+repo info and listings, repo creation, card validation and commits, large files going through the git-LFS
+basic transfer (batch -> PUT -> verify). Repos hold commits (40-hex ids) of trees {path: Entry} on the branch
+`main`; revisions are branch names or full commit ids; contents live once on disk by sha256. A file is LFS
+when `.gitattributes` matches it (the Hub's defaults: *.safetensors, *.bin, *.pt, ...), when it is over
+10 MiB, or when its first 512 bytes are binary: the rules of the Hub's preupload.
+"""
+
+from __future__ import annotations
+
+import base64
+import fnmatch
+import hashlib
+import json
+import os
+import re
+import shutil
+import tempfile
+import threading
+import time
+import traceback
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from email.message import Message
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, quote, unquote, urlsplit
+
+LFS_SIZE_THRESHOLD = 10 * 1024 * 1024
+_CHUNK = 1024 * 1024
+_HUB_LFS_PATTERNS = (
+    "*.7z *.arrow *.bin *.bz2 *.ckpt *.ftz *.gz *.h5 *.joblib *.lfs *.mlmodel *.model *.msgpack *.npy *.npz"
+    " *.onnx *.ot *.parquet *.pb *.pickle *.pkl *.pt *.pth *.rar *.safetensors saved_model/**/* *.tar.* *.tar"
+    " *.tflite *.tgz *.wasm *.xz *.zip *.zst *tfevents*"
+).split()
+DEFAULT_GITATTRIBUTES = "".join(f"{p} filter=lfs diff=lfs merge=lfs -text\n" for p in _HUB_LFS_PATTERNS).encode()
+# License ids the Hub accepts in card metadata (https://huggingface.co/docs/hub/repositories-licenses).
+HUB_LICENSES = frozenset(
+    "apache-2.0 mit openrail bigscience-openrail-m creativeml-openrail-m bigscience-bloom-rail-1.0"
+    " bigcode-openrail-m afl-3.0 artistic-2.0 bsl-1.0 bsd bsd-2-clause bsd-3-clause bsd-3-clause-clear c-uda cc"
+    " cc0-1.0 cc-by-2.0 cc-by-2.5 cc-by-3.0 cc-by-4.0 cc-by-sa-3.0 cc-by-sa-4.0 cc-by-nc-2.0 cc-by-nc-3.0"
+    " cc-by-nc-4.0 cc-by-nd-4.0 cc-by-nc-nd-3.0 cc-by-nc-nd-4.0 cc-by-nc-sa-2.0 cc-by-nc-sa-3.0 cc-by-nc-sa-4.0"
+    " cdla-sharing-1.0 cdla-permissive-1.0 cdla-permissive-2.0 wtfpl ecl-2.0 epl-1.0 epl-2.0 etalab-2.0 eupl-1.1"
+    " eupl-1.2 agpl-3.0 gfdl gpl gpl-2.0 gpl-3.0 lgpl lgpl-2.1 lgpl-3.0 isc h-research intel-research lppl-1.3c"
+    " ms-pl apple-ascl apple-amlr mpl-2.0 odc-by odbl openrail++ osl-3.0 postgresql ofl-1.1 ncsa unlicense zlib"
+    " pddl lgpl-lr deepfloyd-if-license llama2 llama3 llama3.1 llama3.2 llama3.3 llama4 gemma unknown other".split()
+)
+_YAML_BLOCK = re.compile(r"^(\s*---(?:\r\n|\r|\n))([\S\s]*?)((?:\r\n|\r|\n)---[ \t]*(\r\n|\n|$))")
+_REPO_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_API_SUBROUTES = {"revision", "tree", "paths-info", "refs", "commits", "preupload", "commit"}
+
+
+def _now() -> str:
+    now = time.time()
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1000):03d}Z"
+
+
+@dataclass(frozen=True)
+class Content:
+    """Bytes stored once on disk, addressed by sha256; `git_sha1` is git's blob id of these bytes."""
+
+    sha256: str
+    git_sha1: str
+    size: int
+    path: Path
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A file in a commit's tree: its content, and whether git holds it as an LFS pointer."""
+
+    content: Content
+    lfs: bool
+
+    @property
+    def pointer(self) -> bytes:
+        c = self.content
+        return f"version https://git-lfs.github.com/spec/v1\noid sha256:{c.sha256}\nsize {c.size}\n".encode()
+
+    @property
+    def oid(self) -> str:
+        """The git blob id: of the pointer file for LFS files (as on the Hub), else of the content."""
+        if not self.lfs:
+            return self.content.git_sha1
+        return hashlib.sha1(b"blob %d\0" % len(self.pointer) + self.pointer).hexdigest()
+
+    @property
+    def etag(self) -> str:
+        return self.content.sha256 if self.lfs else self.content.git_sha1
+
+
+@dataclass
+class Commit:
+    oid: str
+    parent: str | None
+    title: str
+    message: str
+    date: str
+    tree: dict[str, Entry]
+
+
+@dataclass
+class Repo:
+    repo_id: str
+    private: bool
+    created: str
+    commits: dict[str, Commit] = field(default_factory=dict)
+    branches: dict[str, str] = field(default_factory=dict)
+    lfs_oids: set[str] = field(default_factory=set)  # LFS objects uploaded to (or committed in) this repo
+    declared_sizes: dict[str, int] = field(default_factory=dict)  # from LFS batch requests
+    tampered: dict[tuple[str, str], Path] = field(default_factory=dict)  # (path, sha256) -> bytes served
+
+
+class HubError(Exception):
+    """An error answered the way the Hub does: status, `X-Error-Code`, `X-Error-Message`, JSON `error`."""
+
+    def __init__(self, status: int, message: str, code: str | None = None, commit: str | None = None) -> None:
+        super().__init__(message)
+        self.status, self.message, self.code, self.commit = status, message, code, commit
+
+    def response(self) -> Response:
+        headers = {"X-Error-Message": self.message, "X-Error-Code": self.code, "X-Repo-Commit": self.commit}
+        return Response.json({"error": self.message}, self.status, {k: v for k, v in headers.items() if v})
+
+
+@dataclass
+class Response:
+    status: int = 200
+    body: bytes = b""
+    headers: dict[str, str] = field(default_factory=dict)
+    file: tuple[Path, int, int] | None = None  # (path, offset, length), streamed instead of `body`
+
+    @classmethod
+    def json(cls, data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+        body = json.dumps(data).encode()
+        return cls(status, body, {"Content-Type": "application/json; charset=utf-8", **(headers or {})})
+
+
+def _is_lfs(path: str, size: int, sample: bytes, patterns: list[str]) -> bool:
+    if size == 0:
+        return False  # the Hub commits empty files as regular files
+    name = path.rsplit("/", 1)[-1]
+    if any(fnmatch.fnmatchcase(path if "/" in p else name, p) for p in patterns):
+        return True
+    return size > LFS_SIZE_THRESHOLD or b"\0" in sample[:512]
+
+
+def _as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [] if value is None else [value]
+
+
+def _front_matter(text: str) -> str | None:
+    match = _YAML_BLOCK.search(text)
+    return match.group(2) if match else None
+
+
+def _card_metadata(text: str) -> dict[str, Any]:
+    """YAML front matter of a README as a dict; empty when absent or unparsable (pyyaml imported lazily)."""
+    try:
+        import yaml
+
+        data = yaml.safe_load(_front_matter(text) or "")
+    except Exception:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def validate_card(content: str) -> tuple[list[str], list[str]]:
+    """(errors, warnings) for a README's metadata, as `/api/validate-yaml` reports them."""
+    block = _front_matter(content)
+    if block is None or not block.strip():
+        return [], ["Empty or missing yaml metadata in repo card (https://huggingface.co/docs/hub/model-cards)"]
+    try:
+        import yaml
+    except ImportError:  # without pyyaml only the presence of metadata is checked
+        return [], []
+    try:
+        meta = yaml.safe_load(block)
+    except yaml.YAMLError as err:
+        return [f"Invalid YAML in metadata: {err}"], []
+    if not isinstance(meta, dict):
+        return ["Metadata must be a YAML mapping"], []
+    licenses = _as_list(meta.get("license"))
+    errors = [f'"license" must be a Hub license id, got {x!r}' for x in licenses if x not in HUB_LICENSES]
+    models = meta.get("model-index", [])
+    for i, model in enumerate(models if isinstance(models, list) else [None]):
+        if not isinstance(model, dict) or not isinstance(model.get("name"), str):
+            errors.append(f'"model-index[{i}].name" is required')
+            continue
+        for j, result in enumerate(model.get("results") or []):
+            at = f"model-index[{i}].results[{j}]"
+            for key, sub in (("task", "type"), ("dataset", "type"), ("dataset", "name")):
+                if not isinstance(result, dict) or not isinstance((result.get(key) or {}).get(sub), str):
+                    errors.append(f'"{at}.{key}.{sub}" is required')
+            metrics = result.get("metrics") if isinstance(result, dict) else None
+            if not metrics or not all(isinstance(m, dict) and isinstance(m.get("type"), str) and "value" in m
+                                      for m in metrics):
+                errors.append(f'"{at}.metrics" must be a non-empty list of {{type, value}}')
+    return errors, []
+
+
+class HubServer:
+    """A loopback Hub. `start()` (or `with HubServer() as hub:`), then point `HF_ENDPOINT` at `hub.url`."""
+
+    def __init__(self) -> None:
+        self._root = Path(tempfile.mkdtemp(prefix="reszoo-hub-"))
+        (self._root / "objects").mkdir()
+        self._lock = threading.RLock()
+        self._repos: dict[str, Repo] = {}
+        self._contents: dict[str, Content] = {}  # sha256 -> stored bytes
+        self._requests: list[tuple[str, str]] = []
+        self._commit_counter = 0
+        self._server: ThreadingHTTPServer | None = None
+        self.url = ""
+
+    def start(self) -> HubServer:
+        handler = type("Handler", (_Handler,), {"hub": self})
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self._server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        threading.Thread(target=self._server.serve_forever, name="hub-server", daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+        shutil.rmtree(self._root, ignore_errors=True)
+
+    def __enter__(self) -> HubServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def request_count(self) -> int:
+        with self._lock:
+            return len(self._requests)
+
+    @property
+    def requests(self) -> list[tuple[str, str]]:
+        """(method, path) of every request received since the last `reset_count()`."""
+        with self._lock:
+            return list(self._requests)
+
+    def reset_count(self) -> None:
+        with self._lock:
+            self._requests.clear()
+
+    def add_repo(self, repo_id: str, files: Mapping[str, bytes | Path], *, message: str = "Add files") -> str:
+        """Commit `files` on top of `main` (creating the repo if needed); returns the new commit id."""
+        stored = {path: self._store(data) for path, data in files.items()}
+        with self._lock:
+            repo = self._repos.get(repo_id) or self._create_repo(repo_id, private=False)
+            head = repo.commits[repo.branches["main"]]
+            patterns = self._lfs_patterns(head.tree)
+            tree = dict(head.tree)
+            for path, content in stored.items():
+                with content.path.open("rb") as f:
+                    sample = f.read(512)
+                tree[path] = Entry(content, _is_lfs(path, content.size, sample, patterns))
+                if tree[path].lfs:
+                    repo.lfs_oids.add(content.sha256)
+            return self._commit(repo, "main", tree, message, "").oid
+
+    def tamper(self, repo_id: str, path: str, data: bytes) -> None:
+        """Serve `data` for `path` (at every revision holding its current content) while still advertising
+        the original sha256/ETag, like a corrupted upload or mirror. Sizes follow `data`: keep its length
+        to simulate flipped bits that only a hash check catches."""
+        with self._lock:
+            repo = self._get_repo(repo_id)
+            entry = repo.commits[repo.branches["main"]].tree[path]
+            fd, tmp = tempfile.mkstemp(dir=self._root, prefix="tampered-")
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            repo.tampered[(path, entry.content.sha256)] = Path(tmp)
+
+    def _store(self, data: bytes | Path) -> Content:
+        """Copy bytes or a file into the object store (streamed, hashed on the way)."""
+        size = len(data) if isinstance(data, bytes) else Path(data).stat().st_size
+        sha256, sha1 = hashlib.sha256(), hashlib.sha1(b"blob %d\0" % size)
+        fd, tmp = tempfile.mkstemp(dir=self._root / "objects", prefix="incoming-")
+        with os.fdopen(fd, "wb") as out:
+            for chunk in _chunks(data):
+                sha256.update(chunk)
+                sha1.update(chunk)
+                out.write(chunk)
+        dest = self._root / "objects" / sha256.hexdigest()
+        os.replace(tmp, dest)  # same bytes -> same name: replacing is harmless
+        content = Content(sha256.hexdigest(), sha1.hexdigest(), size, dest)
+        with self._lock:
+            return self._contents.setdefault(content.sha256, content)
+
+    def _create_repo(self, repo_id: str, private: bool) -> Repo:
+        repo = Repo(repo_id, private, _now())
+        self._repos[repo_id] = repo
+        gitattributes = Entry(self._store(DEFAULT_GITATTRIBUTES), lfs=False)
+        self._commit(repo, "main", {".gitattributes": gitattributes}, "initial commit", "")
+        return repo
+
+    def _commit(self, repo: Repo, branch: str, tree: dict[str, Entry], title: str, message: str) -> Commit:
+        self._commit_counter += 1
+        parent = repo.branches.get(branch)
+        listing = "".join(f"{p} {e.oid}\n" for p, e in sorted(tree.items()))
+        seed = f"{parent}\n{listing}{title}\n{message}\n{time.time()}\n{self._commit_counter}"
+        oid = hashlib.sha1(seed.encode()).hexdigest()
+        commit = Commit(oid, parent, title, message, _now(), tree)
+        repo.commits[oid] = commit
+        repo.branches[branch] = oid
+        return commit
+
+    def _lfs_patterns(self, tree: dict[str, Entry]) -> list[str]:
+        entry = tree.get(".gitattributes")
+        if entry is None:
+            return list(_HUB_LFS_PATTERNS)
+        lines = entry.content.path.read_text(errors="replace").splitlines()
+        return [line.split()[0] for line in lines if "filter=lfs" in line and not line.startswith("#")]
+
+    def _get_repo(self, repo_id: str) -> Repo:
+        repo = self._repos.get(repo_id)
+        if repo is None:
+            raise HubError(404, f"Repository {repo_id} not found", "RepoNotFound")
+        return repo
+
+    def _resolve(self, repo: Repo, revision: str) -> Commit:
+        oid = repo.branches.get(revision, revision)
+        if oid not in repo.commits:
+            raise HubError(404, f"Invalid rev id: {revision}", "RevisionNotFound")
+        return repo.commits[oid]
+
+    def handle(self, method: str, raw_path: str, headers: Message, body: bytes, upload: Path | None) -> Response:
+        url = urlsplit(raw_path)
+        parts = [unquote(p) for p in url.path.split("/")[1:] if p != ""]
+        query = parse_qs(url.query)
+        if parts[:1] == ["api"]:
+            return self._api(method, parts[1:], query, headers, body)
+        if parts[:1] == ["_lfs"] and len(parts) >= 3:
+            return self._lfs_object(method, parts[1], parts[2], parts[3:], body, upload)
+        if len(parts) >= 5 and parts[-4:] == ["info", "lfs", "objects", "batch"] and parts[-5].endswith(".git"):
+            repo_id = "/".join(parts[:-4])[: -len(".git")]
+            return self._lfs_batch(repo_id, json.loads(body or b"{}"))
+        for i in (1, 2):
+            if len(parts) > i + 2 and parts[i] == "resolve" and method in ("GET", "HEAD"):
+                return self._resolve_file(
+                    "/".join(parts[:i]), parts[i + 1], "/".join(parts[i + 2 :]), headers.get("Range")
+                )
+        raise HubError(404, f"Not found: {method} {url.path}")
+
+    def _api(self, method: str, parts: list[str], query: dict[str, list[str]], headers: Message, body: bytes
+             ) -> Response:
+        def flag(name: str) -> bool:
+            return query.get(name, ["false"])[-1].lower() in ("1", "true")
+
+        if parts == ["models"] and method == "GET":
+            return Response.json(self._list_models(query, flag))
+        if parts == ["repos", "create"] and method == "POST":
+            return self._create_repo_api(json.loads(body or b"{}"))
+        if parts == ["validate-yaml"] and method == "POST":
+            errors, warnings = validate_card(json.loads(body or b"{}").get("content", ""))
+            if errors and "text/plain" in headers.get("Accept", ""):
+                return Response(400, "\n".join(errors).encode(), {"Content-Type": "text/plain"})
+            payload = {"errors": [{"message": e} for e in errors], "warnings": [{"message": w} for w in warnings]}
+            return Response.json(payload, 400 if errors else 200)
+        if parts == ["whoami-v2"] and method == "GET":
+            return Response.json({"type": "user", "name": "reszoo-tests", "orgs": [], "auth": {}})
+        if parts == ["agent-harnesses"] and method == "GET":  # fetched for the user agent unless telemetry is off
+            return Response.json({"standardEnvVars": [], "harnesses": {}})
+        if len(parts) < 2 or parts[0] != "models":
+            raise HubError(404, f"Unknown API route /api/{'/'.join(parts)}")
+        rest = parts[1:]
+        split = 2 if len(rest) >= 2 and rest[1] not in _API_SUBROUTES else 1
+        repo_id, sub = "/".join(rest[:split]), rest[split:]
+        with self._lock:
+            repo = self._get_repo(repo_id)
+            if method == "GET" and (sub == [] or (len(sub) == 2 and sub[0] == "revision")):
+                commit = self._resolve(repo, sub[1] if sub else "main")
+                expand = query.get("expand", []) + query.get("expand[]", [])
+                return Response.json(self._info(repo, commit, files_metadata=flag("blobs"), expand=expand))
+            if method == "GET" and len(sub) >= 2 and sub[0] == "tree":
+                return Response.json(self._tree(self._resolve(repo, sub[1]), "/".join(sub[2:]), flag("recursive")))
+            if method == "POST" and len(sub) == 2 and sub[0] == "paths-info":
+                return Response.json(self._paths_info(self._resolve(repo, sub[1]), headers, body))
+            if method == "GET" and sub == ["refs"]:
+                refs = [{"name": b, "ref": f"refs/heads/{b}", "targetCommit": oid} for b, oid in repo.branches.items()]
+                return Response.json({"branches": refs, "converts": [], "tags": [], "pullRequests": []})
+            if method == "GET" and len(sub) == 2 and sub[0] == "commits":
+                return Response.json(self._history(repo, self._resolve(repo, sub[1])))
+            if method == "POST" and len(sub) == 2 and sub[0] in ("preupload", "commit"):
+                if flag("create_pr"):
+                    raise HubError(400, "This test Hub does not support pull requests")
+                if sub[0] == "preupload":
+                    return Response.json(self._preupload(repo, sub[1], json.loads(body or b"{}")))
+                return Response.json(self._commit_api(repo, sub[1], body))
+        raise HubError(404, f"Unknown API route /api/{'/'.join(parts)}")
+
+    def _resolve_file(self, repo_id: str, revision: str, path: str, range_header: str | None) -> Response:
+        with self._lock:
+            repo = self._get_repo(repo_id)
+            commit = self._resolve(repo, revision)
+            entry = commit.tree.get(path)
+            if entry is None:
+                raise HubError(404, f"{path} does not exist on \"{revision}\"", "EntryNotFound", commit.oid)
+            data_path = repo.tampered.get((path, entry.content.sha256), entry.content.path)
+        size = data_path.stat().st_size
+        headers = {
+            "X-Repo-Commit": commit.oid,
+            "ETag": f'"{entry.etag}"',
+            "Accept-Ranges": "bytes",
+            "Content-Type": "application/octet-stream",
+            "Content-Disposition": f'inline; filename="{path.rsplit("/", 1)[-1]}"',
+        }
+        if entry.lfs:
+            headers |= {"X-Linked-Etag": f'"{entry.content.sha256}"', "X-Linked-Size": str(size)}
+        if range_header is None:
+            return Response(200, headers=headers, file=(data_path, 0, size))
+        match = re.fullmatch(r"\s*bytes=(\d*)-(\d*)\s*", range_header)
+        if match and match[1]:
+            start, end = int(match[1]), min(int(match[2]) if match[2] else size - 1, size - 1)
+        elif match and match[2]:
+            start, end = max(size - int(match[2]), 0), size - 1
+        else:
+            start, end = size, -1
+        if start >= size or start > end:
+            return Response(416, headers={**headers, "Content-Range": f"bytes */{size}"})
+        headers["Content-Range"] = f"bytes {start}-{end}/{size}"
+        return Response(206, headers=headers, file=(data_path, start, end - start + 1))
+
+    def _info(self, repo: Repo, commit: Commit, *, files_metadata: bool, expand: list[str]) -> dict[str, Any]:
+        readme, config_file = commit.tree.get("README.md"), commit.tree.get("config.json")
+        card = _card_metadata(readme.content.path.read_text(errors="replace")) if readme else {}
+        try:
+            config = json.loads(config_file.content.path.read_bytes()) if config_file else None
+        except ValueError:
+            config = None
+        library = card.get("library_name") or (config or {}).get("library_name")
+        tags = [str(t) for t in _as_list(card.get("tags"))] + ([library] if library else [])
+        tags += [f"license:{x}" for x in _as_list(card.get("license"))]
+        tags += [f"dataset:{x}" for x in _as_list(card.get("datasets"))]
+        siblings = []
+        for path, entry in sorted(commit.tree.items()):
+            sibling: dict[str, Any] = {"rfilename": path}
+            if files_metadata:
+                sibling |= {"size": entry.content.size, "blobId": entry.oid}
+                if entry.lfs:
+                    sibling["lfs"] = {"sha256": entry.content.sha256, "size": entry.content.size,
+                                      "pointerSize": len(entry.pointer)}
+            siblings.append(sibling)
+        info: dict[str, Any] = {
+            "_id": hashlib.sha1(repo.repo_id.encode()).hexdigest()[:24], "id": repo.repo_id, "modelId": repo.repo_id,
+            "author": repo.repo_id.split("/")[0] if "/" in repo.repo_id else None, "sha": commit.oid,
+            "lastModified": commit.date, "createdAt": repo.created, "private": repo.private, "gated": False,
+            "disabled": False, "downloads": 0, "likes": 0, "tags": list(dict.fromkeys(tags)), "siblings": siblings,
+            "spaces": [], "usedStorage": sum(e.content.size for e in commit.tree.values()),
+        }
+        for key, value in (("library_name", library), ("pipeline_tag", card.get("pipeline_tag")),
+                           ("cardData", card or None), ("model-index", card.get("model-index")), ("config", config)):
+            if value is not None:
+                info[key] = value
+        if expand:
+            info = {k: v for k, v in info.items() if k in ("_id", "id", *expand)}
+        return info
+
+    def _list_models(self, query: dict[str, list[str]], flag: Any) -> list[dict[str, Any]]:
+        search = query.get("search", [""])[-1].lower()
+        author = query.get("author", [None])[-1]
+        filters = query.get("filter", [])
+        limit = int(query.get("limit", ["0"])[-1]) or None
+        expand = query.get("expand", []) + query.get("expand[]", [])
+        items = []
+        with self._lock:
+            for repo in self._repos.values():
+                if search not in repo.repo_id.lower() or (author and not repo.repo_id.startswith(author + "/")):
+                    continue
+                info = self._info(repo, repo.commits[repo.branches["main"]], files_metadata=False, expand=expand)
+                if not all(f in info.get("tags", []) for f in filters):
+                    continue
+                for key, wanted in (("siblings", "full"), ("cardData", "cardData"), ("config", "config")):
+                    if not (flag(wanted) or key in expand):  # listings are terse unless asked
+                        info.pop(key, None)
+                items.append(info)
+        return items[:limit]
+
+    def _file_info(self, path: str, entry: Entry) -> dict[str, Any]:
+        info: dict[str, Any] = {"type": "file", "oid": entry.oid, "size": entry.content.size, "path": path}
+        if entry.lfs:
+            info["lfs"] = {"oid": entry.content.sha256, "size": entry.content.size, "pointerSize": len(entry.pointer)}
+        return info
+
+    def _dir_info(self, commit: Commit, path: str) -> dict[str, Any]:
+        listing = "".join(f"{p} {e.oid}\n" for p, e in sorted(commit.tree.items()) if p.startswith(path + "/"))
+        return {"type": "directory", "oid": hashlib.sha1(listing.encode()).hexdigest(), "size": 0, "path": path}
+
+    def _tree(self, commit: Commit, path: str, recursive: bool) -> list[dict[str, Any]]:
+        prefix = path.strip("/")
+        below = {p: e for p, e in commit.tree.items() if not prefix or p.startswith(prefix + "/")}
+        if prefix and not below:
+            raise HubError(404, f"{prefix} does not exist or is not a directory", "EntryNotFound", commit.oid)
+        start = len(prefix) + 1 if prefix else 0
+        dirs: set[str] = set()
+        files: list[str] = []
+        for p in below:
+            segments = p[start:].split("/")
+            for depth in range(1, len(segments) if recursive else min(len(segments), 2)):
+                dirs.add(p[:start] + "/".join(segments[:depth]))
+            if recursive or len(segments) == 1:
+                files.append(p)
+        return [self._dir_info(commit, d) for d in sorted(dirs)] + [self._file_info(p, below[p]) for p in sorted(files)]
+
+    def _paths_info(self, commit: Commit, headers: Message, body: bytes) -> list[dict[str, Any]]:
+        is_json = "json" in headers.get("Content-Type", "")
+        paths = json.loads(body).get("paths", []) if is_json else parse_qs(body.decode()).get("paths", [])
+        out = []
+        for path in (p.strip("/") for p in paths):
+            if path in commit.tree:
+                out.append(self._file_info(path, commit.tree[path]))
+            elif any(p.startswith(path + "/") for p in commit.tree):
+                out.append(self._dir_info(commit, path))
+        return out
+
+    def _history(self, repo: Repo, commit: Commit | None) -> list[dict[str, Any]]:
+        history = []
+        while commit is not None:
+            history.append({"id": commit.oid, "title": commit.title, "message": commit.message,
+                            "authors": [{"user": "reszoo-tests"}], "date": commit.date})
+            commit = repo.commits.get(commit.parent) if commit.parent else None
+        return history
+
+    def _create_repo_api(self, payload: dict[str, Any]) -> Response:
+        name, org = payload.get("name") or "", payload.get("organization")
+        if payload.get("type") not in (None, "model"):
+            raise HubError(400, "This test Hub serves model repos only")
+        valid = [bool(_REPO_NAME.match(x)) and "--" not in x and ".." not in x for x in filter(None, (name, org))]
+        if not name or not all(valid):
+            raise HubError(400, f"Invalid repo name {org}/{name}")
+        repo_id = f"{org}/{name}" if org else name
+        with self._lock:
+            if repo_id in self._repos:
+                return Response.json({"error": "You already created this model repo", "url": f"{self.url}/{repo_id}"},
+                                     409)
+            private = payload.get("visibility") == "private" or bool(payload.get("private"))
+            self._create_repo(repo_id, private)
+        return Response.json({"url": f"{self.url}/{repo_id}", "name": repo_id, "id": repo_id})
+
+    def _branch_head(self, repo: Repo, revision: str) -> Commit:
+        commit = self._resolve(repo, revision)
+        if revision not in repo.branches:
+            raise HubError(400, f"Invalid rev id: {revision} is not a branch")
+        return commit
+
+    def _preupload(self, repo: Repo, revision: str, payload: dict[str, Any]) -> dict[str, Any]:
+        head = self._branch_head(repo, revision)
+        patterns = self._lfs_patterns(head.tree)
+        files = []
+        for item in payload.get("files", []):
+            path, size = item["path"], int(item["size"])
+            lfs = _is_lfs(path, size, base64.b64decode(item.get("sample", "")), patterns)
+            existing = head.tree.get(path)
+            files.append({"path": path, "uploadMode": "lfs" if lfs else "regular", "shouldIgnore": False,
+                          "oid": existing.etag if existing else None})
+        return {"files": files, "commitOid": head.oid}
+
+    def _lfs_batch(self, repo_id: str, payload: dict[str, Any]) -> Response:
+        if payload.get("operation") != "upload":
+            raise HubError(400, "This test Hub only supports LFS uploads through the batch API")
+        objects = []
+        with self._lock:
+            repo = self._get_repo(repo_id)
+            for obj in payload.get("objects", []):
+                oid, size = str(obj.get("oid")), obj.get("size")
+                if not _SHA256.match(oid) or not isinstance(size, int) or size < 0:
+                    objects.append({"oid": oid, "size": size if isinstance(size, int) else -1,
+                                    "error": {"code": 422, "message": "oid must be a sha256 and size an int >= 0"}})
+                    continue
+                item: dict[str, Any] = {"oid": oid, "size": size, "authenticated": True}
+                if oid not in repo.lfs_oids:  # already stored objects get no actions: nothing to upload
+                    repo.declared_sizes[oid] = size
+                    href = f"{self.url}/_lfs/{quote(repo_id, safe='')}/{oid}"
+                    item["actions"] = {"upload": {"href": href}, "verify": {"href": f"{href}/verify"}}
+                objects.append(item)
+        return Response(200, json.dumps({"transfer": "basic", "objects": objects}).encode(),
+                        {"Content-Type": "application/vnd.git-lfs+json"})
+
+    def _lfs_object(self, method: str, repo_id: str, oid: str, rest: list[str], body: bytes, upload: Path | None
+                    ) -> Response:
+        with self._lock:
+            repo = self._get_repo(repo_id)
+            declared = repo.declared_sizes.get(oid)
+        if method == "PUT" and not rest:
+            assert upload is not None
+            content = self._store(upload)
+            if content.sha256 != oid or (declared is not None and content.size != declared):
+                raise HubError(400, f"Uploaded content does not match the LFS object: expected sha256 {oid} and size "
+                                    f"{declared}, got sha256 {content.sha256} and size {content.size}")
+            with self._lock:
+                repo.lfs_oids.add(oid)
+            return Response(200)
+        if method == "POST" and rest == ["verify"]:
+            claim = json.loads(body or b"{}")
+            with self._lock:
+                known = oid in repo.lfs_oids and claim.get("oid") == oid
+            if not known or self._contents[oid].size != claim.get("size"):
+                raise HubError(404, f"LFS object {oid} was not uploaded (or has another size)")
+            return Response.json({"message": "ok"})
+        raise HubError(405, f"{method} is not allowed here")
+
+    def _commit_api(self, repo: Repo, revision: str, body: bytes) -> dict[str, Any]:
+        lines = [json.loads(line) for line in body.splitlines() if line.strip()]
+        if not lines or lines[0].get("key") != "header":
+            raise HubError(400, "The commit payload must start with a header line")
+        header = lines[0]["value"]
+        head = self._branch_head(repo, revision)
+        if header.get("parentCommit") and not head.oid.startswith(header["parentCommit"]):
+            raise HubError(412, f"A commit has happened since {header['parentCommit']}. Please refresh and try again.")
+        tree = dict(head.tree)
+        patterns = self._lfs_patterns(head.tree)
+        for line in lines[1:]:
+            key, value = line.get("key"), line.get("value", {})
+            path = str(value.get("path", ""))
+            if key == "file":
+                raw = value["content"]
+                data = base64.b64decode(raw) if value.get("encoding") == "base64" else raw.encode()
+                if _is_lfs(path, len(data), data[:512], patterns):
+                    raise HubError(400, f"Your push was rejected because {path} must be stored with LFS (binary, "
+                                        f"larger than 10 MiB or matched by .gitattributes)")
+                tree[path] = Entry(self._store(data), False)
+            elif key == "lfsFile":
+                oid = value.get("oid", "")
+                if oid not in repo.lfs_oids:
+                    raise HubError(422, f"LFS object {oid} for {path} was never uploaded to {repo.repo_id}")
+                tree[path] = Entry(self._contents[oid], True)
+            elif key == "deletedFile":
+                if tree.pop(path, None) is None:
+                    raise HubError(404, f"A file with this name doesn't exist: {path}", "EntryNotFound", head.oid)
+            elif key == "deletedFolder":
+                doomed = [p for p in tree if p.startswith(path.rstrip("/") + "/")]
+                if not doomed:
+                    raise HubError(404, f"A folder with this name doesn't exist: {path}", "EntryNotFound", head.oid)
+                for p in doomed:
+                    del tree[p]
+            else:
+                raise HubError(400, f"Unsupported commit operation {key!r}")
+        commit = self._commit(repo, revision, tree, header.get("summary") or "Update", header.get("description") or "")
+        return {"commitUrl": f"{self.url}/{repo.repo_id}/commit/{commit.oid}", "commitOid": commit.oid,
+                "pullRequestUrl": None, "success": True}
+
+
+def _chunks(data: bytes | Path) -> Iterator[bytes]:
+    if isinstance(data, bytes):
+        view = memoryview(data)
+        for i in range(0, len(data), _CHUNK):
+            yield bytes(view[i : i + _CHUNK])
+        return
+    with Path(data).open("rb") as f:
+        while chunk := f.read(_CHUNK):
+            yield chunk
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    hub: HubServer
+
+    def log_message(self, format: str, *args: Any) -> None:  # keep test output clean
+        pass
+
+    def do_GET(self) -> None:
+        self._serve("GET")
+
+    def do_HEAD(self) -> None:
+        self._serve("HEAD")
+
+    def do_POST(self) -> None:
+        self._serve("POST")
+
+    def do_PUT(self) -> None:
+        self._serve("PUT")
+
+    def _serve(self, method: str) -> None:
+        with self.hub._lock:
+            self.hub._requests.append((method, self.path))
+        fd, tmp = tempfile.mkstemp(dir=self.hub._root, prefix="request-")
+        try:
+            with os.fdopen(fd, "w+b") as spool:  # read the whole body first: the connection stays usable
+                self._read_body(spool)
+                spool.seek(0)
+                body = b"" if method == "PUT" else spool.read()
+            try:
+                response = self.hub.handle(method, self.path, self.headers, body, Path(tmp))
+            except HubError as err:
+                response = err.response()
+            except Exception:  # a server bug: report it to the client instead of hanging it
+                message = traceback.format_exc(limit=4).replace("\n", " | ")
+                response = Response.json({"error": message}, 500, {"X-Error-Message": message[-1500:]})
+            self._respond(method, response)
+        finally:
+            os.unlink(tmp)
+
+    def _read_body(self, out: Any) -> None:
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            while size := int(self.rfile.readline().split(b";")[0].strip() or b"0", 16):
+                out.write(self.rfile.read(size))
+                self.rfile.readline()
+            while self.rfile.readline() not in (b"\r\n", b"\n", b""):  # trailers
+                pass
+            return
+        remaining = int(self.headers.get("Content-Length") or 0)
+        while remaining > 0:
+            chunk = self.rfile.read(min(remaining, _CHUNK))
+            if not chunk:
+                break
+            out.write(chunk)
+            remaining -= len(chunk)
+
+    def _respond(self, method: str, response: Response) -> None:
+        self.send_response(response.status)
+        for key, value in response.headers.items():  # header values must be one latin-1 line
+            self.send_header(key, " ".join(value.splitlines()).encode("latin-1", "replace").decode("latin-1"))
+        length = response.file[2] if response.file else len(response.body)
+        self.send_header("Content-Length", str(length))
+        self.end_headers()
+        if method == "HEAD":
+            return
+        try:
+            if response.file is None:
+                self.wfile.write(response.body)
+                return
+            path, offset, remaining = response.file
+            with path.open("rb") as f:
+                f.seek(offset)
+                while remaining > 0 and (chunk := f.read(min(remaining, _CHUNK))):
+                    self.wfile.write(chunk)
+                    remaining -= len(chunk)
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True
