@@ -169,7 +169,7 @@ def train(model: nn.Module, items: list[dict[str, Any]], *, label: str, epochs: 
             loss.backward()
             opt.step()
             sched.step()
-            total += float(loss) * len(idx)
+            total += loss.item() * len(idx)
             seen += len(idx)
         if epoch == 0 or (epoch + 1) % 5 == 0 or epoch + 1 == epochs:
             log(f"{tag} epoch {epoch + 1}/{epochs} loss {total / seen:.4f} ({time.time() - t0:.0f} s)")
@@ -257,47 +257,74 @@ def fold_file(task: str, variant: str, fold: str) -> Path:
 # --------------------------------------------------------------------------- commands
 
 
+VARIANTS = {"residual": True, "plain": False}
+
+
+def variants_of(args: argparse.Namespace) -> list[str]:
+    names = args.variants.split(",")
+    bad = [v for v in names if v not in VARIANTS]
+    if bad:
+        raise SystemExit(f"unknown variants {bad}; choose from {list(VARIANTS)}")
+    return names
+
+
+def load_results(task: str, args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    """This recipe's finished results (same epochs and seed) per variant."""
+    out = {}
+    for variant in VARIANTS:
+        f = RUNS / task / f"{variant}.json"
+        if f.is_file():
+            rec = json.loads(f.read_text())
+            if rec["epochs"] == args.epochs and rec["seed"] == args.seed:
+                out[variant] = rec
+    return out
+
+
+def save_result(task: str, variant: str, record: dict[str, Any]) -> None:
+    f = RUNS / task / f"{variant}.json"
+    f.parent.mkdir(parents=True, exist_ok=True)
+    f.write_text(json.dumps(record, indent=1))
+
+
 def cmd_digits(items: list[dict[str, Any]], args: argparse.Namespace) -> None:
     train_items = [it for it in items if it["index"] >= 5]
     test_items = [it for it in items if it["index"] < 5]
-    results: dict[str, dict[str, Any]] = {}
-    for variant, residual in (("residual", True), ("plain", False)):
+    for variant in variants_of(args):
+        name = "tdnn-fsdd-digits" + ("" if VARIANTS[variant] else "-plain")
         torch.manual_seed(args.seed)
-        model = ARCHS["tdnn_small"](residual=residual, num_classes=10)
+        model = ARCHS["tdnn_small"](residual=VARIANTS[variant], num_classes=10)
         seconds = train(model, train_items, label="digit", epochs=args.epochs, seed=args.seed, tag=f"digits/{variant}")
         acc = accuracy(model, test_items)
         log(f"digits/{variant}: test accuracy {acc:.4f} ({len(test_items)} recordings), trained in {seconds:.0f} s")
-        name = "tdnn-fsdd-digits" + ("" if residual else "-plain")
-        results[variant] = dict(name=name, acc=acc, seconds=seconds, model=model)
+        weights = save_weights(model, name)
+        save_result("digits", variant, dict(name=name, accuracy=acc, train_seconds=seconds, params=params_of(model),
+                                            epochs=args.epochs, seed=args.seed, weights=weights))
+    results = load_results("digits", args)
     for variant, r in results.items():
-        other = results["plain" if variant == "residual" else "residual"]
-        metric = measured(SCRIPT, DATASET, "test (take index 0-4, 300 recordings)", "accuracy", r["acc"],
+        metric = measured(SCRIPT, DATASET, "test (take index 0-4, 300 recordings)", "accuracy", r["accuracy"],
                           name="digit accuracy, official test split")
-        extra = {
-            "params": params_of(r["model"]),
-            "train_seconds": round(r["seconds"]),
-            "epochs": args.epochs,
-            "seed": args.seed,
-            "test_accuracy_residual_vs_plain": {"residual": round(results["residual"]["acc"], 4), "plain": round(results["plain"]["acc"], 4)},
-            "twin": other["name"],
-        }
-        weights = save_weights(r["model"], r["name"])
-        merge_into_entry(r["name"], [metric], extra, weights)
+        extra: dict[str, Any] = {"params": r["params"], "train_seconds": round(r["train_seconds"]), "epochs": r["epochs"], "seed": r["seed"]}
+        if len(results) == 2:
+            extra["test_accuracy_residual_vs_plain"] = {v: round(results[v]["accuracy"], 4) for v in VARIANTS}
+        merge_into_entry(r["name"], [metric], extra, r["weights"])
+    if len(results) < 2:
+        log("the other twin has not been trained with these settings yet; run it to complete the comparison")
 
 
 def cmd_digits_heldout(items: list[dict[str, Any]], args: argparse.Namespace) -> None:
-    folds = args.folds.split(",") if args.folds else list(SPEAKERS)
-    for fold in folds:
+    for fold in (args.folds or "george").split(","):
+        if fold not in SPEAKERS:
+            raise SystemExit(f"unknown speaker {fold!r}; FSDD speakers: {', '.join(SPEAKERS)}")
         held = SPEAKERS.index(fold)
         train_items = [it for it in items if it["index"] >= 5 and it["speaker"] != held]
         test_items = [it for it in items if it["speaker"] == held]
-        for variant, residual in (("residual", True), ("plain", False)):
+        for variant in variants_of(args):
             out = fold_file("digits-heldout", variant, fold)
             if out.is_file() and not args.force:
                 log(f"{out.relative_to(ROOT)} exists; skipping (--force to redo)")
                 continue
             torch.manual_seed(args.seed)
-            model = ARCHS["tdnn_small"](residual=residual, num_classes=10)
+            model = ARCHS["tdnn_small"](residual=VARIANTS[variant], num_classes=10)
             seconds = train(model, train_items, label="digit", epochs=args.epochs, seed=args.seed, tag=f"heldout-{fold}/{variant}")
             acc = accuracy(model, test_items)
             log(f"held-out speaker {fold} ({variant}): accuracy {acc:.4f} on {len(test_items)} recordings")
@@ -308,27 +335,27 @@ def cmd_digits_heldout(items: list[dict[str, Any]], args: argparse.Namespace) ->
 
 
 def write_heldout_digits(args: argparse.Namespace) -> None:
-    per: dict[str, dict[str, float]] = {"residual": {}, "plain": {}}
-    for variant in per:
+    """Registry metric: mean accuracy over the held-out speakers done for both twins."""
+    per: dict[str, dict[str, float]] = {v: {} for v in VARIANTS}
+    for variant in VARIANTS:
         for spk in SPEAKERS:
             f = fold_file("digits-heldout", variant, spk)
             if f.is_file():
                 rec = json.loads(f.read_text())
                 if rec["epochs"] == args.epochs and rec["seed"] == args.seed:
                     per[variant][spk] = rec["accuracy"]
-    done = sum(len(v) for v in per.values())
-    if done < 2 * len(SPEAKERS):
-        log(f"held-out folds done: {done}/{2 * len(SPEAKERS)}; registry written when all are there")
+    both = [spk for spk in SPEAKERS if all(spk in per[v] for v in VARIANTS)]
+    if not both:
+        log("no held-out speaker done for both twins yet; registry not written")
         return
-    means = {v: float(np.mean(list(per[v].values()))) for v in per}
-    log("held-out speaker accuracy (mean of 6 folds): " + ", ".join(f"{v} {m:.4f}" for v, m in means.items()))
+    means = {v: float(np.mean([per[v][spk] for spk in both])) for v in VARIANTS}
+    which = ", ".join(both)
+    split = (f"held-out speaker {which} (train: the other 5 speakers' take 5-49; test: all 500 takes of {which})" if len(both) == 1 else
+             f"leave-one-speaker-out, mean over held-out speakers {which} (train: the other 5 speakers' take 5-49; test: all 500 takes of the held-out one)")
+    log(f"held-out speaker accuracy ({which}): " + ", ".join(f"{v} {m:.4f}" for v, m in means.items()))
     for variant, name in (("residual", "tdnn-fsdd-digits"), ("plain", "tdnn-fsdd-digits-plain")):
-        metric = measured(SCRIPT, DATASET, "leave-one-speaker-out (train: 5 speakers' take 5-49; test: all 500 takes of the 6th; mean of 6 folds)",
-                          "accuracy", means[variant], name="digit accuracy on an unseen speaker")
-        extra = {
-            "heldout_speaker_accuracy": {spk: round(a, 4) for spk, a in per[variant].items()},
-            "heldout_accuracy_residual_vs_plain": {v: round(m, 4) for v, m in means.items()},
-        }
+        metric = measured(SCRIPT, DATASET, split, "accuracy", means[variant], name="digit accuracy on an unseen speaker")
+        extra = {"heldout_speaker_accuracy_residual_vs_plain": {v: {spk: round(per[v][spk], 4) for spk in both} for v in VARIANTS}}
         merge_into_entry(name, [metric], extra)
 
 
@@ -347,9 +374,9 @@ def cmd_speakers(items: list[dict[str, Any]], args: argparse.Namespace) -> None:
     train_items = [it for it in items if it["index"] >= 10]
     dev_items = [it for it in items if 5 <= it["index"] < 10]
     test_items = [it for it in items if it["index"] < 5]
-    results: dict[str, dict[str, Any]] = {}
-    for variant, residual in (("residual", True), ("plain", False)):
-        model, seconds = train_speaker_model(train_items, residual, args, f"speakers/{variant}")
+    for variant in variants_of(args):
+        name = "ecapa-fsdd-speakers" + ("" if VARIANTS[variant] else "-plain")
+        model, seconds = train_speaker_model(train_items, VARIANTS[variant], args, f"speakers/{variant}")
         dev_eer, threshold = eer(*trials(model, dev_items))
         scores, targets = trials(model, test_items)
         test_eer, _ = eer(scores, targets)
@@ -357,42 +384,42 @@ def cmd_speakers(items: list[dict[str, Any]], args: argparse.Namespace) -> None:
         frr = float((scores[targets] < threshold).mean())
         log(f"speakers/{variant}: test EER {100 * test_eer:.2f}% ({targets.sum()} target / {(~targets).sum()} non-target trials); "
             f"dev EER {100 * dev_eer:.2f}% at threshold {threshold:.3f} -> test FAR {100 * far:.2f}% FRR {100 * frr:.2f}%")
-        results[variant] = dict(name="ecapa-fsdd-speakers" + ("" if residual else "-plain"), model=model, seconds=seconds,
-                                test_eer=test_eer, dev_eer=dev_eer, threshold=threshold, far=far, frr=frr,
-                                n_target=int(targets.sum()), n_non=int((~targets).sum()))
+        weights = save_weights(model, name)
+        save_result("speakers", variant, dict(name=name, test_eer=test_eer, dev_eer=dev_eer, threshold=threshold, far=far, frr=frr,
+                                              train_seconds=seconds, params=params_of(model), epochs=args.epochs,
+                                              seed=args.seed, weights=weights))
+    results = load_results("speakers", args)
     for variant, r in results.items():
-        other = results["plain" if variant == "residual" else "residual"]
         split = "test (take index 0-4, 300 recordings, all 44,850 pairs; the same 6 speakers as training)"
-        metrics = [
-            measured(SCRIPT, DATASET, split, "eer", 100 * r["test_eer"], name="EER % (cosine), seen speakers, new recordings"),
-        ]
-        extra = {
-            "params": params_of(r["model"]),
-            "train_seconds": round(r["seconds"]),
-            "epochs": args.epochs,
-            "seed": args.seed,
+        metric = measured(SCRIPT, DATASET, split, "eer", 100 * r["test_eer"], name="EER % (cosine), seen speakers, new recordings")
+        extra: dict[str, Any] = {
+            "params": r["params"],
+            "train_seconds": round(r["train_seconds"]),
+            "epochs": r["epochs"],
+            "seed": r["seed"],
             "verify_threshold": round(r["threshold"], 4),
             "verify_threshold_source": f"EER point on the dev split (take index 5-9; dev EER {100 * r['dev_eer']:.2f}%); "
                                        f"on test it gives FAR {100 * r['far']:.2f}% / FRR {100 * r['frr']:.2f}%",
-            "test_eer_percent_residual_vs_plain": {"residual": round(100 * results["residual"]["test_eer"], 3),
-                                                   "plain": round(100 * results["plain"]["test_eer"], 3)},
-            "twin": other["name"],
             "split": "train: take index 10-49 (2,400); dev: 5-9 (300, threshold); test: 0-4 (300)",
         }
-        weights = save_weights(r["model"], r["name"])
-        merge_into_entry(r["name"], metrics, extra, weights)
+        if len(results) == 2:
+            extra["test_eer_percent_residual_vs_plain"] = {v: round(100 * results[v]["test_eer"], 3) for v in VARIANTS}
+        merge_into_entry(r["name"], [metric], extra, r["weights"])
+    if len(results) < 2:
+        log("the other twin has not been trained with these settings yet; run it to complete the comparison")
 
 
 UNSEEN_FOLDS = {"a": ("george", "jackson"), "b": ("lucas", "nicolas"), "c": ("theo", "yweweler")}
 
 
 def cmd_speakers_unseen(items: list[dict[str, Any]], args: argparse.Namespace) -> None:
-    folds = args.folds.split(",") if args.folds else list(UNSEEN_FOLDS)
+    folds = (args.folds or "a").split(",")
     for fold in folds:
         held = {SPEAKERS.index(s) for s in UNSEEN_FOLDS[fold]}
         train_items = [it for it in items if it["index"] >= 10 and it["speaker"] not in held]
         test_items = [it for it in items if it["speaker"] in held]
-        for variant, residual in (("residual", True), ("plain", False)):
+        for variant in variants_of(args):
+            residual = VARIANTS[variant]
             out = fold_file("speakers-unseen", variant, fold)
             if out.is_file() and not args.force:
                 log(f"{out.relative_to(ROOT)} exists; skipping (--force to redo)")
@@ -403,26 +430,26 @@ def cmd_speakers_unseen(items: list[dict[str, Any]], args: argparse.Namespace) -
             out.parent.mkdir(parents=True, exist_ok=True)
             out.write_text(json.dumps({"fold": fold, "speakers": UNSEEN_FOLDS[fold], "variant": variant, "eer": value,
                                        "epochs": args.epochs, "seed": args.seed, "train_seconds": seconds}))
-    per: dict[str, dict[str, float]] = {"residual": {}, "plain": {}}
-    for variant in per:
+    per: dict[str, dict[str, float]] = {v: {} for v in VARIANTS}
+    for variant in VARIANTS:
         for fold in UNSEEN_FOLDS:
             f = fold_file("speakers-unseen", variant, fold)
             if f.is_file():
                 rec = json.loads(f.read_text())
                 if rec["epochs"] == args.epochs and rec["seed"] == args.seed:
                     per[variant]["+".join(rec["speakers"])] = rec["eer"]
-    if sum(len(v) for v in per.values()) < 2 * len(UNSEEN_FOLDS):
-        log("unseen-speaker folds incomplete; registry written when all are there")
+    both = [k for k in per["residual"] if k in per["plain"]]
+    if not both:
+        log("no unseen-speaker fold done for both twins yet; registry not written")
         return
-    means = {v: float(np.mean(list(per[v].values()))) for v in per}
-    log("unseen-speaker EER (mean of 3 folds): " + ", ".join(f"{v} {100 * m:.2f}%" for v, m in means.items()))
+    means = {v: float(np.mean([per[v][k] for k in both])) for v in VARIANTS}
+    which = "; ".join(k.replace("+", " and ") for k in both)
+    log(f"unseen-speaker EER ({which}): " + ", ".join(f"{v} {100 * m:.2f}%" for v, m in means.items()))
     for variant, name in (("residual", "ecapa-fsdd-speakers"), ("plain", "ecapa-fsdd-speakers-plain")):
-        metric = measured(SCRIPT, DATASET, "unseen speakers (train: 4 speakers' take 10-49; test: all 1,000 recordings of the other 2; mean of 3 folds)",
-                          "eer", 100 * means[variant], name="EER % (cosine), speakers not seen in training")
-        extra = {
-            "unseen_speaker_eer_percent": {k: round(100 * v, 3) for k, v in per[variant].items()},
-            "unseen_eer_percent_residual_vs_plain": {v: round(100 * m, 3) for v, m in means.items()},
-        }
+        split = (f"unseen speakers {which} (train: the other 4 speakers' take 10-49; test: all pairs of the held-out speakers' 1,000 recordings"
+                 + (")" if len(both) == 1 else f"; mean of {len(both)} folds)"))
+        metric = measured(SCRIPT, DATASET, split, "eer", 100 * means[variant], name="EER % (cosine), speakers not seen in training")
+        extra = {"unseen_speaker_eer_percent_residual_vs_plain": {v: {k: round(100 * per[v][k], 3) for k in both} for v in VARIANTS}}
         merge_into_entry(name, [metric], extra)
 
 
@@ -434,10 +461,11 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--folds", default=None, help="comma-separated folds to run now (heldout: speaker names; unseen: a,b,c)")
     parser.add_argument("--force", action="store_true", help="redo folds whose result file exists")
-    parser.add_argument("--threads", type=int, default=int(os.environ.get("RESZOO_THREADS", "2")))
+    parser.add_argument("--variants", default="residual,plain", help="which twins to train now (digits, speakers)")
+    parser.add_argument("--threads", type=int, default=int(os.environ.get("RESZOO_THREADS", "1")))
     args = parser.parse_args()
     if args.epochs is None:
-        args.epochs = {"digits": 30, "digits-heldout": 30, "speakers": 30, "speakers-unseen": 30}.get(args.command, 0)
+        args.epochs = {"digits": 20, "digits-heldout": 20, "speakers": 15, "speakers-unseen": 15}.get(args.command, 0)
     torch.set_num_threads(args.threads)
     items = load_features(args.data)
     log(f"{len(items)} recordings, command {args.command}, epochs {args.epochs}, seed {args.seed}")

@@ -89,7 +89,7 @@ def describe_spaces(env_id: str) -> dict[str, Any]:
     env = gym.make(env_id)
     try:
         obs, act = env.observation_space, env.action_space
-        info: dict[str, Any] = {"observation_space": str(obs), "action_space": str(act)}
+        info: dict[str, Any] = {"observation_space": " ".join(str(obs).split()), "action_space": " ".join(str(act).split())}
         info["observation_shape"] = list(obs.shape)
         if hasattr(act, "n"):
             info["n_actions"] = int(act.n)

@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--lr", type=float, default=2e-4)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1, help="1: on shared cores, more threads mostly wait for each other")
     ap.add_argument("--out", type=Path, default=ROOT / "weights" / "reszoo")
     ap.add_argument("--no-registry", action="store_true", help="do not write registry.yaml (trial runs)")
     args = ap.parse_args(argv)

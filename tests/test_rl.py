@@ -89,7 +89,8 @@ def test_q_network_reads_obs_and_action_together_and_is_nonlinear_in_action() ->
 @pytest.mark.parametrize("arch", sorted(ARCHS))
 def test_every_arch_builds_on_meta_and_loads_with_assign(arch: str) -> None:
     kwargs = {"resmlp-discrete": dict(obs_dim=4, n_actions=2), "resmlp-sac": dict(obs_dim=3, action_dim=1),
-              "impala-cnn": dict(height=16, width=16, in_channels=3, n_actions=5)}[arch]
+              "impala-cnn": dict(height=16, width=16, in_channels=3, n_actions=5),
+              "sb3-mlp-discrete": dict(obs_dim=6, n_actions=3)}[arch]
     torch.manual_seed(0)
     ref = ARCHS[arch](**kwargs)
     if hasattr(ref, "obs_norm"):
@@ -105,7 +106,9 @@ def test_every_arch_builds_on_meta_and_loads_with_assign(arch: str) -> None:
     for a, b in zip(out_ref if isinstance(out_ref, tuple) else (out_ref,), out if isinstance(out, tuple) else (out,)):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
     plain = ARCHS[arch](**kwargs, residual=False)
-    assert list(residual_blocks(plain)) and not any(b.residual for b in residual_blocks(plain))
+    assert not any(b.residual for b in residual_blocks(plain))
+    if arch != "sb3-mlp-discrete":  # SB3's MLP has no skips in either form
+        assert list(residual_blocks(plain)) and all(b.residual for b in residual_blocks(ref))
 
 
 def test_impala_cnn_structure() -> None:
@@ -222,7 +225,7 @@ def test_short_ppo_run_improves_cartpole() -> None:
     model.learn(total_timesteps=4096, callback=ObsNormCallback(agent.obs_norm, per_step=False))
     after = _mean_return(agent.eval())
     assert agent.obs_norm.count.item() > 0
-    assert after > before + 40, (before, after)
+    assert after >= 120 and after > before + 40, (before, after)  # measured here: 77 -> 190
 
 
 def test_sac_policy_hosts_reszoo_critics_on_obs_and_action() -> None:

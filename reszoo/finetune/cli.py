@@ -100,7 +100,7 @@ def add_parser(subparsers: Any) -> None:
     _opt(run_group, "--overwrite", "replace the run in --out (only a run's own files are removed)", action="store_true")
     _opt(run_group, "--stop-after-epoch", "stop (resumably) after this epoch, e.g. to fit a job's time limit", type=int)
     _opt(run_group, "--keep-checkpoints", "epoch checkpoints kept", type=int)
-    _opt(run_group, "--name", "name of the new model (default: from --push-to or --out)")
+    _opt(run_group, "--model-name", "name of the new model in its card (default: from --push-to or --out)")
     _opt(run_group, "--license", "license of the new model (default: the base model's)")
     _opt(run_group, "--push-to", "publish the result to this Hub repo (owner/name)")
     _opt(run_group, "--private", "make the pushed repo private", action="store_true")

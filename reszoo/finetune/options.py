@@ -60,7 +60,7 @@ class FinetuneOptions:
 
     out: str | None = None  # run folder: checkpoints, metrics.jsonl, summary.json, the saved model
     dataset_name: str | None = None  # the dataset name written into the card (default: the data folder/file name)
-    name: str | None = None  # registry-style name of the new model (default: from push_to or out)
+    model_name: str | None = None  # registry-style name of the new model (default: from push_to or out)
     test_data: str | None = None  # evaluated once at the end, reported as split "test"
     # --- optimisation
     epochs: int = 3
@@ -159,6 +159,6 @@ class FinetuneOptions:
 # Options that say how this invocation runs, not what is trained: they may differ on --resume.
 RUNTIME_OPTIONS = frozenset({
     "out", "resume", "overwrite", "stop_after_epoch", "keep_checkpoints", "push_to", "private", "cpu",
-    "progress", "num_workers", "log_every", "log_sample_ids", "name", "license", "dataset_name", "script",
+    "progress", "num_workers", "log_every", "log_sample_ids", "model_name", "license", "dataset_name", "script",
     "test_data",
 })

@@ -69,6 +69,7 @@ BEST_WEIGHTS = "best.safetensors"
 # Everything a run writes into its folder: --overwrite removes these, and nothing else.
 RUN_ARTIFACTS = (RUN_FILE, METRICS_FILE, SUMMARY_FILE, SAMPLE_IDS_FILE, CHECKPOINTS_DIR, "model.safetensors",
                  "config.json", "README.md")
+_SPLIT_NAMES = {"train", "training", "trn", "val", "valid", "validation", "dev", "test", "data"}
 TASKS = {"image": "image-classification", "text": "text-classification", "speech": "audio-classification"}
 
 
@@ -340,8 +341,8 @@ def _slug(text: str) -> str:
 
 
 def _model_name(opts: FinetuneOptions, base: Entry) -> str:
-    if opts.name:
-        return _slug(opts.name)
+    if opts.model_name:
+        return _slug(opts.model_name)
     if opts.push_to:
         return _slug(opts.push_to.split("/")[1])
     if opts.out:
@@ -354,7 +355,9 @@ def _dataset_name(opts: FinetuneOptions, train_data: Any) -> str:
         return opts.dataset_name
     if isinstance(train_data, str | os.PathLike):
         p = Path(train_data).resolve()
-        return p.stem if p.is_file() else p.name
+        name = p.stem if p.is_file() else p.name
+        # data/fashion-mnist/train -> "fashion-mnist": a split's name says little about the dataset
+        return p.parent.name if name.lower() in _SPLIT_NAMES and p.parent.name else name
     return "custom"
 
 
@@ -363,7 +366,8 @@ def _recipe(base: Entry, opts: FinetuneOptions, *, head: str, processes: int, n_
     warm = f"{opts.warmup:g} of the steps" if opts.warmup < 1 else f"{int(opts.warmup)} steps"
     what = "the new head only (backbone frozen)" if opts.freeze_backbone else "all layers"
     parts = [
-        f"Fine-tuned from `{base.name}` with `{opts.script}` ({head}), training {what}.",
+        (f"Fine-tuned from `{base.name}` with `{opts.script}` ({head}), training {what}." if opts.pretrained else
+         f"Trained from scratch (random init) with the architecture of `{base.name}` by `{opts.script}`."),
         f"AdamW, lr {opts.lr:g}, weight decay {opts.weight_decay:g} (not on biases/norms), linear warm-up over "
         f"{warm} then {opts.schedule} decay to {opts.min_lr_ratio:g}x; label smoothing {opts.label_smoothing:g}; "
         f"batch {opts.batch_size} x {processes} process(es) x {opts.grad_accum} accumulation step(s); "
@@ -375,6 +379,23 @@ def _recipe(base: Entry, opts: FinetuneOptions, *, head: str, processes: int, n_
         "when there is validation data, else of the last epoch.",
     ]
     return "\n".join(parts)
+
+
+def _saved_preprocess(base: Entry, opts: FinetuneOptions) -> dict[str, Any]:
+    """The base's preprocess; for text, the tokenizer pinned to the base's repo and revision (the
+    text domain reads it from the weights' repo, which a saved folder or a new Hub repo is not)."""
+    preprocess = dict(base.preprocess)
+    if base.domain == "text":
+        spec = preprocess.get("tokenizer", {"file": "tokenizer.json"})
+        spec = {"file": spec} if isinstance(spec, str) else dict(spec)
+        if "repo" not in spec and base.weights is not None:
+            spec["repo"] = base.weights.repo
+            if base.weights.revision:
+                spec["revision"] = base.weights.revision
+        preprocess["tokenizer"] = spec
+        if opts.max_length is not None:
+            preprocess["max_length"] = opts.max_length
+    return preprocess
 
 
 def finetuned_entry(base: Entry, *, name: str, classes: tuple[str, ...], dataset: str, metrics: list[Metric],
@@ -393,9 +414,10 @@ def finetuned_entry(base: Entry, *, name: str, classes: tuple[str, ...], dataset
         license=opts.license or base.license,
         dataset=(dataset,),
         recipe=recipe,
-        description=f"`{base.name}` fine-tuned on {dataset} ({len(classes)} classes).",
-        base_model=base.name,
-        tags=tuple(dict.fromkeys((*base.tags, "fine-tuned"))),
+        description=(f"`{base.name}` fine-tuned on {dataset} ({len(classes)} classes)." if opts.pretrained else
+                     f"The architecture of `{base.name}` trained from scratch on {dataset} ({len(classes)} classes)."),
+        base_model=base.name if opts.pretrained else None,
+        tags=tuple(dict.fromkeys((*base.tags, "fine-tuned" if opts.pretrained else "trained-from-scratch"))),
         usage=None,
         limitations=("Fine-tuned and evaluated only on the data named above (validation and test splits as "
                      "listed); accuracy on other data is not measured."),
@@ -496,6 +518,8 @@ def run_finetune(name: str, train_data: Any, val_data: Any, given: dict[str, Any
     )
     main = accelerator.is_main_process
     say = accelerator.print
+    if not main:  # one copy of reszoo's warnings (e.g. the replaced head), not one per process
+        logging.getLogger("reszoo").setLevel(logging.ERROR)
     processes = accelerator.num_processes
     if opts.batchnorm == "sync" and processes > 1 and accelerator.device.type != "cuda":
         raise OptionsError("batchnorm='sync' needs GPUs (torch's SyncBatchNorm); on CPU processes use 'frozen'")
@@ -656,7 +680,9 @@ def run_finetune(name: str, train_data: Any, val_data: Any, given: dict[str, Any
             "train_samples": count, "seconds": round(seconds, 3), "samples_per_s": round(count / seconds, 1),
         }
         if opts.log_sample_ids:
-            gathered = accelerator.gather_object([{"rank": accelerator.process_index, "ids": seen_ids}])
+            from accelerate.utils import gather_object
+
+            gathered = gather_object([{"rank": accelerator.process_index, "ids": seen_ids}])
             if main and out is not None:
                 with (out / SAMPLE_IDS_FILE).open("a", encoding="utf-8") as f:
                     for item in gathered:
@@ -715,17 +741,16 @@ def run_finetune(name: str, train_data: Any, val_data: Any, given: dict[str, Any
     dataset = _dataset_name(opts, train_data)
     val_note = (f"validated on {len(val)} examples" + (f" (a seeded {opts.val_split:g} stratified hold-out of the "
                 "training data)" if held_out else f" ({Path(str(val_data)).name})")) if val is not None else "no validation data"
-    note = f"fine-tuned from {entry.name}; {val_note}"
+    note = (f"fine-tuned from {entry.name}" if opts.pretrained else f"{entry.name}'s architecture from scratch") + f"; {val_note}"
     metrics = []
     for split in ("val", "test"):
-        for key, label in (("accuracy", "accuracy"), ("macro_f1", "macro-F1")):
+        for key, label in (("accuracy", "accuracy (%)"), ("macro_f1", "macro-F1 (%)")):
             if f"{split}_{key}" in final:
+                # In percent, as the registry's accuracies are; summary.json keeps fractions.
                 metrics.append(Metric(dataset=dataset, split="validation" if split == "val" else "test", metric=key,
-                                      value=round(float(final[f"{split}_{key}"]), 6), name=label,
+                                      value=round(100 * float(final[f"{split}_{key}"]), 4), name=label,
                                       source=Source(kind="measured", script=opts.script, note=note)))
-    preprocess = dict(entry.preprocess)
-    if entry.domain == "text" and opts.max_length is not None:
-        preprocess["max_length"] = opts.max_length
+    preprocess = _saved_preprocess(entry, opts)
     new_entry = finetuned_entry(
         entry, name=_model_name(opts, entry), classes=classes, dataset=dataset, metrics=metrics, opts=opts,
         recipe=_recipe(entry, opts, head=head, processes=processes, n_train=len(train), val_note=val_note,

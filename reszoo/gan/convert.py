@@ -18,7 +18,9 @@ upstream                                                  reszoo
 ========================================================  =========================================
 
 ``{a}`` is the layer holding the attention (it has a ``gamma``); blocks after it shift down by
-one (``j = i - 1``). Any key not covered is an error, as is a missing attention layer.
+one (``j = i - 1``). Any key not covered is an error, as is a missing attention layer; a plain
+``*.weight`` next to a ``*.weight_orig`` (the normalised weight, which old torch versions also
+saved) is derived data and skipped.
 """
 
 from __future__ import annotations
@@ -59,6 +61,8 @@ def convert_biggan_pretrained(state: dict[str, Tensor]) -> dict[str, Tensor]:
     (attn_index,) = attention
     out: dict[str, Tensor] = {}
     for key, value in state.items():
+        if key.endswith(".weight") and key.removesuffix(".weight") + ".weight_orig" in state:
+            continue  # a spectrally normalised copy some torch versions also saved: derived, recomputed
         if key == "embeddings.weight":
             out["embed.weight"] = value
         elif key.startswith("generator.gen_z."):

@@ -55,6 +55,10 @@ class _SpectralNorm:
         self.sn_eps = eps
         rows = self.weight.shape[0]
         cols = self.weight[0].numel()
+        if self.weight.is_meta:  # built to be filled from a checkpoint: skip the (slow) meta kernels
+            self.register_buffer("weight_u", self.weight.new_empty(rows))  # type: ignore[attr-defined]
+            self.register_buffer("weight_v", self.weight.new_empty(cols))  # type: ignore[attr-defined]
+            return
         self.register_buffer("weight_u", F.normalize(self.weight.new_empty(rows).normal_(), dim=0, eps=eps))  # type: ignore[attr-defined]
         self.register_buffer("weight_v", F.normalize(self.weight.new_empty(cols).normal_(), dim=0, eps=eps))  # type: ignore[attr-defined]
 

@@ -61,24 +61,23 @@ def prepare(model: nn.Module, entry: Any) -> None:
 def predict(model: nn.Module, inputs: list[str], top_k: int = 5) -> list[dict[str, Any]]:
     """What ``reszoo predict NAME INPUT...`` prints.
 
-    Classifiers: one row per audio file with the top label, its probability and the top-k.
+    Classifiers: rows ``{input, rank, label, prob}``, the top ``top_k`` per file (as for images).
     Embedding models: one file -> its embedding's size and norm; several -> each later file
     verified against the first (cosine score and decision at the model's threshold).
     """
     if not inputs:
         raise ValueError("give at least one audio file")
-    missing = [p for p in inputs if not Path(p).is_file()]
+    if top_k < 1:
+        raise ValueError(f"top_k must be >= 1, got {top_k}")
+    missing = [str(p) for p in inputs if not Path(p).is_file()]
     if missing:
         raise FileNotFoundError(f"no audio file at {', '.join(missing)}")
+    inputs = [str(p) for p in inputs]
     if getattr(model, "head", None) is not None:
         rows = []
-        for path, top in zip(inputs, model.classify(list(inputs), top_k=top_k), strict=True):
-            rows.append({
-                "input": path,
-                "label": top[0][0],
-                "prob": round(top[0][1], 4),
-                "top_k": " ".join(f"{label}:{p:.3f}" for label, p in top),
-            })
+        for path, top in zip(inputs, model.classify(inputs, top_k=top_k), strict=True):
+            rows += [{"input": path, "rank": rank, "label": label, "prob": round(prob, 4)}
+                     for rank, (label, prob) in enumerate(top, start=1)]
         return rows
     embeddings = model.embed(list(inputs))
     if len(inputs) == 1:

@@ -248,7 +248,7 @@ class TextEncoder(nn.Module):
         self.apply(self._init_weights)
 
     def _init_weights(self, module: nn.Module) -> None:
-        # BERT's initialisation (truncated-normal-free variant used by transformers): N(0, 0.02), zero bias.
+        # BERT's initialisation, as in transformers: N(0, 0.02) weights, zero biases, unit LayerNorms.
         if isinstance(module, nn.Linear | nn.Embedding):
             nn.init.normal_(module.weight, std=0.02)
             if isinstance(module, nn.Linear) and module.bias is not None:
@@ -275,7 +275,8 @@ class TextEncoder(nn.Module):
         heads = ("head.", "mlm.")
         state = {k: v for k, v in self.state_dict().items() if not k.startswith(heads)}
         missing, unexpected = new.load_state_dict(state, strict=False)
-        assert not unexpected and all(k.startswith("head.") for k in missing), (missing, unexpected)
+        if unexpected or not all(k.startswith("head.") for k in missing):  # an internal invariant
+            raise RuntimeError(f"with_classifier: unexpected {unexpected}, missing {missing}")
         if hasattr(self, "preprocess"):
             new.preprocess = self.preprocess
         return new

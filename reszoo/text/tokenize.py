@@ -57,6 +57,7 @@ class TextPreprocess:
         self.repo = repo
         self.revision = revision
         self.tokenizer: Any = None  # tokenizers.Tokenizer once loaded
+        self.path: Path | None = None  # the file it was read from
         self.pad_id = 0
 
     def __repr__(self) -> str:
@@ -95,7 +96,14 @@ class TextPreprocess:
             raise ValueError(f"{path}: the tokenizer names no padding token (no padding section and no [PAD])")
         tok.no_padding()
         tok.enable_truncation(max_length=self.max_length)
-        self.tokenizer, self.pad_id = tok, int(pad_id)
+        self.tokenizer, self.pad_id, self.path = tok, int(pad_id), path
+
+    def with_max_length(self, max_length: int) -> TextPreprocess:
+        """A copy truncating at ``max_length`` tokens (same tokenizer file, read again if loaded)."""
+        new = TextPreprocess(max_length=max_length, tokenizer_file=self.tokenizer_file, repo=self.repo, revision=self.revision)
+        if self.path is not None:
+            new.set_tokenizer_file(self.path)
+        return new
 
     def _tok(self) -> Any:
         if self.tokenizer is None:

@@ -211,8 +211,9 @@ def train_classifier(model: TextEncoder, preprocess: TextPreprocess, train: Labe
             opt.step()
             sched.step()
             result.steps += 1
-            result.losses.append(float(loss))
-            running, seen = running + float(loss), seen + 1
+            value = loss.item()
+            result.losses.append(value)
+            running, seen = running + value, seen + 1
             if cfg.log_every and result.steps % cfg.log_every == 0:
                 log(f"epoch {epoch + 1} step {result.steps}/{total} loss {running / seen:.4f} "
                     f"({time.perf_counter() - start:.0f}s)")

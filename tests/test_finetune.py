@@ -1,0 +1,420 @@
+"""Fine-tuning (reszoo.finetune, ``reszoo finetune``): real runs on tiny models of each domain.
+
+A temporary registry holds tiny image, text and speech models whose "pretrained" weights are a
+seeded random init in a mirror folder, so every run goes through reszoo.load, the domain's own
+preprocessing and tokenizer, accelerate and the saved Hub format, in seconds. Covered: the
+result loads and predicts like the trained model, the card names base model and dataset and
+carries the measured metrics, an interrupted run resumed equals an uninterrupted one bit for
+bit, two gloo processes (torchrun) equal one process with the same global batch, and every
+kind of bad input gets its own message and exit status with nothing on disk lost.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file, save_file
+
+import reszoo
+from reszoo.cli import main as cli_main
+
+ROOT = Path(__file__).resolve().parent.parent
+
+_REGISTRY = """\
+models:
+  - name: tiny-image
+    domain: image
+    task: image-classification
+    arch: resnet_mnist
+    arch_args: {layers: [1, 1], widths: [8, 16], strides: [2, 2], stem_width: 8, drop_rate: 0.2}
+    weights: {repo: test/tiny-image, file: model.safetensors, revision: null, sha256: null, pin_note: "test weights, made by the test"}
+    preprocess: {size: 28, resize: 28, crop: center, interpolation: bilinear, mean: [0.5], std: [0.25], channels: 1}
+    labels: ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"]
+    license: mit
+    dataset: synthetic
+  - name: tiny-image-nodrop
+    domain: image
+    task: image-classification
+    arch: resnet_mnist
+    arch_args: {layers: [1, 1], widths: [8, 16], strides: [2, 2], stem_width: 8}
+    weights: {repo: test/tiny-image, file: model.safetensors, revision: null, sha256: null, pin_note: "test weights, made by the test"}
+    preprocess: {size: 28, resize: 28, crop: center, interpolation: bilinear, mean: [0.5], std: [0.25], channels: 1}
+    labels: ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"]
+    license: mit
+  - name: tiny-text
+    domain: text
+    task: sentence-similarity
+    arch: transformer_encoder
+    arch_args: {vocab_size: 32, hidden_size: 16, num_layers: 1, num_heads: 2, intermediate_size: 32, max_position: 32, pooling: mean, normalize: true}
+    weights: {repo: test/tiny-text, file: model.safetensors, revision: null, sha256: null, pin_note: "test weights, made by the test"}
+    preprocess: {tokenizer: {file: tokenizer.json}, max_length: 16}
+    license: apache-2.0
+  - name: tiny-speech
+    domain: speech
+    task: audio-classification
+    arch: tdnn_small
+    arch_args: {num_classes: 3, input_size: 40, channels: [16, 16, 16, 48], kernel_sizes: [5, 3, 3, 1], dilations: [1, 2, 3, 1], attention_channels: 8, se_channels: 8, embed_dim: 16}
+    weights: {repo: test/tiny-speech, file: model.safetensors, revision: null, sha256: null, pin_note: "test weights, made by the test"}
+    preprocess: {kind: fbank, sample_rate: 16000, n_mels: 40}
+    labels: ["a", "b", "c"]
+    license: mit
+"""
+_WORDS = ["card", "lost", "stolen", "refund", "late", "money", "where", "is", "my", "the", "please", "help", "atm",
+          "fee", "charged", "twice", "pin", "blocked", "transfer", "pending"]
+
+
+def _tokenizer_json(path: Path) -> None:
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    vocab = {tok: i for i, tok in enumerate(specials + _WORDS)}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.post_processor = processors.TemplateProcessing(single="[CLS] $A [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
+    tok.save(str(path))
+
+
+@pytest.fixture(scope="module")
+def zoo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """RESZOO_REGISTRY/RESZOO_MIRROR pointing at tiny models with seeded random weights."""
+    root = tmp_path_factory.mktemp("zoo")
+    (root / "registry.yaml").write_text(_REGISTRY)
+    saved = {k: os.environ.get(k) for k in ("RESZOO_REGISTRY", "RESZOO_MIRROR")}
+    # Tiny models: one thread is fastest, and on a shared, busy machine several threads spin-wait
+    # on each other (100x slower steps were seen with 2 threads under load).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    os.environ["RESZOO_REGISTRY"] = str(root / "registry.yaml")
+    os.environ["RESZOO_MIRROR"] = str(root / "mirror")
+    (root / "mirror/test/tiny-text").mkdir(parents=True)
+    _tokenizer_json(root / "mirror/test/tiny-text/tokenizer.json")
+    for i, name in enumerate(("tiny-image", "tiny-text", "tiny-speech")):
+        torch.manual_seed(i)
+        model = reszoo.load(name, pretrained=False)
+        folder = root / "mirror" / "test" / name
+        folder.mkdir(parents=True, exist_ok=True)
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, folder / "model.safetensors")
+    yield root
+    torch.set_num_threads(threads)
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+def _squares(folder: Path, per_class: int, seed: int, classes: int = 4) -> Path:
+    """28x28 noise over a class-specific texture (horizontal, vertical, diagonal stripes, dots):
+    learnable in a few steps by convolutions and global pooling."""
+    rng = np.random.RandomState(seed)
+    yy, xx = np.mgrid[0:28, 0:28]
+    patterns = [yy % 4 < 2, xx % 4 < 2, (xx + yy) % 4 < 2, (xx % 4 < 2) & (yy % 4 < 2)]
+    for c in range(classes):
+        (folder / f"class-{c}").mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            shift = rng.randint(0, 4, size=2)
+            pattern = np.roll(patterns[c], tuple(shift), axis=(0, 1))
+            img = (rng.randint(0, 80, size=(28, 28)) + 150 * pattern).astype(np.uint8)
+            Image.fromarray(img).save(folder / f"class-{c}" / f"{i}.png")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def squares(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("squares")
+    _squares(root / "train", 16, seed=0)  # 64 images: 4 global batches of 16
+    _squares(root / "test", 8, seed=1)
+    return root
+
+
+def _files(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _weights(folder: Path) -> dict[str, torch.Tensor]:
+    return load_file(folder / "model.safetensors")
+
+
+# --------------------------------------------------------------------------- end to end
+
+
+def test_image_folder_end_to_end_saves_loads_and_pushes(zoo: Path, squares: Path, tmp_path: Path, hub) -> None:
+    train = tmp_path / "train"
+    import shutil
+
+    shutil.copytree(squares / "train", train)
+    (train / "class-0" / "broken.png").write_bytes(b"not a png")  # unreadable: skipped and counted
+    out = tmp_path / "run"
+    result = reszoo.finetune("tiny-image", train, test_data=squares / "test", out=out, epochs=3, batch_size=8,
+                             lr=0.02, warmup=0.0, progress=False, dataset_name="squares", push_to="acme/squares")
+    assert result.completed
+    m = result.metrics
+    assert m["skipped"] == {"train": 1, "validation": 0, "test": 0}
+    assert (m["num_train"], m["num_val"], m["num_test"]) == (56, 8, 32)  # 10% stratified hold-out, then the bad file
+    assert m["test_accuracy"] >= 0.5, m  # chance is 0.25: it learned something
+    assert m["classes"] == ["class-0", "class-1", "class-2", "class-3"]
+
+    loaded = reszoo.load(str(out))
+    assert loaded.labels == ("class-0", "class-1", "class-2", "class-3")
+    entry = loaded.entry
+    assert entry.arch_args["num_classes"] == 4 and entry.base_model == "tiny-image"
+    assert entry.dataset == ("squares",) and entry.task == "image-classification"
+    by_split = {(x.split, x.metric): x for x in entry.metrics}
+    assert by_split[("test", "accuracy")].value == pytest.approx(100 * m["test_accuracy"], abs=1e-3)
+    assert by_split[("test", "accuracy")].source.measured and by_split[("test", "accuracy")].source.script == "reszoo finetune"
+    x = torch.stack([loaded.preprocess(p)[0] for p in sorted((squares / "test" / "class-2").glob("*.png"))])
+    with torch.no_grad():
+        assert torch.equal(loaded(x), result.model(x))
+
+    card = (out / "README.md").read_text()
+    assert "base_model: test/tiny-image" in card and "- squares" in card and "fine-tuned from" in card
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["event"] for r in records] == ["start", "epoch", "epoch", "epoch", "summary"]
+    assert all("train_loss" in r and "val_accuracy" in r and r["samples_per_s"] > 0 for r in records[1:4])
+    assert json.loads((out / "summary.json").read_text())["test_accuracy"] == m["test_accuracy"]
+
+    assert m["pushed"]["repo"] == "acme/squares"
+    pulled = reszoo.load("hf://acme/squares")
+    with torch.no_grad():
+        assert torch.equal(pulled(x), loaded(x))
+    assert pulled.labels == loaded.labels
+
+
+def test_resume_continues_exactly(zoo: Path, squares: Path, tmp_path: Path) -> None:
+    """2 epochs straight == 1 epoch, stop, resume 1 epoch: bit for bit (dropout, shuffling,
+    gradient accumulation, schedule and optimizer state all depend on the restored state)."""
+    common = dict(epochs=2, batch_size=8, grad_accum=2, lr=0.02, val_split=0.0, progress=False, log_every=1)
+    reszoo.finetune("tiny-image", squares / "train", out=tmp_path / "straight", **common)
+    first = reszoo.finetune("tiny-image", squares / "train", out=tmp_path / "resumed", stop_after_epoch=1, **common)
+    assert not first.completed and not (tmp_path / "resumed" / "model.safetensors").exists()
+    # Resume from the run folder alone: model options and data come from run.json.
+    rc = cli_main(["finetune", "tiny-image", "--out", str(tmp_path / "resumed"), "--resume", "--no-progress"])
+    assert rc == 0
+    a, b = _weights(tmp_path / "straight"), _weights(tmp_path / "resumed")
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a), "resumed run differs from the uninterrupted one"
+    base = reszoo.load("tiny-image", num_classes=4).state_dict()
+    assert not torch.equal(a["layer1.0.conv1.weight"], base["layer1.0.conv1.weight"])  # it did train
+
+    def losses(folder: Path) -> list[tuple[str, int, float]]:
+        lines = [json.loads(x) for x in (folder / "metrics.jsonl").read_text().splitlines()]
+        return [(r["event"], r["step"], r.get("loss", r.get("train_loss"))) for r in lines if r["event"] in ("step", "epoch")]
+
+    assert losses(tmp_path / "straight") == losses(tmp_path / "resumed")
+
+
+def test_two_processes_equal_one_with_the_same_global_batch(zoo: Path, squares: Path, tmp_path: Path) -> None:
+    """torchrun, 2 CPU processes (gloo), 8 per process == 1 process with 16: frozen BN statistics
+    and no dropout, so per-process batch statistics cannot differ; the data are sharded."""
+    common = ["--epochs", "2", "--lr", "0.02", "--val-split", "0", "--batchnorm", "frozen", "--cpu",
+              "--log-sample-ids", "--no-progress"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "reszoo.cli",
+           "finetune", "tiny-image-nodrop", "--data", str(squares / "train"), "--out", str(tmp_path / "ddp"),
+           "--batch-size", "8", *common]
+    proc = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "2 process(es)" in proc.stdout
+    assert cli_main(["finetune", "tiny-image-nodrop", "--data", str(squares / "train"), "--out", str(tmp_path / "one"),
+                     "--batch-size", "16", *common]) == 0
+
+    ddp, one = _weights(tmp_path / "ddp"), _weights(tmp_path / "one")
+    base = reszoo.load("tiny-image-nodrop", num_classes=4).state_dict()
+    assert (ddp["fc.weight"] - base["fc.weight"]).abs().max() > 1e-2  # both trained
+    for key in ddp:
+        assert torch.allclose(ddp[key].double(), one[key].double(), atol=1e-5, rtol=1e-5), key
+
+    ids = [json.loads(x) for x in (tmp_path / "ddp" / "sample_ids.jsonl").read_text().splitlines()]
+    single = {r["epoch"]: r["ids"] for r in (json.loads(x) for x in (tmp_path / "one" / "sample_ids.jsonl").read_text().splitlines())}
+    for epoch in (1, 2):
+        r0, r1 = ([r["ids"] for r in ids if r["epoch"] == epoch and r["rank"] == k][0] for k in (0, 1))
+        assert len(r0) == len(r1) == 32 and not set(r0) & set(r1)  # each process its own half
+        assert sorted(r0 + r1) == list(range(64))
+        for step in range(4):  # global step k: the same 16 examples as the single process's batch k
+            assert sorted(r0[8 * step:8 * step + 8] + r1[8 * step:8 * step + 8]) == sorted(single[epoch][16 * step:16 * step + 16])
+    assert single[1] != single[2]  # reshuffled each epoch
+
+
+def test_text_tsv_with_named_columns_and_a_headless_base(zoo: Path, tmp_path: Path) -> None:
+    rng = np.random.RandomState(0)
+    lines = ["intent\tquery\tother"]
+    topics = {"lost_card": ["lost", "stolen", "card", "blocked"], "refund": ["refund", "money", "charged", "twice"]}
+    for i in range(24):
+        label = "lost_card" if i % 2 else "refund"
+        words = list(rng.choice(topics[label], 3)) + list(rng.choice(["where", "is", "my", "the", "please"], 2))
+        lines.append(f"{label}\t{' '.join(words)}\tx")
+    lines.append("refund\t\tx")  # an empty text: a malformed row, skipped and counted
+    data = tmp_path / "intents.tsv"
+    data.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "run"
+    rc = cli_main(["finetune", "tiny-text", "--data", str(data), "--out", str(out), "--label-column", "intent",
+                   "--text-column", "query", "--epochs", "2", "--lr", "0.01", "--batch-size", "8", "--max-length", "12",
+                   "--no-progress"])
+    assert rc == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["classes"] == ["lost_card", "refund"] and summary["skipped"]["train"] == 1
+    assert summary["dataset"] == "intents" and summary["num_train"] + summary["num_val"] == 24
+    model = reszoo.load(str(out))
+    assert model.entry.task == "text-classification" and model.entry.preprocess["max_length"] == 12
+    assert model.entry.arch_args["num_classes"] == 2 and model.entry.base_model == "tiny-text"
+    backbone = reszoo.load("tiny-text").state_dict()
+    tuned = model.state_dict()
+    assert set(tuned) - set(backbone) == {"head.weight", "head.bias"}  # the base had no head: one was added
+    with torch.no_grad():
+        logits = model(**model.preprocess(["where is my refund", "my card is lost"]))
+    assert logits.shape == (2, 2)
+
+
+def test_audio_folder_with_an_unreadable_file(zoo: Path, tmp_path: Path) -> None:
+    import soundfile
+
+    rng = np.random.RandomState(0)
+    for name, freq in (("low", 300.0), ("high", 2000.0)):
+        (tmp_path / "audio" / name).mkdir(parents=True)
+        for i in range(6):
+            t = np.arange(int(16000 * (0.3 + 0.05 * i))) / 16000
+            wave = 0.5 * np.sin(2 * np.pi * freq * t) + 0.01 * rng.randn(t.size)
+            soundfile.write(tmp_path / "audio" / name / f"{i}.wav", wave.astype(np.float32), 16000)
+    (tmp_path / "audio" / "high" / "bad.wav").write_bytes(b"RIFF....WAVEfmt garbage")
+    out = tmp_path / "run"
+    result = reszoo.finetune("tiny-speech", tmp_path / "audio", out=out, epochs=1, batch_size=4, val_split=0.2,
+                             progress=False)
+    assert result.metrics["skipped"]["train"] == 1 and result.metrics["classes"] == ["high", "low"]
+    model = reszoo.load(str(out))
+    assert model.labels == ("high", "low") and model.entry.base_model == "tiny-speech"
+    assert model.classify(str(tmp_path / "audio" / "low" / "0.wav"), top_k=1)[0][0] in ("high", "low")
+    rc = cli_main(["finetune", "tiny-speech", "--data", str(tmp_path / "audio"), "--out", str(tmp_path / "strict"),
+                   "--on-bad-file", "error", "--no-progress"])
+    assert rc == 65 and not (tmp_path / "strict").exists()
+
+
+def test_freeze_backbone_trains_the_head_only(zoo: Path, squares: Path, tmp_path: Path) -> None:
+    result = reszoo.finetune("tiny-image", squares / "train", epochs=1, batch_size=16, freeze_backbone=True,
+                             lr=0.05, progress=False)
+    assert result.out is None  # no out=: nothing written
+    base = reszoo.load("tiny-image").state_dict()
+    tuned = result.model.state_dict()
+    changed = {k for k in tuned if k in base and tuned[k].shape == base[k].shape and not torch.equal(tuned[k], base[k])}
+    assert changed == set(), f"frozen backbone changed: {sorted(changed)}"  # BN running stats included
+    assert tuned["fc.weight"].shape == (4, 16)
+
+
+# --------------------------------------------------------------------------- data
+
+
+def test_validation_split_is_seeded_and_stratified() -> None:
+    from reszoo.finetune.data import read_data, split_validation
+
+    pairs = [(f"text {i}", "abc"[i % 3]) for i in range(30)] + [("lonely", "d")]
+    data = read_data(pairs, "text")
+    train, val = split_validation(data, 0.2, seed=7)
+    train2, val2 = split_validation(data, 0.2, seed=7)
+    _, val3 = split_validation(data, 0.2, seed=8)
+    assert val.items == val2.items and train.items == train2.items and val.items != val3.items
+    assert val.counts() == {"a": 2, "b": 2, "c": 2, "d": 0}  # a class's only example stays in train
+    assert sorted(train.items + val.items) == sorted(data.items)
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+def _run(*args: str) -> int:
+    return cli_main(["finetune", *args, "--no-progress"])
+
+
+def test_bad_image_folders(zoo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert _run("tiny-image", "--data", str(empty), "--out", str(tmp_path / "o1")) == 65
+    assert "expected one subfolder per class" in capsys.readouterr().err
+
+    _squares(tmp_path / "one-empty", 2, seed=0, classes=2)
+    (tmp_path / "one-empty" / "class-9").mkdir()
+    assert _run("tiny-image", "--data", str(tmp_path / "one-empty"), "--out", str(tmp_path / "o2")) == 65
+    assert "'class-9'" in capsys.readouterr().err
+
+    _squares(tmp_path / "single", 3, seed=0, classes=1)
+    assert _run("tiny-image", "--data", str(tmp_path / "single"), "--out", str(tmp_path / "o3")) == 65
+    assert "only one class ('class-0')" in capsys.readouterr().err
+
+    _squares(tmp_path / "broken", 2, seed=0, classes=2)
+    for c in (0, 1):
+        (tmp_path / "broken" / f"class-{c}" / "0.png").write_bytes(b"\x89PNG truncated")
+    assert _run("tiny-image", "--data", str(tmp_path / "broken"), "--out", str(tmp_path / "o4"), "--on-bad-file", "error") == 65
+    err = capsys.readouterr().err
+    assert "2 unreadable file(s)" in err and "class-0/0.png" in err and "--on-bad-file skip" in err
+    # skipped instead, but then class-1 has no readable example left: a class with no examples
+    (tmp_path / "broken" / "class-1" / "1.png").write_bytes(b"")
+    assert _run("tiny-image", "--data", str(tmp_path / "broken"), "--out", str(tmp_path / "o5"), "--val-split", "0") == 65
+    assert "no usable examples" in (err := capsys.readouterr().err) and "'class-1'" in err
+    assert not any((tmp_path / f"o{i}").exists() for i in range(1, 6))
+
+
+def test_bad_tables(zoo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = tmp_path / "d.tsv"
+    data.write_text("intent\tutterance\nrefund\tmy money\nlost\tmy card\n")
+    assert _run("tiny-text", "--data", str(data), "--out", str(tmp_path / "o")) == 65
+    err = capsys.readouterr().err
+    assert "no column(s) 'label', 'text'" in err and "'intent', 'utterance'" in err and "--label-column" in err
+
+    data.write_text("label\ttext\nrefund\tmy money\nrefund\twhere is my refund\n")
+    assert _run("tiny-text", "--data", str(data), "--out", str(tmp_path / "o")) == 65
+    assert "only one class ('refund')" in capsys.readouterr().err
+
+    val = tmp_path / "v.tsv"
+    data.write_text("label\ttext\nrefund\tmy money\nlost\tmy card\n")
+    val.write_text("label\ttext\nfee\tatm fee\n")
+    assert _run("tiny-text", "--data", str(data), "--val", str(val), "--out", str(tmp_path / "o")) == 65
+    assert "'fee'" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_existing_out_is_never_clobbered(zoo: Path, squares: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "run"
+    args = ["tiny-image", "--data", str(squares / "train"), "--epochs", "1", "--batch-size", "16"]
+    assert _run(*args, "--out", str(out)) == 0
+    before = _files(out)
+    assert _run(*args, "--out", str(out)) == 73
+    assert "--resume" in capsys.readouterr().err and _files(out) == before
+
+    # a different option on --resume: refused, nothing changed
+    assert _run(*args, "--out", str(out), "--resume", "--lr", "0.5") == 75
+    assert "lr=0.5" in capsys.readouterr().err and _files(out) == before
+
+    # --overwrite with bad data: the data error comes first, the old run stays
+    assert _run("tiny-image", "--data", str(tmp_path / "missing"), "--out", str(out), "--overwrite") == 65
+    assert _files(out) == before
+
+    # a folder with someone else's files
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+    assert _run(*args, "--out", str(other)) == 73
+    assert "not empty" in capsys.readouterr().err
+    assert _run(*args, "--out", str(other), "--overwrite") == 0  # only a run's own files are written/removed
+    assert (other / "notes.txt").read_text() == "mine" and (other / "model.safetensors").is_file()
+
+    assert _run(*args, "--out", str(tmp_path / "nothing"), "--resume") == 75
+    assert "nothing to resume" in capsys.readouterr().err
+
+
+def test_cli_module_is_light_and_finetune_stays_callable() -> None:
+    # The core CLI imports reszoo.finetune.cli to build its parser: no torch, no accelerate there.
+    # Importing the subpackage binds the module to reszoo.finetune; it must still be the function.
+    code = ("import sys, argparse, reszoo, reszoo.finetune.cli as c; "
+            "c.add_parser(argparse.ArgumentParser().add_subparsers()); "
+            "assert 'torch' not in sys.modules and 'accelerate' not in sys.modules, sorted(sys.modules); "
+            "assert callable(reszoo.finetune), type(reszoo.finetune); print('ok')")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "ok" in proc.stdout, proc.stderr[-2000:]

@@ -1,0 +1,384 @@
+"""Speech domain: front end vs SpeechBrain's Fbank, ECAPA-TDNN vs SpeechBrain's ECAPA_TDNN, the
+speechbrain-ecapa converter through the loopback Hub, bad audio input, and the FSDD models trained here."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+import reszoo
+from reszoo import speech
+from reszoo.nn import residual_blocks
+from reszoo.speech.audio import AudioError, as_waveform
+from reszoo.speech.frontend import Fbank, FbankConfig, SpeechPreprocess, mel_filterbank
+from reszoo.speech.models import SERes2NetBlock
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples" / "speech"
+FSDD = ROOT.parent / "shared" / "data" / "fsdd" / "recordings"
+needs_fsdd = pytest.mark.skipif(not FSDD.is_dir(), reason=f"FSDD recordings not found at {FSDD}")
+
+SMALL = dict(channels=[32, 32, 32, 32, 96], attention_channels=16, se_channels=16, embed_dim=24)
+
+
+def _speech_like(seconds: float = 1.5, rate: int = 16_000, seed: int = 0) -> torch.Tensor:
+    """A voiced-speech stand-in covering the whole band: harmonics of a gliding pitch, plus noise."""
+    g = torch.Generator().manual_seed(seed)
+    t = torch.arange(int(seconds * rate)) / rate
+    f0 = 120 + 40 * torch.sin(2 * torch.pi * 1.5 * t)
+    phase = 2 * torch.pi * torch.cumsum(f0, 0) / rate
+    wave = sum(torch.sin(k * phase) / k for k in range(1, 40))
+    envelope = 0.5 + 0.5 * torch.sin(2 * torch.pi * 3 * t).abs()
+    return (0.1 * envelope * wave + 0.01 * torch.randn(t.shape, generator=g)).float()
+
+
+def _randomize(module: torch.nn.Module, seed: int = 1) -> None:
+    """Random weights and batch-norm statistics, so that parity tests exercise every parameter."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, t in module.state_dict().items():
+            if not t.is_floating_point():
+                continue
+            if name.endswith("running_var"):
+                t.copy_(torch.rand(t.shape, generator=g) + 0.5)
+            elif name.endswith(("running_mean", "bias")):
+                t.copy_(torch.randn(t.shape, generator=g) * 0.1)
+            elif t.dim() == 1:  # batch-norm scale
+                t.copy_(torch.rand(t.shape, generator=g) + 0.5)
+            else:
+                t.copy_(torch.randn(t.shape, generator=g) / t[0].numel() ** 0.5)
+
+
+def _speechbrain_ecapa(seed: int = 0, **cfg: object) -> torch.nn.Module:
+    from speechbrain.lobes.models.ECAPA_TDNN import ECAPA_TDNN
+
+    torch.manual_seed(seed)
+    sb = ECAPA_TDNN(80, channels=cfg["channels"], lin_neurons=cfg["embed_dim"], attention_channels=cfg["attention_channels"],
+                    se_channels=cfg["se_channels"], res2net_scale=cfg.get("res2net_scale", 8),
+                    global_context=cfg.get("global_context", True))
+    _randomize(sb, seed + 1)
+    return sb.eval()
+
+
+def _reszoo_from(sb: torch.nn.Module, **cfg: object) -> speech.ECAPATDNN:
+    with torch.device("meta"):
+        model = speech.ARCHS["ecapa_tdnn"](**cfg)
+    model.load_state_dict(speech.CONVERTERS["speechbrain-ecapa"](sb.state_dict()), strict=True, assign=True)
+    return model.eval()
+
+
+# --------------------------------------------------------------------------- package
+
+
+def test_import_is_light() -> None:
+    code = ("import sys, reszoo.speech; bad = [m for m in ('torchaudio', 'soundfile', 'speechbrain', 'torchvision') "
+            "if m in sys.modules]; print(bad); sys.exit(bool(bad))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("arch", sorted(speech.ARCHS))
+@pytest.mark.parametrize("residual", [True, False])
+def test_archs_build_on_meta_and_plain_twin_drops_skips(arch: str, residual: bool) -> None:
+    with torch.device("meta"):
+        model = speech.ARCHS[arch](residual=residual)
+    blocks = [b for b in residual_blocks(model) if isinstance(b, SERes2NetBlock)]
+    assert len(blocks) == len(model.config["channels"]) - 2
+    assert all(b.residual is residual for b in blocks)
+    assert all(p.is_meta for p in model.parameters())
+    assert (model.head is not None) == (arch == "tdnn_small")
+    if arch == "tdnn_small":
+        assert model.head_prefixes == ("head.",) and model.head.out_features == 10
+
+
+def test_plain_twin_computes_a_different_function_and_has_no_projection() -> None:
+    torch.manual_seed(0)
+    res = speech.ARCHS["ecapa_tdnn"](channels=[32, 48, 48, 48, 96], se_channels=8, attention_channels=8, embed_dim=8).eval()
+    plain = speech.ARCHS["ecapa_tdnn"](channels=[32, 48, 48, 48, 96], se_channels=8, attention_channels=8, embed_dim=8, residual=False).eval()
+    state = res.state_dict()
+    assert any(k.startswith("blocks.0.shortcut.") for k in state)  # 32 -> 48 needs a projection
+    plain_state = {k: v for k, v in state.items() if ".shortcut." not in k}
+    assert set(plain_state) == set(plain.state_dict())
+    plain.load_state_dict(plain_state, strict=True)
+    x = torch.randn(1, 50, 80)
+    with torch.no_grad():
+        assert (res(x) - plain(x)).abs().max() > 1e-3
+
+
+# --------------------------------------------------------------------------- front end
+
+
+def test_mel_filters_match_speechbrain_filterbank_matrix() -> None:
+    from speechbrain.processing.features import Filterbank
+
+    sb = Filterbank(n_mels=80, sample_rate=16000, n_fft=400, f_max=8000, log_mel=False)
+    eye = torch.eye(201)[None]
+    reference = sb(eye)[0]  # (201, 80): row i is filter responses to frequency bin i
+    assert torch.allclose(mel_filterbank(FbankConfig()), reference, atol=1e-6)
+
+
+@pytest.mark.parametrize("source", ["synthetic-16k", "fsdd-8k"])
+def test_features_match_speechbrain_fbank_and_mean_norm(source: str) -> None:
+    from speechbrain.lobes.features import Fbank as SBFbank
+    from speechbrain.processing.features import InputNormalization
+
+    wave = _speech_like() if source == "synthetic-16k" else as_waveform(EXAMPLES / "7_jackson_0.wav")
+    reference = InputNormalization(norm_type="sentence", std_norm=False)(SBFbank(n_mels=80)(wave[None]), torch.ones(1))[0]
+    ours = Fbank(FbankConfig())(wave)
+    assert ours.shape == reference.shape == (wave.numel() // 160 + 1, 80)
+    assert (ours - reference).abs().max().item() < 1e-3  # measured: ~1e-5 dB (float rounding)
+
+    # torchaudio's own HTK triangles (wider on the high side) are the documented alternative: close, not equal.
+    htk = Fbank(FbankConfig(mel_filters="torchaudio"))(wave)
+    diff = (htk - reference).abs()
+    assert 0.01 < diff.mean().item() < 2.0, diff.mean().item()
+
+
+def test_fbank_batch_with_lengths_normalises_each_signal_on_its_own_frames() -> None:
+    a, b = _speech_like(1.0, seed=1), _speech_like(0.6, seed=2)
+    batch = torch.zeros(2, a.numel())
+    batch[0], batch[1, : b.numel()] = a, b
+    fbank = Fbank()
+    frames_a, frames_b = a.numel() // 160 + 1, b.numel() // 160 + 1
+    out = fbank(batch, lengths=torch.tensor([1.0, frames_b / frames_a]))
+    assert torch.allclose(out[0], fbank(a), atol=1e-4)
+    # b's frames see the same samples (zero padding either way) and the same floor, and the mean
+    # is taken over b's own frames only: the same features as b alone.
+    assert torch.allclose(out[1, :frames_b], fbank(b), atol=1e-4)
+
+
+def test_preprocess_config_round_trips_and_rejects_unknown_keys() -> None:
+    cfg = FbankConfig()
+    assert FbankConfig.from_preprocess(cfg.to_preprocess()) == cfg
+    with pytest.raises(ValueError, match="unknown speech preprocess keys"):
+        FbankConfig.from_preprocess({"n_mel": 40})
+    with pytest.raises(ValueError, match="mel_filters"):
+        FbankConfig.from_preprocess({"mel_filters": "slaney"})
+
+
+# --------------------------------------------------------------------------- raw audio and bad input
+
+
+def test_inputs_path_tensor_array_and_resampling_agree(tmp_path: Path) -> None:
+    import soundfile
+    import torchaudio.functional as AF
+
+    path = EXAMPLES / "7_jackson_0.wav"
+    data, rate = soundfile.read(path, dtype="int16")
+    assert rate == 8000
+    from_path = as_waveform(path)
+    from_int16 = as_waveform(data, 8000)
+    from_tensor = as_waveform(torch.from_numpy(data.astype(np.float32) / 32768), sample_rate=8000)
+    from_tuple = as_waveform((data.astype(np.float32) / 32768, 8000))
+    expected = AF.resample(torch.from_numpy(data.astype(np.float32) / 32768), 8000, 16000)
+    for wave in (from_path, from_int16, from_tensor, from_tuple):
+        assert wave.shape == (2 * data.size,) and torch.allclose(wave, expected, atol=1e-6)
+
+
+def test_stereo_is_downmixed_by_averaging_in_either_layout(tmp_path: Path) -> None:
+    import soundfile
+
+    left, right = _speech_like(0.5, seed=3), _speech_like(0.5, seed=4)
+    mono = as_waveform((left + right) / 2, 16000)
+    channels_first = as_waveform(torch.stack([left, right]), 16000)
+    samples_first = as_waveform(torch.stack([left, right]).T.numpy(), 16000)
+    stereo_file = tmp_path / "stereo.wav"
+    soundfile.write(stereo_file, torch.stack([left, right]).T.numpy(), 16000, subtype="FLOAT")
+    from_file = as_waveform(stereo_file)
+    for wave in (channels_first, samples_first, from_file):
+        assert torch.allclose(wave, mono, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("audio", "rate", "message"),
+    [
+        (np.zeros(0, dtype=np.float32), 16000, "empty audio"),
+        (np.zeros(16000, dtype=np.float32), 16000, "silent"),
+        (np.full(16000, np.nan, dtype=np.float32), 16000, "NaN"),
+        (np.ones(16000, dtype=np.float32) * 0.1, None, "needs its sample rate"),
+        (np.ones(16000, dtype=np.float32) * 0.1, 16, "looks like kHz"),
+        (np.ones(16000, dtype=np.float32) * 0.1, 1000, "outside the supported"),
+        (np.ones(16000, dtype=np.float32) * 0.1, 16000.5, "whole number"),
+        (np.ones(16000, dtype=np.complex64), 16000, "unsupported array dtype"),
+        ("not audio at all", 16000, "expected a path|no audio file"),
+        (np.ones((20, 16000), dtype=np.float32), 16000, "more than 8 channels"),
+        (np.ones(480, dtype=np.float32) * 0.1, 16000, "needs at least 50 ms"),
+    ],
+)
+def test_bad_input_gets_a_clear_error(audio: object, rate: object, message: str) -> None:
+    with pytest.raises((AudioError, FileNotFoundError), match=message):
+        SpeechPreprocess()(audio, rate)
+
+
+def test_non_audio_and_missing_files_are_clear_errors(tmp_path: Path) -> None:
+    fake = tmp_path / "notes.wav"
+    fake.write_text("this is not a RIFF file\n")
+    with pytest.raises(AudioError, match="notes.wav: not a readable audio file"):
+        SpeechPreprocess()(fake)
+    with pytest.raises(FileNotFoundError, match="no audio file"):
+        SpeechPreprocess()(tmp_path / "missing.wav")
+    with pytest.raises(AudioError, match="the file is 8000 Hz but sample_rate=16000"):
+        SpeechPreprocess()(EXAMPLES / "7_jackson_0.wav", 16000)
+
+
+# --------------------------------------------------------------------------- ECAPA parity and converter
+
+
+@pytest.mark.parametrize(
+    "cfg",
+    [
+        SMALL,
+        dict(channels=[48, 64, 64, 64, 160], attention_channels=24, se_channels=8, embed_dim=16, res2net_scale=4, global_context=False),
+        pytest.param(dict(channels=[1024, 1024, 1024, 1024, 3072], attention_channels=128, se_channels=128, embed_dim=192),
+                     marks=pytest.mark.slow),  # ecapa-voxceleb's size: 20M parameters, ~10 s to build twice on 2 cores
+    ],
+    ids=["small", "projection-no-global-context", "voxceleb-c1024"],
+)
+def test_ecapa_matches_speechbrain_ecapa_tdnn(cfg: dict) -> None:
+    sb = _speechbrain_ecapa(**cfg)
+    model = _reszoo_from(sb, **cfg)
+    assert any(k.endswith("shortcut.weight") for k in model.state_dict()) == (cfg["channels"][0] != cfg["channels"][1])
+    x = torch.randn(2, 120, 80)
+    lengths = torch.tensor([1.0, 0.7])
+    with torch.no_grad():
+        assert (model(x) - sb(x)[:, 0]).abs().max().item() < 1e-4
+        assert (model(x, lengths) - sb(x, lengths)[:, 0]).abs().max().item() < 1e-4
+
+
+def test_converter_is_strict() -> None:
+    state = _speechbrain_ecapa(**SMALL).state_dict()
+    convert = speech.CONVERTERS["speechbrain-ecapa"]
+    with pytest.raises(speech.ConversionError, match="no reszoo counterpart: classifier.weight"):
+        convert({**state, "classifier.weight": torch.zeros(1)})
+    with pytest.raises(speech.ConversionError, match="missing mfa.conv.weight"):
+        convert({k: v for k, v in state.items() if not k.startswith("mfa.")})
+    assert convert({f"module.{k}": v for k, v in state.items()}).keys() == convert(state).keys()
+
+
+def _fake_voxceleb_entry(hub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[torch.nn.Module, Path]:
+    """SpeechBrain-layout checkpoint (random weights) on the loopback Hub, pinned in a temp registry."""
+    from reszoo.hub import sha256_of
+
+    sb = _speechbrain_ecapa(seed=5, **SMALL)
+    ckpt = tmp_path / "embedding_model.ckpt"
+    torch.save(sb.state_dict(), ckpt)  # SpeechBrain's checkpoint format: a pickled state dict
+    commit = hub.add_repo("speechbrain-test/spkrec-ecapa-voxceleb", {"embedding_model.ckpt": ckpt})
+    raw = next(e for e in yaml.safe_load((ROOT / "registry.yaml").read_text())["models"] if e["name"] == "ecapa-voxceleb")
+    raw["arch_args"] = {"input_size": 80, **SMALL}
+    raw["weights"] = {**raw["weights"], "repo": "speechbrain-test/spkrec-ecapa-voxceleb", "revision": commit, "sha256": sha256_of(ckpt)}
+    registry = tmp_path / "registry.yaml"
+    registry.write_text(yaml.safe_dump({"models": [raw]}))
+    monkeypatch.setenv("RESZOO_REGISTRY", str(registry))
+    return sb, registry
+
+
+def test_speechbrain_checkpoint_through_the_hub_pin_and_converter(hub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from speechbrain.lobes.features import Fbank as SBFbank
+    from speechbrain.processing.features import InputNormalization
+
+    sb, _ = _fake_voxceleb_entry(hub, tmp_path, monkeypatch)
+    model = reszoo.load("ecapa-voxceleb")
+    assert isinstance(model, speech.ECAPATDNN) and not model.training
+    assert model.verify_threshold == 0.25 and model.labels is None
+
+    # Same waveform through SpeechBrain's whole pipeline and through reszoo's.
+    wave = _speech_like(1.2, seed=7)
+    with torch.no_grad():
+        feats = InputNormalization(norm_type="sentence", std_norm=False)(SBFbank(n_mels=80)(wave[None]), torch.ones(1))
+        reference = sb(feats)[0, 0]
+    emb = model.embed(wave, sample_rate=16000)
+    assert emb.shape == (SMALL["embed_dim"],)
+    assert (emb - reference).abs().max().item() < 1e-4
+
+    # The same audio as a numpy array gives the same embedding.
+    assert torch.allclose(model.embed(wave.numpy(), 16000), emb, atol=1e-5)
+    score, same = model.verify(wave, wave, sample_rate=16000)
+    assert score == pytest.approx(1.0, abs=1e-5) and same is True
+    score, same = model.verify(wave, _speech_like(1.2, seed=8) * torch.linspace(0.2, 1, 19200), sample_rate=16000, threshold=1.01)
+    assert same is False and -1.0 <= score <= 1.0
+
+    # The conversion happened once and was cached as safetensors: a second load reads that.
+    from reszoo.hub import cache_dir
+
+    converted = list((cache_dir() / "converted").glob("*speechbrain-ecapa.safetensors"))
+    assert converted
+    again = reszoo.load("ecapa-voxceleb")
+    assert torch.equal(again.embed(wave, 16000), emb)
+
+
+def test_tampered_speechbrain_checkpoint_fails_the_pin(hub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _, registry = _fake_voxceleb_entry(hub, tmp_path, monkeypatch)
+    raw = yaml.safe_load(registry.read_text())
+    raw["models"][0]["weights"]["sha256"] = "0" * 64
+    registry.write_text(yaml.safe_dump(raw))
+    with pytest.raises(reszoo.IntegrityError, match="sha256 mismatch"):
+        reszoo.load("ecapa-voxceleb")
+
+
+def test_voxceleb_entry_describes_speechbrains_model() -> None:
+    entry = reszoo.info("ecapa-voxceleb")
+    w = entry.weights
+    assert (w.repo, w.file, w.format, w.converter) == ("speechbrain/spkrec-ecapa-voxceleb", "embedding_model.ckpt", "torch", "speechbrain-ecapa")
+    assert w.sha256 == "0575cb64845e6b9a10db9bcb74d5ac32b326b8dc90352671d345e2ee3d0126a2" and w.revision is None and w.pin_note
+    with torch.device("meta"):
+        model = speech.ARCHS[entry.arch](**entry.arch_args)
+    assert sum(p.numel() for p in model.parameters()) == entry.extra["params"]
+    assert FbankConfig.from_preprocess(entry.preprocess) == FbankConfig()  # SpeechBrain's front end
+    assert {m.value for m in entry.metrics} == {0.8, 0.9} and all(not m.source.measured for m in entry.metrics)
+
+
+# --------------------------------------------------------------------------- models trained here
+
+
+def test_digit_model_predicts_bundled_recordings_offline(hub, offline) -> None:
+    hub.reset_count()
+    model = reszoo.load("tdnn-fsdd-digits")
+    files = sorted(EXAMPLES.glob("*.wav"))
+    rows = speech.predict(model, [str(f) for f in files], top_k=3)
+    assert hub.request_count == 0
+    top1 = {Path(r["input"]).name: r["label"] for r in rows if r["rank"] == 1}
+    assert top1 == {f.name: f.name.split("_")[0] for f in files}
+    assert len(rows) == 3 * len(files)
+
+
+def test_cli_predict_prints_the_digit() -> None:
+    wav = EXAMPLES / "7_jackson_0.wav"
+    result = subprocess.run([sys.executable, "-m", "reszoo.cli", "predict", "tdnn-fsdd-digits", str(wav), "--top-k", "1", "--json"],
+                            capture_output=True, text=True, cwd=ROOT, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(result.stdout)
+    assert rows == [{"input": str(wav), "rank": 1, "label": "7", "prob": rows[0]["prob"]}] and rows[0]["prob"] > 0.5
+
+
+def test_speaker_model_verifies_bundled_recordings(hub, offline) -> None:
+    model = reszoo.load("ecapa-fsdd-speakers")
+    assert model.verify_threshold == reszoo.info("ecapa-fsdd-speakers").extra["verify_threshold"]
+    a, b, other = (EXAMPLES / n for n in ("7_jackson_0.wav", "7_jackson_1.wav", "3_theo_0.wav"))
+    same_score, _ = model.verify(a, b)
+    diff_score, _ = model.verify(a, other)
+    assert same_score > diff_score
+    rows = speech.predict(model, [str(a), str(b), str(other)])
+    assert [r["b"] for r in rows] == [str(b), str(other)] and rows[0]["score"] == pytest.approx(same_score, abs=1e-4)
+
+
+@needs_fsdd
+@pytest.mark.parametrize("name", ["tdnn-fsdd-digits", "tdnn-fsdd-digits-plain"])
+def test_registry_accuracy_is_what_the_committed_weights_give(name: str) -> None:
+    """The recorded test accuracy is reproduced by the bundled weights on FSDD's test split."""
+    entry = reszoo.info(name)
+    recorded = next(m.value for m in entry.metrics if m.split.startswith("test"))
+    model = reszoo.load(name)
+    files = sorted(p for p in FSDD.glob("*.wav") if int(p.stem.split("_")[2]) < 5)
+    assert len(files) == 300
+    with torch.inference_mode():
+        pred = [model(model.preprocess(f)[None]).argmax(-1).item() for f in files]
+    acc = float(np.mean([p == int(f.name[0]) for p, f in zip(pred, files, strict=True)]))
+    assert acc == pytest.approx(recorded, abs=1e-6)
