@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ import torch
 from torch import nn
 
 from . import __version__
-from .domains import arch_builder, domain_module
+from .domains import arch_builder, aux_files, domain_module
 from .hub import HubError, _cached_digest, entry_state_dict, fetch_file, load_state_dict
 from .registry import Entry, RegistryError, Weights, get_entry, parse_entry
 
@@ -92,7 +93,7 @@ def _fill(model: nn.Module, state: dict[str, torch.Tensor], *, replace_head: boo
     unexpected = sorted(set(state) - set(own))
     missing = sorted(
         k for k in set(own) - set(state)
-        if not k.endswith("num_batches_tracked") and not (dropped and k.startswith(head))
+        if not k.endswith("num_batches_tracked") and not (replace_head and head and k.startswith(head))
     )
     mismatched = sorted(k for k in state if k in own and own[k].shape != state[k].shape)
     if unexpected or missing or mismatched:
@@ -105,7 +106,7 @@ def _fill(model: nn.Module, state: dict[str, torch.Tensor], *, replace_head: boo
     _materialize(model, device)
 
 
-def _finish(model: nn.Module, entry: Entry, *, device: Any, dtype: torch.dtype | None) -> nn.Module:
+def _finish(model: nn.Module, entry: Entry, *, device: Any, dtype: torch.dtype | None, mirror: Any = None) -> nn.Module:
     if dtype is not None:
         model.to(dtype=dtype)
     if device is not None:
@@ -116,7 +117,7 @@ def _finish(model: nn.Module, entry: Entry, *, device: Any, dtype: torch.dtype |
     model.labels = entry.labels
     model.preprocess = domain.build_preprocess(entry)
     if hasattr(domain, "prepare"):
-        domain.prepare(model, entry)
+        domain.prepare(model, entry, mirror=mirror)
     return model
 
 
@@ -127,32 +128,35 @@ def _config_to_entry(config: dict[str, Any], where: str) -> Entry:
     return parse_entry(fields, where=where)
 
 
-def _resolve_uri(uri: str, *, revision: str | None, mirror: Any) -> tuple[Entry, Path]:
-    """(entry, weight file) of ``hf://owner/name[@rev]`` or of a saved-model folder."""
+def _resolve_uri(uri: str, *, revision: str | None, mirror: Any) -> tuple[Entry, Path, Any]:
+    """(entry, weight file, mirror for auxiliary files) of ``hf://owner/name[@rev]`` or of a
+    saved-model folder."""
     if (m := _HF_URI.match(uri)) is not None:
         repo, rev = m["repo"], revision or m["rev"]
         config_path = fetch_file(repo, CONFIG_FILE, revision=rev, mirror=mirror)
-        config = json.loads(config_path.read_text(encoding="utf-8"))
-        weights_file = config.get("weights_file", WEIGHTS_FILE)
-        weights_path = fetch_file(repo, weights_file, revision=rev, mirror=mirror)
         snap = config_path.parent.name  # hf cache: .../snapshots/<commit>/config.json
         commit = snap if re.fullmatch(r"[0-9a-f]{40}", snap) else None
+        rev = commit or rev  # the rest comes from the very commit the config came from
     elif uri.startswith("hf://"):
         raise ValueError(f"expected hf://owner/name[@revision], got {uri!r}")
     else:
-        folder = Path(uri)
-        config = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))
-        weights_file = config.get("weights_file", WEIGHTS_FILE)
-        weights_path = folder / weights_file
-        repo, commit = f"local/{folder.resolve().name}", None
+        # A saved-model folder is one repo of a mirror: <parent>/<folder> under <parent's parent>.
+        folder = Path(uri).resolve()
+        config_path = folder / CONFIG_FILE
+        if not config_path.is_file():
+            raise FileNotFoundError(f"{uri}: no {CONFIG_FILE}; not a folder written by reszoo.save_pretrained")
+        repo, rev, commit, mirror = f"{folder.parent.name}/{folder.name}", None, None, folder.parent.parent
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    weights_file = config.get("weights_file", WEIGHTS_FILE) if isinstance(config, dict) else WEIGHTS_FILE
     entry = _config_to_entry(config, uri)
+    weights_path = fetch_file(repo, weights_file, revision=rev, mirror=mirror)
     weights = Weights(repo=repo, file=weights_file, revision=commit, sha256=_cached_digest(weights_path),
                       pin_note="loaded by URI: pinned to what was fetched")
-    return dataclasses.replace(entry, weights=weights), weights_path
+    return dataclasses.replace(entry, weights=weights), weights_path, mirror
 
 
 def _is_uri(name: str) -> bool:
-    return name.startswith("hf://") or (os.sep in name or name.startswith(".")) and (Path(name) / CONFIG_FILE).is_file()
+    return name.startswith("hf://") or "/" in name or name.startswith(".") or Path(name, CONFIG_FILE).is_file()
 
 
 def load(
@@ -174,7 +178,7 @@ def load(
     """
     target = torch.device(device) if device is not None else torch.device("cpu")
     if _is_uri(name):
-        entry, path = _resolve_uri(name, revision=revision, mirror=mirror)
+        entry, path, mirror = _resolve_uri(name, revision=revision, mirror=mirror)
         state_of = lambda: load_state_dict(path, device=target)  # noqa: E731
     else:
         entry = get_entry(name)
@@ -184,11 +188,11 @@ def load(
         arch_args = {**entry.arch_args, "num_classes": num_classes}
         entry = dataclasses.replace(entry, arch_args=arch_args, labels=None)
     if not pretrained:
-        return _finish(build(entry, device=target), entry, device=None, dtype=dtype)
+        return _finish(build(entry, device=target), entry, device=None, dtype=dtype, mirror=mirror)
     model = build(entry, device="meta")  # first: a config naming no known architecture fails before any read
     state = state_of()
     _fill(model, state, replace_head=replace_head, device=target, name=entry.name)
-    return _finish(model, entry, device=None, dtype=dtype)
+    return _finish(model, entry, device=None, dtype=dtype, mirror=mirror)
 
 
 def _entry_of(model: nn.Module, entry: Entry | None) -> Entry:
@@ -204,9 +208,20 @@ def model_config(entry: Entry) -> dict[str, Any]:
     return {"reszoo_version": __version__, **data, "weights_file": WEIGHTS_FILE}
 
 
+def _localize(preprocess: dict[str, Any], files: set[str]) -> dict[str, Any]:
+    """Point ``{file, repo, revision}`` references at copies saved next to the weights."""
+    out: dict[str, Any] = {}
+    for key, value in preprocess.items():
+        if isinstance(value, dict) and value.get("file") in files:
+            value = {k: v for k, v in value.items() if k not in ("repo", "revision", "sha256")}
+        out[key] = value
+    return out
+
+
 def save_pretrained(model: nn.Module, folder: str | os.PathLike[str], *, entry: Entry | None = None,
-                    repo_id: str | None = None) -> Path:
-    """Write ``model.safetensors``, ``config.json`` and a generated ``README.md`` card to ``folder``."""
+                    repo_id: str | None = None, mirror: str | os.PathLike[str] | None = None) -> Path:
+    """Write ``model.safetensors``, ``config.json``, a generated ``README.md`` card, and the files
+    the domain loads besides the weights (a tokenizer), to ``folder``: a self-contained repo."""
     from safetensors.torch import save_file
 
     from .cards import card_for_entry
@@ -214,6 +229,12 @@ def save_pretrained(model: nn.Module, folder: str | os.PathLike[str], *, entry: 
     entry = _entry_of(model, entry)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    copied = set()
+    for repo, rev, filename in aux_files(entry):
+        shutil.copyfile(fetch_file(repo, filename, revision=rev, mirror=mirror), folder / filename)
+        copied.add(filename)
+    if copied:
+        entry = dataclasses.replace(entry, preprocess=_localize(entry.preprocess, copied))
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
     save_file(state, folder / WEIGHTS_FILE, metadata={"format": "pt", "reszoo_version": __version__})
     (folder / CONFIG_FILE).write_text(json.dumps(model_config(entry), indent=2) + "\n", encoding="utf-8")

@@ -17,8 +17,13 @@ from typing import Any
 from . import __version__
 from .registry import DOMAINS
 
-# Domain and workflow commands, each a light module with add_parser(subparsers) and run(args).
-_EXTRA_COMMANDS = ("reszoo.finetune.cli", "reszoo.rl.cli", "reszoo.gan.cli")
+# Domain and workflow commands: module with add_parser(subparsers) and run(args), and the help
+# line shown before it is imported (only the command being run imports its domain).
+_EXTRA_COMMANDS = {
+    "finetune": ("reszoo.finetune.cli", "fine-tune a classification model on your own data"),
+    "play": ("reszoo.rl.cli", "run a reinforcement-learning agent and print its returns"),
+    "generate": ("reszoo.gan.cli", "sample a generator and write an image grid"),
+}
 
 
 def _print_rows(rows: list[dict[str, Any]], as_json: bool) -> None:
@@ -95,17 +100,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
-def _aux_files(entry: Any) -> list[str]:
-    """Files besides the weights that a domain loads from the same repo (e.g. a tokenizer)."""
-    from .domains import domain_module
-
-    module = domain_module(entry.domain)
-    return list(module.aux_files(entry)) if hasattr(module, "aux_files") else []
-
-
 def cmd_pull(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
+    from .domains import aux_files
     from .hub import fetch_file, fetch_weights
     from .registry import get_entry
 
@@ -115,16 +113,18 @@ def cmd_pull(args: argparse.Namespace) -> int:
             print(f"{entry.name}: no weights to pull")
             continue
         w = entry.weights
-        files = [(w.file, fetch_weights(w, revision=args.revision))]
-        rev = args.revision or w.revision
-        files += [(f, fetch_file(w.repo, f, revision=rev)) for f in _aux_files(entry)]
-        for filename, path in files:
+        files = [(w.repo, w.file, fetch_weights(w, revision=args.revision))]
+        for repo, rev, filename in aux_files(entry):
+            if repo == w.repo and args.revision:
+                rev = args.revision
+            files.append((repo, filename, fetch_file(repo, filename, revision=rev)))
+        for repo, filename, path in files:
             if args.to:
-                dest = Path(args.to) / w.repo / filename
+                dest = Path(args.to) / repo / filename
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 size = path.stat().st_size
                 with open(path, "rb") as src, open(dest, "wb") as dst, tqdm(
-                    total=size, unit="B", unit_scale=True, desc=f"{w.repo}/{filename}", disable=size < (1 << 20)
+                    total=size, unit="B", unit_scale=True, desc=f"{repo}/{filename}", disable=size < (1 << 20)
                 ) as bar:
                     while chunk := src.read(1 << 20):
                         dst.write(chunk)
@@ -175,7 +175,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- parser
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The full parser; of the domain commands, only ``command`` is imported and built."""
     parser = argparse.ArgumentParser(prog="reszoo", description="A model zoo of residual networks.")
     parser.add_argument("--version", action="version", version=f"reszoo {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -225,14 +226,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mirror", default=None)
     p.set_defaults(func=cmd_verify)
 
-    for module_name in _EXTRA_COMMANDS:
-        importlib.import_module(module_name).add_parser(sub)
+    for name, (module_name, help_line) in _EXTRA_COMMANDS.items():
+        if name == command:
+            importlib.import_module(module_name).add_parser(sub)
+        else:
+            sub.add_parser(name, help=help_line)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = next((a for a in argv if not a.startswith("-")), None)
+    args = build_parser(command).parse_args(argv)
     from .hub import HubError
     from .registry import RegistryError, UnknownModelError
 

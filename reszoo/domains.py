@@ -17,10 +17,15 @@ inside the functions that need them) and defines:
     ``entry.preprocess``.
 ``predict(model, inputs: list[str], top_k: int) -> list[dict]``
     What ``reszoo predict`` prints for the inputs given on the command line.
-``prepare(model, entry) -> None`` (optional)
+``prepare(model, entry, *, mirror=None) -> None`` (optional)
     Called once a model is built and loaded, to attach what the domain's methods need (a
     tokenizer, say): ``load`` has already set ``model.entry``, ``model.preprocess`` and
     ``model.labels``.
+``aux_files(entry) -> list[tuple[str, str | None, str]]`` (optional)
+    ``(repo, revision, file)`` of the files besides the weights that ``prepare`` reads (a
+    tokenizer). ``reszoo pull --to`` mirrors them; ``save_pretrained`` copies them next to the
+    weights and rewrites each ``preprocess`` reference ``{file, repo, revision}`` to ``{file}``,
+    i.e. "in this repo".
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ from torch import nn
 
 from .registry import DOMAINS, RegistryError
 
-__all__ = ["domain_module", "arch_builder", "converter"]
+__all__ = ["domain_module", "arch_builder", "converter", "aux_files"]
 
 
 def domain_module(domain: str) -> ModuleType:
@@ -55,3 +60,9 @@ def converter(domain: str, name: str) -> Callable[[dict[str, Any]], dict[str, An
     if name not in converters:
         raise RegistryError(f"domain {domain!r} has no converter {name!r}; known: {', '.join(sorted(converters))}")
     return converters[name]
+
+
+def aux_files(entry: Any) -> list[tuple[str, str | None, str]]:
+    """``(repo, revision, file)`` of what a domain loads besides the weights (e.g. a tokenizer)."""
+    module = domain_module(entry.domain)
+    return list(module.aux_files(entry)) if hasattr(module, "aux_files") else []

@@ -100,9 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.no_registry:
         return 0
 
-    from registry_io import measured
-
-    from registry_io import update_entry
+    from registry_io import measured, update_entry
 
     ref_text = (f"real MNIST train vs test {refs['fd_real_train_vs_test']:.3f}; uniform noise vs test "
                 f"{refs['fd_uniform_noise_vs_test']:.1f}")
@@ -125,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
         update_entry(name, metrics=metrics, extra={
             "quality references (FD-resnet-mnist)": ref_text,
             "residual vs plain": side_by_side,
-            "sample grid": f"docs/img/{name}.png (row i: seeds, column j: class j)",
+            "sample grid": f"docs/img/{name}.png (column j: class j; each row its own noise; seed 0)",
         })
     return 0
 

@@ -6,12 +6,16 @@ of the frozen digit features, through ``reszoo.finetune`` (the generic path of `
 The recordings ``../shared/data/fsdd/recordings/{digit}_{speaker}_{index}.wav`` are laid out as
 audio folders by speaker (symlinks under ``runs/data/fsdd-speakers/``), with FSDD's official
 split: takes 0-4 are the test set (300 recordings, 50 per speaker), 5-49 the training set
-(2,700; a seeded 10% of it held out for validation). Each invocation runs one variant and
-records it in ``OUT/results.json``; ``--report`` prints the table docs/finetune.md quotes.
+(2,700; a seeded 10% of it held out for validation). Regime ``full`` trains on all of it;
+``small`` on ``--per-speaker`` seeded recordings per speaker (default 20), where what the digit
+model learnt should matter most. Each invocation runs one regime and variant and records it in
+``OUT/results.json``; ``--report`` prints the table docs/finetune.md quotes.
 
-    nice -n 10 python scripts/finetune_demo_fsdd_speakers.py --variant pretrained
-    nice -n 10 python scripts/finetune_demo_fsdd_speakers.py --variant scratch
-    nice -n 10 python scripts/finetune_demo_fsdd_speakers.py --variant probe
+    nice -n 10 python scripts/finetune_demo_fsdd_speakers.py --regime full --variant pretrained
+    nice -n 10 python scripts/finetune_demo_fsdd_speakers.py --regime full --variant scratch
+    nice -n 10 python scripts/finetune_demo_fsdd_speakers.py --regime full --variant probe
+    nice -n 10 python scripts/finetune_demo_fsdd_speakers.py --regime small --variant pretrained
+    nice -n 10 python scripts/finetune_demo_fsdd_speakers.py --regime small --variant scratch
     python scripts/finetune_demo_fsdd_speakers.py --report
 """
 
@@ -21,6 +25,7 @@ import argparse
 import json
 import os
 import platform
+import random
 import re
 import sys
 import time
@@ -33,7 +38,11 @@ sys.path.insert(0, str(ROOT))
 SCRIPT = "scripts/finetune_demo_fsdd_speakers.py"
 BASE = "tdnn-fsdd-digits"
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "fsdd"
-RECIPE: dict[str, Any] = dict(epochs=6, batch_size=32, lr=3e-3, weight_decay=0.05, warmup=0.1, label_smoothing=0.1)
+COMMON: dict[str, Any] = dict(lr=3e-3, weight_decay=0.05, warmup=0.1, label_smoothing=0.1)
+REGIMES: dict[str, dict[str, Any]] = {
+    "full": dict(epochs=6, batch_size=32, **COMMON),
+    "small": dict(epochs=20, batch_size=16, **COMMON),
+}
 VARIANTS: dict[str, dict[str, Any]] = {
     "pretrained": dict(pretrained=True),
     "scratch": dict(pretrained=False),
@@ -63,21 +72,39 @@ def speaker_folders(recordings: Path, dest: Path) -> Path:
     return dest
 
 
+def small_subset(train: Path, dest: Path, per_speaker: int, seed: int) -> Path:
+    """``per_speaker`` seeded recordings of each speaker (symlinks)."""
+    marker = dest / ".complete"
+    if marker.is_file() and marker.read_text().strip() == f"{per_speaker} {seed}":
+        return dest
+    rng = random.Random(seed)
+    for speaker in sorted(p for p in train.iterdir() if p.is_dir()):
+        (dest / speaker.name).mkdir(parents=True, exist_ok=True)
+        for old in (dest / speaker.name).iterdir():
+            old.unlink()
+        for f in rng.sample(sorted(speaker.glob("*.wav")), per_speaker):
+            (dest / speaker.name / f.name).symlink_to(f.resolve())
+    marker.write_text(f"{per_speaker} {seed}\n")
+    return dest
+
+
 def report(results_file: Path) -> str:
     results = json.loads(results_file.read_text()) if results_file.is_file() else {}
-    lines = ["| variant | trained | epochs | val acc | test acc (300 recordings) | test macro-F1 | train time |",
-             "|---|---|---|---|---|---|---|"]
-    for key in ("pretrained", "probe", "scratch"):
+    lines = ["| regime | variant | trained | train recordings | epochs | val acc | test acc (300 recordings) | test macro-F1 | train time |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for key in [f"{g}-{v}" for g in REGIMES for v in ("pretrained", "probe", "scratch")]:
         if key in results:
             r = results[key]
-            lines.append(f"| {key} | {r['trained']} | {r['epochs']} | {100 * r['val_accuracy']:.2f}% | "
+            lines.append(f"| {r['regime']} | {r['variant']} | {r['trained']} | {r['num_train']:,} | {r['epochs']} | {100 * r['val_accuracy']:.2f}% | "
                          f"**{100 * r['test_accuracy']:.2f}%** | {100 * r['test_macro_f1']:.2f}% | {r['train_seconds']:.0f} s |")
     return "\n".join(lines)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--regime", choices=sorted(REGIMES), default="full")
     parser.add_argument("--variant", choices=sorted(VARIANTS), default="pretrained")
+    parser.add_argument("--per-speaker", type=int, default=20, help="training recordings per speaker in the small regime")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="FSDD folder holding recordings/")
     parser.add_argument("--out", type=Path, default=ROOT / "runs/finetune-demos/fsdd-speakers")
     parser.add_argument("--seed", type=int, default=0)
@@ -97,25 +124,28 @@ def main() -> int:
         torch.set_num_threads(args.threads)
     folders = speaker_folders(args.data / "recordings", ROOT / "runs/data/fsdd-speakers")
     variant = VARIANTS[args.variant]
+    train = folders / "train"
+    if args.regime == "small":
+        train = small_subset(train, folders / f"train-{args.per_speaker}-per-speaker-seed{args.seed}", args.per_speaker, args.seed)
     start = time.perf_counter()
     result = reszoo.finetune(
-        BASE, folders / "train", test_data=folders / "test", out=args.out / args.variant, overwrite=True,
+        BASE, train, test_data=folders / "test", out=args.out / f"{args.regime}-{args.variant}", overwrite=True,
         seed=args.seed, dataset_name="free-spoken-digit-dataset (speakers)", script=SCRIPT,
-        model_name=f"tdnn-fsdd-speakers-{args.variant}", **RECIPE, **variant,
+        model_name=f"tdnn-fsdd-speakers-{args.regime}-{args.variant}", **REGIMES[args.regime], **variant,
     )
     m = result.metrics
     record = {
-        "variant": args.variant,
+        "regime": args.regime, "variant": args.variant,
         "trained": "head only (frozen digit features)" if variant.get("freeze_backbone") else
                    ("all layers, from the digit model" if variant["pretrained"] else "all layers, random init"),
         "num_train": m["num_train"], "num_val": m["num_val"], "num_test": m["num_test"], "epochs": m["epochs_run"],
         "val_accuracy": m["val_accuracy"], "test_accuracy": m["test_accuracy"], "test_macro_f1": m["test_macro_f1"],
         "train_seconds": m["train_seconds"], "wall_seconds": round(time.perf_counter() - start, 1),
-        "options": {**RECIPE, **variant}, "seed": args.seed, "threads": torch.get_num_threads(),
+        "options": {**REGIMES[args.regime], **variant}, "seed": args.seed, "threads": torch.get_num_threads(),
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores (shared)", "torch": torch.__version__,
     }
     results = json.loads(results_file.read_text()) if results_file.is_file() else {}
-    results[args.variant] = record
+    results[f"{args.regime}-{args.variant}"] = record
     results_file.parent.mkdir(parents=True, exist_ok=True)
     results_file.write_text(json.dumps(results, indent=2) + "\n")
     print(report(results_file))

@@ -1,18 +1,24 @@
 """Train reszoo's speech models on the Free Spoken Digit Dataset (FSDD), residual and plain twins.
 
     nice -n 10 python scripts/train_fsdd.py digits            # tdnn-fsdd-digits (+ -plain), official split
-    nice -n 10 python scripts/train_fsdd.py digits-heldout    # leave-one-speaker-out accuracy, both twins
+    nice -n 10 python scripts/train_fsdd.py digits-heldout    # digit accuracy on an unseen speaker (george)
     nice -n 10 python scripts/train_fsdd.py speakers          # ecapa-fsdd-speakers (+ -plain), EER
-    nice -n 10 python scripts/train_fsdd.py speakers-unseen   # EER on speakers never seen in training
+    nice -n 10 python scripts/train_fsdd.py speakers-unseen   # EER on 2 speakers never seen (george, jackson)
 
 Data: ``../shared/data/fsdd/recordings/{digit}_{speaker}_{index}.wav`` (8 kHz; official split:
-index 0-4 test, 5-49 train), or ``--data DIR``. Features are computed once with the models' own
-front end (``reszoo.speech.SpeechPreprocess``: 8 kHz -> 16 kHz, 80 log-mel, sentence mean norm)
-and cached under ``runs/fsdd/``. Every command is seeded, trains the residual model and its plain
-twin the same way, and writes what it measured into registry.yaml (scripts/registry_io.py);
-``digits`` and ``speakers`` also write the weights to ``weights/reszoo/<name>/model.safetensors``
-and their sha256/size. ``*-heldout``/``*-unseen`` may be split across runs (``--folds``): each
-fold's result is kept in ``runs/fsdd/``, and the registry is written once all folds are there.
+take index 0-4 test, 5-49 train), or ``--data DIR``. Features are computed once with the models'
+own front end (``reszoo.speech.SpeechPreprocess``: 8 kHz -> 16 kHz, 80 log-mel, sentence mean
+norm) and cached under ``runs/fsdd/``. Each command is seeded (``--seed``, default 0) and trains
+the residual model and its plain twin the same way (``--variants residual,plain``; one per run
+keeps each run short on a shared CPU). Each variant's result is kept in ``runs/fsdd/<task>/``;
+the registry (scripts/registry_io.py) gets each model's measured metrics, and the side-by-side
+residual-vs-plain numbers in ``extra`` once both twins are done with the same settings.
+``digits`` and ``speakers`` also write ``weights/reszoo/<name>/model.safetensors`` and its
+sha256/size. Held-out folds: ``--folds`` (speaker names for digits-heldout, default george, the
+first alphabetically; a/b/c = george+jackson / lucas+nicolas / theo+yweweler for
+speakers-unseen, default a); the metric is the mean over the folds done for both twins.
+Training runs on one thread by default (``--threads``): on a loaded, shared CPU more threads were
+far slower.
 """
 
 from __future__ import annotations

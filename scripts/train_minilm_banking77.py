@@ -140,6 +140,10 @@ def main(argv: list[str] | None = None) -> int:
     shutil.move(tmp, dest)
     sha = _sha256(dest)
     print(f"weights: {dest} ({size / 1e6:.1f} MB, sha256 {sha})")
+    if size > COMMIT_LIMIT:  # the tokenizer too, so that RESZOO_MIRROR=<out> alone loads the model offline
+        tok = args.out / pre.repo / pre.tokenizer_file
+        tok.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(pre.path, tok)
 
     if args.no_registry:
         return 0

@@ -89,6 +89,15 @@ def sha256_of(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def save_weights(state: dict[str, Tensor], path: Path) -> tuple[str, int]:
+    """Write ``state`` as safetensors; return (sha256, size). Same tensors, same bytes: the header's
+    metadata is a single key because safetensors writes a multi-key metadata map in random order."""
+    from safetensors.torch import save_file
+
+    save_file({k: v.detach().contiguous() for k, v in state.items()}, path, metadata={"format": "pt"})
+    return sha256_of(path), path.stat().st_size
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--plain", action="store_true", help="train the plain twin (residual=False) as resnet-mnist-plain")
@@ -105,6 +114,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-registry", action="store_true", help="do not write results into registry.yaml")
     args = parser.parse_args(argv)
 
+    if args.limit and (args.out.resolve() == (ROOT / "weights").resolve() or not args.no_registry):
+        parser.error("a --limit (smoke) run must not replace the real weights or numbers: pass --out DIR and --no-registry")
     name = "resnet-mnist-plain" if args.plain else "resnet-mnist"
     entry = get_entry(name)
     torch.manual_seed(args.seed)
@@ -160,11 +171,7 @@ def main(argv: list[str] | None = None) -> int:
 
     out_file = args.out / "reszoo" / name / entry.weights.file
     out_file.parent.mkdir(parents=True, exist_ok=True)
-    from safetensors.torch import save_file
-
-    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
-    save_file(state, out_file, metadata={"format": "pt", "reszoo_entry": name, "recipe": SCRIPT, "seed": str(args.seed)})
-    digest, size = sha256_of(out_file), out_file.stat().st_size
+    digest, size = save_weights(model.state_dict(), out_file)
     print(f"wrote {out_file} ({size:,} bytes, sha256 {digest})", flush=True)
 
     if args.no_registry:

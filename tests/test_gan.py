@@ -33,8 +33,10 @@ ROOT = Path(__file__).resolve().parent.parent
 @pytest.mark.parametrize("num_classes", [0, 10])
 def test_sngan_shapes_and_twins(resolution, g_fn, d_fn, channels, num_classes):
     torch.manual_seed(0)
-    G, D = g_fn(ch=16, num_classes=num_classes), d_fn(ch=16, num_classes=num_classes)
-    Gp, Dp = g_fn(ch=16, num_classes=num_classes, residual=False), d_fn(ch=16, num_classes=num_classes, residual=False)
+    embed = 8 if num_classes else 0  # conditional: also a class embedding concatenated to z
+    G, D = g_fn(ch=16, num_classes=num_classes, class_embed_dim=embed), d_fn(ch=16, num_classes=num_classes)
+    Gp = g_fn(ch=16, num_classes=num_classes, class_embed_dim=embed, residual=False)
+    Dp = d_fn(ch=16, num_classes=num_classes, residual=False)
     z = torch.randn(4, 128)
     y = torch.tensor([0, 1, 2, 3]) if num_classes else None
     for g, d in ((G, D), (Gp, Dp)):
@@ -50,6 +52,7 @@ def test_sngan_shapes_and_twins(resolution, g_fn, d_fn, channels, num_classes):
     assert not any("shortcut" in k for k in Dp.state_dict())
     if num_classes:  # conditional BN in G, projection embedding in D
         assert any(k.endswith("gain.weight") for k in G.state_dict()) and "embed.weight" in D.state_dict()
+        assert G.state_dict()["class_embed.weight"].shape == (num_classes, 8)
         with pytest.raises(ValueError, match="class-conditional"):
             G(z)
     else:
@@ -60,7 +63,7 @@ def test_plain_twin_is_the_residual_net_without_its_skips():
     """With its learned shortcuts zeroed, a residual G/D computes exactly what its plain twin does
     with the same remaining weights; with them, it does not."""
     torch.manual_seed(0)
-    G, Gp = sngan_g28(ch=16, num_classes=10), sngan_g28(ch=16, num_classes=10, residual=False)
+    G, Gp = sngan_g28(ch=16, num_classes=10, class_embed_dim=8), sngan_g28(ch=16, num_classes=10, class_embed_dim=8, residual=False)
     D, Dp = sngan_d28(ch=16, num_classes=10), sngan_d28(ch=16, num_classes=10, residual=False)
     Gp.load_state_dict({k: v for k, v in G.state_dict().items() if "shortcut" not in k})
     Dp.load_state_dict({k: v for k, v in D.state_dict().items() if "shortcut" not in k})

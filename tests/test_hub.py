@@ -221,3 +221,20 @@ def test_config_naming_unknown_arch_is_refused(hub):
     hub.add_repo("test/evil", {"config.json": json.dumps(config).encode(), "model.safetensors": b"x" * 100})
     with pytest.raises(reszoo.RegistryError, match="no architecture 'evil_net'"):
         reszoo.load("hf://test/evil")
+
+
+def test_cli_push_then_predict_from_the_pushed_repo(hub, pushed, tmp_path, capsys):
+    assert cli(["push", "tiny-mnist", "test/cli-pushed", "--message", "from the CLI"]) == 0
+    commit = capsys.readouterr().out.split()[-1]
+    from huggingface_hub import HfApi
+
+    assert HfApi().model_info("test/cli-pushed").sha == commit
+    model = reszoo.load(f"hf://test/cli-pushed@{commit}")
+    with torch.no_grad():
+        torch.testing.assert_close(model(_digits()), pushed["expected"], rtol=0, atol=0)
+    from PIL import Image
+
+    Image.fromarray((_digits()[0, 0] * 255).byte().numpy()).save(tmp_path / "d.png")
+    assert cli(["predict", f"hf://test/cli-pushed@{commit}", str(tmp_path / "d.png"), "--top-k", "2", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["rank"] for r in rows] == [1, 2] and rows[0]["prob"] >= rows[1]["prob"]

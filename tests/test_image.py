@@ -213,7 +213,9 @@ def test_preprocess_tensor_inputs() -> None:
     # RGB in, grayscale model: PIL's luma conversion on either path
     rgb = Image.merge("RGB", [img, img, img])
     assert torch.equal(pre(rgb), from_pil)
-    assert torch.allclose(pre(torch.from_numpy(np.array(rgb)).permute(2, 0, 1)), from_pil, atol=1e-5)
+    assert torch.equal(pre(torch.from_numpy(np.array(rgb)).permute(2, 0, 1)), from_pil)
+    colour = Image.merge("RGB", [img, img.transpose(Image.Transpose.FLIP_LEFT_RIGHT), img.transpose(Image.Transpose.ROTATE_90)])
+    assert torch.equal(pre(torch.from_numpy(np.array(colour)).permute(2, 0, 1)), pre(colour))
     # grayscale in, RGB model: replicated channels
     pre3 = ImagePreprocess({"size": 28, "resize": 28, "mean": IMAGENET_MEAN, "std": IMAGENET_STD})
     out3 = pre3(chw)
@@ -346,3 +348,36 @@ def test_resnet_mnist_plain_twin_loads(hub, offline) -> None:
     assert not any(".downsample." in k for k in model.state_dict())
     logits = model(model.preprocess(str(DIGITS[0])))
     assert logits.shape == (1, 10)
+
+
+# --------------------------------------------------------------------------- the training recipe
+
+
+def _train_script():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("train_resnet_mnist", ROOT / "scripts" / "train_resnet_mnist.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_train_script_says_where_it_looked_for_mnist(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match=rf"looked for {tmp_path / 'mnist.npz'}.*--download"):
+        _train_script().main(["--data", str(tmp_path), "--no-registry", "--out", str(tmp_path)])
+
+
+@pytest.mark.slow
+def test_train_script_is_deterministic(tmp_path: Path) -> None:
+    from safetensors.torch import load_file
+
+    script = _train_script()
+    digests = []
+    for run in ("a", "b"):
+        out = tmp_path / run
+        assert script.main(["--epochs", "1", "--limit", "512", "--no-registry", "--out", str(out)]) == 0
+        file = out / "reszoo" / "resnet-mnist" / "model.safetensors"
+        digests.append(script.sha256_of(file))
+    assert digests[0] == digests[1]
+    model = M.resnet_mnist()
+    model.load_state_dict(load_file(file), strict=True)

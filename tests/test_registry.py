@@ -114,7 +114,7 @@ def test_lookup_listing_and_close_names(tmp_path, monkeypatch):
 
 def test_project_registry_is_valid_and_pins_are_well_formed():
     reg = load_registry(ROOT / "registry.yaml")
-    for entry in set(reg.values()):
+    for entry in {e.name: e for e in reg.values()}.values():
         w = entry.weights
         assert w is not None, entry.name
         assert w.revision or w.pin_note, entry.name

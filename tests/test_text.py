@@ -546,3 +546,19 @@ def test_short_finetune_on_banking77_lowers_loss_and_beats_chance(minilm) -> Non
     assert model.embeddings.word.weight.requires_grad is False  # frozen as configured
     assert not torch.equal(model.layers[0].attn.fn.qkv.weight, minilm.layers[0].attn.fn.qkv.weight)  # encoder trained
 
+
+
+def test_push_save_and_pull_carry_the_tokenizer(minilm, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A pushed or saved text model is a self-contained repo: weights, config, card and tokenizer."""
+    from reszoo.api import save_pretrained
+    from reszoo.cli import main as cli
+
+    texts = ["A pushed model encodes the same.", "short"]
+    expected = minilm.encode(texts)
+    commit = reszoo.push(minilm, "test/minilm-pushed")
+    for name in (f"hf://test/minilm-pushed@{commit}", str(save_pretrained(minilm, tmp_path / "saved" / "minilm"))):
+        torch.testing.assert_close(reszoo.load(name).encode(texts), expected, rtol=0, atol=1e-6)
+    assert (tmp_path / "saved" / "minilm" / "tokenizer.json").is_file()
+    monkeypatch.setenv("RESZOO_REGISTRY", str(minilm.test_registry))
+    assert cli(["pull", "minilm-l6-sentence", "--to", str(tmp_path / "mirror")]) == 0
+    assert {p.name for p in (tmp_path / "mirror" / MINILM_REPO).iterdir()} == {"model.safetensors", "tokenizer.json"}

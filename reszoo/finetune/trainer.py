@@ -47,7 +47,6 @@ from .adapters import Adapter, Collate, EncodedDataset, make_adapter
 from .data import LabeledData, drop_unreadable, read_data, split_validation
 from .options import (
     RUNTIME_OPTIONS,
-    DataError,
     FinetuneError,
     FinetuneOptions,
     OptionsError,
@@ -398,6 +397,24 @@ def _saved_preprocess(base: Entry, opts: FinetuneOptions) -> dict[str, Any]:
     return preprocess
 
 
+_USAGE = {
+    "image": 'probs = model(model.preprocess("image.png")).softmax(-1)\nprint(model.labels[int(probs.argmax())])',
+    "text": 'probs = model(**model.preprocess(["a text to classify"])).softmax(-1)\nprint(model.labels[int(probs.argmax())])',
+    "speech": 'print(model.classify("clip.wav", top_k=3))   # [(label, probability), ...]',
+}
+
+
+def _load_path(out: Any) -> str:
+    """How reszoo.load reaches a run folder: a bare name would be taken for a registry name."""
+    text = str(out)
+    return text if os.sep in text or text.startswith(".") else f".{os.sep}{text}"
+
+
+def _usage(domain: str, opts: FinetuneOptions) -> str:
+    where = f"hf://{opts.push_to}" if opts.push_to else (_load_path(opts.out) if opts.out else "path/to/run")
+    return f'model = reszoo.load("{where}")\n{_USAGE.get(domain, "")}'.rstrip()
+
+
 def finetuned_entry(base: Entry, *, name: str, classes: tuple[str, ...], dataset: str, metrics: list[Metric],
                     opts: FinetuneOptions, recipe: str, preprocess: dict[str, Any]) -> Entry:
     """The base entry, re-labelled for the new classes: what config.json and the card say."""
@@ -418,7 +435,7 @@ def finetuned_entry(base: Entry, *, name: str, classes: tuple[str, ...], dataset
                      f"The architecture of `{base.name}` trained from scratch on {dataset} ({len(classes)} classes)."),
         base_model=base.name if opts.pretrained else None,
         tags=tuple(dict.fromkeys((*base.tags, "fine-tuned" if opts.pretrained else "trained-from-scratch"))),
-        usage=None,
+        usage=_usage(base.domain, opts),
         limitations=("Fine-tuned and evaluated only on the data named above (validation and test splits as "
                      "listed); accuracy on other data is not measured."),
     )
@@ -741,7 +758,7 @@ def run_finetune(name: str, train_data: Any, val_data: Any, given: dict[str, Any
     dataset = _dataset_name(opts, train_data)
     val_note = (f"validated on {len(val)} examples" + (f" (a seeded {opts.val_split:g} stratified hold-out of the "
                 "training data)" if held_out else f" ({Path(str(val_data)).name})")) if val is not None else "no validation data"
-    note = (f"fine-tuned from {entry.name}" if opts.pretrained else f"{entry.name}'s architecture from scratch") + f"; {val_note}"
+    note = f"fine-tuned from {entry.name}" if opts.pretrained else f"{entry.name}'s architecture, from scratch"
     metrics = []
     for split in ("val", "test"):
         for key, label in (("accuracy", "accuracy (%)"), ("macro_f1", "macro-F1 (%)")):
@@ -764,7 +781,7 @@ def run_finetune(name: str, train_data: Any, val_data: Any, given: dict[str, Any
         "num_train": len(train), "num_val": len(val) if val else 0, "num_test": len(test) if test else 0,
         "skipped": skipped, "epochs_run": epochs_run, "stopped_early": state["stopped_early"],
         "global_steps": state["global_step"], "processes": processes, "device": str(accelerator.device),
-        "mixed_precision": mixed_precision, "head": head, **final,
+        "mixed_precision": mixed_precision, "head": head, "pretrained": opts.pretrained, **final,
         "train_seconds": round(train_seconds, 2), "wall_seconds": round(time.perf_counter() - wall_start, 2),
         "train_samples_per_s": round(train_samples / train_seconds, 1) if train_seconds else None,
         "out": str(out) if out else None,
@@ -838,7 +855,9 @@ def _epoch_line(record: dict[str, Any], epochs: int) -> str:
 
 
 def _summary_line(summary: dict[str, Any]) -> str:
-    lines = [f"fine-tuned {summary['base_model']} on {summary['dataset']}: {len(summary['classes'])} classes, "
+    what = (f"fine-tuned {summary['base_model']}" if summary["pretrained"] else
+            f"trained {summary['base_model']}'s architecture from scratch")
+    lines = [f"{what} on {summary['dataset']}: {len(summary['classes'])} classes, "
              f"{summary['num_train']} train / {summary['num_val']} validation / {summary['num_test']} test examples"
              f" ({sum(summary['skipped'].values())} skipped), {summary['epochs_run']} epoch(s)"
              + (" (stopped early)" if summary["stopped_early"] else "")]
@@ -848,7 +867,7 @@ def _summary_line(summary: dict[str, Any]) -> str:
     if "test_accuracy" in summary:
         lines.append(f"test accuracy {_fmt(summary['test_accuracy'])}, macro-F1 {_fmt(summary['test_macro_f1'])}")
     if summary["out"]:
-        lines.append(f"saved to {summary['out']}: reszoo.load({summary['out']!r})")
+        lines.append(f"saved to {summary['out']}: reszoo.load({_load_path(summary['out'])!r})")
     if "pushed" in summary:
         lines.append(f"pushed to {summary['pushed']['repo']} at commit {summary['pushed']['commit']}")
     lines.append(f"{summary['train_seconds']:.1f} s training ({summary['train_samples_per_s']} samples/s), "

@@ -271,11 +271,13 @@ class SNGANGenerator(GeneratorMixin, nn.Module):
     head_prefixes: tuple[str, ...] = ()  # a generator has no classifier head to replace
 
     def __init__(self, cfg: SNGANConfig, *, ch: int = 64, z_dim: int = 128, num_classes: int = 0,
-                 out_channels: int = 3, residual: bool = True) -> None:
+                 class_embed_dim: int = 0, out_channels: int = 3, residual: bool = True) -> None:
         super().__init__()
         self.cfg, self.z_dim, self.num_classes, self.residual = cfg, z_dim, num_classes, residual
         chans = [m * ch for m in cfg.g_channel_mults]
-        self.linear = nn.Linear(z_dim, chans[0] * cfg.bottom_width**2)
+        # optional: a class embedding concatenated with z (as in BigGAN), besides conditional BN
+        self.class_embed = nn.Embedding(num_classes, class_embed_dim) if num_classes and class_embed_dim else None
+        self.linear = nn.Linear(z_dim + (class_embed_dim if self.class_embed is not None else 0), chans[0] * cfg.bottom_width**2)
         self.blocks = nn.ModuleList(GBlock(c_in, c_out, num_classes, residual) for c_in, c_out in zip(chans, chans[1:]))
         self.bn = nn.BatchNorm2d(chans[-1])
         self.conv_out = nn.Conv2d(chans[-1], out_channels, 3, padding=1)
@@ -294,6 +296,8 @@ class SNGANGenerator(GeneratorMixin, nn.Module):
     def forward(self, z: Tensor, y: Tensor | None = None) -> Tensor:
         if self.num_classes and y is None:
             raise ValueError("this generator is class-conditional: pass class indices y")
+        if self.class_embed is not None:
+            z = torch.cat([z, self.class_embed(y)], dim=1)
         h = self.linear(z).view(z.shape[0], -1, self.cfg.bottom_width, self.cfg.bottom_width)
         for block in self.blocks:
             h = block(h, y)
@@ -379,14 +383,18 @@ def _d(resolution: int, **kwargs: Any) -> SNGANDiscriminator:
     return SNGANDiscriminator(SNGAN_CFGS[resolution], **kwargs)
 
 
-def sngan_g28(*, ch: int = 64, z_dim: int = 128, num_classes: int = 0, out_channels: int = 1, residual: bool = True) -> SNGANGenerator:
+def sngan_g28(*, ch: int = 64, z_dim: int = 128, num_classes: int = 0, class_embed_dim: int = 0, out_channels: int = 1,
+              residual: bool = True) -> SNGANGenerator:
     """SNGAN generator for 28x28 images (7 -> 14 -> 28), 1 channel by default (MNIST)."""
-    return _g(28, ch=ch, z_dim=z_dim, num_classes=num_classes, out_channels=out_channels, residual=residual)
+    return _g(28, ch=ch, z_dim=z_dim, num_classes=num_classes, class_embed_dim=class_embed_dim,
+              out_channels=out_channels, residual=residual)
 
 
-def sngan_g32(*, ch: int = 64, z_dim: int = 128, num_classes: int = 0, out_channels: int = 3, residual: bool = True) -> SNGANGenerator:
+def sngan_g32(*, ch: int = 64, z_dim: int = 128, num_classes: int = 0, class_embed_dim: int = 0, out_channels: int = 3,
+              residual: bool = True) -> SNGANGenerator:
     """SNGAN generator for 32x32 images (4 -> 8 -> 16 -> 32; 256 channels at ch=64, as for CIFAR-10)."""
-    return _g(32, ch=ch, z_dim=z_dim, num_classes=num_classes, out_channels=out_channels, residual=residual)
+    return _g(32, ch=ch, z_dim=z_dim, num_classes=num_classes, class_embed_dim=class_embed_dim,
+              out_channels=out_channels, residual=residual)
 
 
 def sngan_d28(*, ch: int = 64, num_classes: int = 0, in_channels: int = 1, residual: bool = True) -> SNGANDiscriminator:

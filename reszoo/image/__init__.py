@@ -6,6 +6,7 @@ torchvision and PIL are imported when a preprocess is built or an image is read.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -84,6 +85,14 @@ def build_preprocess(entry: Entry) -> ImagePreprocess:
     return ImagePreprocess(entry.preprocess, where=f"registry entry {entry.name!r}")
 
 
+def _describe(item: Any) -> str:
+    """How an input is named in predict's rows: paths as given, other objects by type and shape."""
+    if isinstance(item, str | os.PathLike):
+        return str(item)
+    shape = getattr(item, "shape", None) or getattr(item, "size", None)
+    return f"<{type(item).__name__} {tuple(shape)}>" if shape is not None else f"<{type(item).__name__}>"
+
+
 def predict(model: nn.Module, inputs: list[Any], top_k: int = 5) -> list[dict[str, Any]]:
     """Top-``top_k`` classes of each input (a path, PIL image or tensor): rows ``{input, rank, label, prob}``.
 
@@ -103,7 +112,8 @@ def predict(model: nn.Module, inputs: list[Any], top_k: int = 5) -> list[dict[st
             probs = model(batch).float().softmax(dim=-1)
             k = min(top_k, probs.shape[-1])
             for i, (values, indices) in enumerate(zip(*probs.topk(k, dim=-1), strict=True)):
-                name = str(item) if batch.shape[0] == 1 else f"{item}[{i}]"
+                name = _describe(item)
+                name = name if batch.shape[0] == 1 else f"{name}[{i}]"
                 for rank, (p, idx) in enumerate(zip(values.tolist(), indices.tolist(), strict=True), start=1):
                     rows.append({"input": name, "rank": rank, "label": labels[idx] if labels else str(idx), "prob": round(p, 4)})
     return rows

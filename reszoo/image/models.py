@@ -144,7 +144,7 @@ class ResNet(nn.Module):
         drop_rate: float = 0.0,
     ) -> None:
         super().__init__()
-        block_cls = BLOCKS[block] if isinstance(block, str) else block
+        block_cls = BLOCKS.get(block) if isinstance(block, str) else block
         if block_cls not in BLOCKS.values():
             raise ValueError(f"block must be one of {sorted(BLOCKS)}, got {block!r}")
         if len(layers) != len(widths):
@@ -191,6 +191,8 @@ class ResNet(nn.Module):
 
     def init_weights(self, zero_init_last: bool = True) -> None:
         """He (fan-out) init for convolutions, BN to identity; torchvision's and timm's scheme."""
+        if self.conv1.weight.is_meta:  # built to be filled from a checkpoint: nothing to initialise
+            return
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")

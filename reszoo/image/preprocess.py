@@ -164,10 +164,16 @@ class ImagePreprocess:
         else:
             raise ImageInputError(f"expected a uint8 or float image tensor, got {x.dtype}")
         if x.shape[-3] == 3 and self.channels == 1:
-            x = F.rgb_to_grayscale(x)
+            x = _luma_uint8(x) if x.dtype == torch.uint8 else F.rgb_to_grayscale(x)
         elif x.shape[-3] == 1 and self.channels == 3:
             x = x.expand(*x.shape[:-3], 3, *x.shape[-2:]).contiguous()
         return x
+
+
+def _luma_uint8(x: Tensor) -> Tensor:
+    """ITU-R 601-2 luma rounded as PIL's ``convert("L")`` does, so tensors and PIL images agree exactly."""
+    weights = torch.tensor([299, 587, 114], dtype=torch.int32, device=x.device).view(3, 1, 1)
+    return ((x.int() * weights).sum(dim=-3, keepdim=True) + 500).div(1000, rounding_mode="floor").to(torch.uint8)
 
 
 def _open_image(path: Path) -> Any:

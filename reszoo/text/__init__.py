@@ -79,10 +79,10 @@ def build_preprocess(entry: Any) -> TextPreprocess:
     return TextPreprocess(max_length=max_length, tokenizer_file=file, repo=repo, revision=revision)
 
 
-def aux_files(entry: Any) -> list[str]:
-    """Files besides the weights that this domain reads from the weights' repo (``reszoo pull``)."""
-    file, repo, _ = _tokenizer_spec(entry)
-    return [file] if entry.weights is not None and repo == entry.weights.repo else []
+def aux_files(entry: Any) -> list[tuple[str, str | None, str]]:
+    """``(repo, revision, file)`` of the tokenizer, which ``prepare`` reads besides the weights."""
+    file, repo, revision = _tokenizer_spec(entry)
+    return [(repo, revision, file)] if repo else []
 
 
 def prepare(model: nn.Module, entry: Any, *, mirror: str | os.PathLike[str] | None = None) -> None:

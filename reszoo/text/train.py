@@ -26,6 +26,7 @@ from .tokenize import TextPreprocess
 __all__ = [
     "LabelledTexts",
     "TrainConfig",
+    "TrainResult",
     "evaluate_accuracy",
     "length_batches",
     "read_labelled_tsv",
