@@ -45,12 +45,19 @@ if TYPE_CHECKING:
     from .registry import Entry, RegistryError, UnknownModelError, info, list_models
 
 
+_SUBPACKAGES = {"image", "text", "speech", "rl", "gan", "nn", "hub", "api", "cards", "cli", "registry"}
+
+
 def __getattr__(name: str) -> Any:
+    import importlib
+
+    if name in _SUBPACKAGES:  # `reszoo.image.predict` without an explicit import
+        value = importlib.import_module(f".{name}", __name__)
+        globals()[name] = value
+        return value
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'reszoo' has no attribute {name!r}")
-    import importlib
-
     value = getattr(importlib.import_module(f".{module}", __name__), name)
     globals()[name] = value
     return value

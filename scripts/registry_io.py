@@ -20,6 +20,8 @@ def _yaml() -> YAML:
     yaml.preserve_quotes = True
     yaml.width = 4096
     yaml.indent(mapping=2, sequence=4, offset=2)
+    # ruamel writes None as an empty value by default; the registry spells unknown pins `null`.
+    yaml.representer.add_representer(type(None), lambda r, _: r.represent_scalar("tag:yaml.org,2002:null", "null"))
     return yaml
 
 
@@ -35,8 +37,12 @@ def update_entry(name: str, path: Path = REGISTRY, **fields: Any) -> None:
             for key, value in fields.items():
                 if key == "weights" and isinstance(entry.get("weights"), dict):
                     entry["weights"].update(value)
-                else:
+                elif key in entry:
                     entry[key] = value
+                else:
+                    # Before the last key: ruamel keeps the comment that follows an entry (the
+                    # next section's header) on its last key, and an appended key would land after it.
+                    entry.insert(len(entry) - 1, key, value)
             break
     else:
         raise KeyError(f"{path}: no entry named {name!r}; add it (with its static fields) first")

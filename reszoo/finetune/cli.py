@@ -75,6 +75,7 @@ def add_parser(subparsers: Any) -> None:
     _opt(train, "--epochs", "epochs", type=int)
     _opt(train, "--batch-size", "examples per batch and process", type=int)
     _opt(train, "--lr", "peak learning rate (AdamW)", type=float)
+    _opt(train, "--head-lr", "peak learning rate of the head (default: --lr)", type=float)
     _opt(train, "--weight-decay", "AdamW weight decay (not on biases and norms)", type=float)
     _opt(train, "--warmup", "linear warm-up: a fraction (< 1) of the optimizer steps, or a step count", type=float)
     _opt(train, "--schedule", "learning-rate decay after warm-up", choices=("cosine", "linear", "constant"))

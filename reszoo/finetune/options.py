@@ -66,6 +66,7 @@ class FinetuneOptions:
     epochs: int = 3
     batch_size: int = 32
     lr: float = 1e-3
+    head_lr: float | None = None  # learning rate of the new head (default: lr), e.g. 10-20x lr for a big backbone
     weight_decay: float = 0.01
     warmup: float = 0.1  # < 1: fraction of the optimizer steps; >= 1: a number of steps
     schedule: str = "cosine"  # cosine | linear | constant (after warm-up)
@@ -116,6 +117,7 @@ class FinetuneOptions:
         need(isinstance(self.epochs, int) and self.epochs >= 1, f"epochs must be an integer >= 1, got {self.epochs!r}")
         need(isinstance(self.batch_size, int) and self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size!r}")
         need(self.lr > 0, f"lr must be > 0, got {self.lr!r}")
+        need(self.head_lr is None or self.head_lr > 0, f"head_lr must be > 0, got {self.head_lr!r}")
         need(self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay!r}")
         need(self.warmup >= 0, f"warmup must be >= 0 (a fraction < 1 or a step count), got {self.warmup!r}")
         need(self.schedule in ("cosine", "linear", "constant"), f"schedule must be cosine, linear or constant, got {self.schedule!r}")

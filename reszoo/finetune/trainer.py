@@ -253,11 +253,17 @@ def _set_train_mode(model: nn.Module, opts: FinetuneOptions) -> None:
             module.eval()
 
 
-def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    # No weight decay on biases and normalisation scales (1-d parameters), as is usual for AdamW.
-    decay = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]
-    no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim < 2]
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+def _param_groups(model: nn.Module, opts: FinetuneOptions) -> list[dict[str, Any]]:
+    """AdamW groups: no weight decay on biases and normalisation scales (1-d parameters), as is
+    usual; the head at ``head_lr`` when given (a fresh head learns faster than a trained backbone)."""
+    prefixes = tuple(model.head_prefixes)
+    groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            groups.setdefault((opts.head_lr is not None and _is_head(name, prefixes), p.ndim >= 2), []).append(p)
+    return [{"params": params, "weight_decay": opts.weight_decay if decay else 0.0,
+             "lr": opts.head_lr if head else opts.lr}
+            for (head, decay), params in sorted(groups.items())]
 
 
 def _freeze_unused(model: nn.Module, adapter: Adapter, dataset: EncodedDataset, collate: Collate) -> list[str]:
@@ -367,7 +373,7 @@ def _recipe(base: Entry, opts: FinetuneOptions, *, head: str, processes: int, n_
     parts = [
         (f"Fine-tuned from `{base.name}` with `{opts.script}` ({head}), training {what}." if opts.pretrained else
          f"Trained from scratch (random init) with the architecture of `{base.name}` by `{opts.script}`."),
-        f"AdamW, lr {opts.lr:g}, weight decay {opts.weight_decay:g} (not on biases/norms), linear warm-up over "
+        f"AdamW, lr {opts.lr:g}" + (f" (new head {opts.head_lr:g})" if opts.head_lr else "") + f", weight decay {opts.weight_decay:g} (not on biases/norms), linear warm-up over "
         f"{warm} then {opts.schedule} decay to {opts.min_lr_ratio:g}x; label smoothing {opts.label_smoothing:g}; "
         f"batch {opts.batch_size} x {processes} process(es) x {opts.grad_accum} accumulation step(s); "
         f"{opts.epochs} epoch(s) ({steps} optimizer steps) with seed {opts.seed}; BatchNorm {opts.batchnorm}; "
@@ -601,7 +607,7 @@ def run_finetune(name: str, train_data: Any, val_data: Any, given: dict[str, Any
             logger.info("frozen (unused by the forward pass): %s", ", ".join(unused))
     if opts.batchnorm == "sync" and processes > 1:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    optimizer = torch.optim.AdamW(_param_groups(model, opts.weight_decay), lr=opts.lr)
+    optimizer = torch.optim.AdamW(_param_groups(model, opts), lr=opts.lr)
     loader_args = dict(collate_fn=collate, num_workers=opts.num_workers, pin_memory=accelerator.device.type == "cuda")
     train_loader = torch.utils.data.DataLoader(train_set, batch_size=opts.batch_size, shuffle=True, **loader_args)
     eval_loaders = {}

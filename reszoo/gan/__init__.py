@@ -71,8 +71,9 @@ def build_preprocess(entry: Entry) -> Callable[[Any], Tensor]:
     return preprocess
 
 
-def prepare(model: nn.Module, entry: Entry) -> None:
-    """The entry's default truncation (``preprocess.truncation``) becomes the sampler's default."""
+def prepare(model: nn.Module, entry: Entry, *, mirror: str | Path | None = None) -> None:
+    """The entry's default truncation (``preprocess.truncation``) becomes the sampler's default.
+    (``mirror``: part of the domain contract; generators read no files besides their weights.)"""
     if isinstance(model, GeneratorMixin) and "truncation" in entry.preprocess:
         model.default_truncation = entry.preprocess["truncation"]
 
