@@ -5,7 +5,7 @@
 
 Both twins get the same budget (iterations, batch, optimiser, seed). The recipe: hinge loss,
 one D step per G step, Adam(2e-4, betas 0.0/0.9) for both with a linear decay to 0, batch 32,
-3200 iterations (about 15 minutes on one of 2 shared cores), small networks (ch=16; G also
+6400 iterations (10-15 minutes on one of 2 shared cores when they are not crowded), small networks (ch=16; G also
 concatenates a 32-d class embedding to z, which makes the class conditioning take hold within a
 few hundred steps where conditional BN alone had barely started after 1500),
 an exponential moving average of G's weights (decay 0.999 with warm-up) which is what is saved.
@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--plain", action="store_true", help="train the plain twin (no residual additions)")
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
-    ap.add_argument("--iters", type=int, default=3200)
+    ap.add_argument("--iters", type=int, default=6400)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--lr", type=float, default=2e-4)
     ap.add_argument("--seed", type=int, default=0)

@@ -259,7 +259,7 @@ def test_text_tsv_with_named_columns_and_a_headless_base(zoo: Path, tmp_path: Pa
     data.write_text("\n".join(lines) + "\n")
     out = tmp_path / "run"
     rc = cli_main(["finetune", "tiny-text", "--data", str(data), "--out", str(out), "--label-column", "intent",
-                   "--text-column", "query", "--epochs", "2", "--lr", "0.01", "--batch-size", "8", "--max-length", "12",
+                   "--text-column", "query", "--epochs", "2", "--lr", "0.01", "--head-lr", "0.05", "--batch-size", "8", "--max-length", "12",
                    "--no-progress"])
     assert rc == 0
     summary = json.loads((out / "summary.json").read_text())
@@ -268,6 +268,7 @@ def test_text_tsv_with_named_columns_and_a_headless_base(zoo: Path, tmp_path: Pa
     model = reszoo.load(str(out))
     assert model.entry.task == "text-classification" and model.entry.preprocess["max_length"] == 12
     assert model.entry.arch_args["num_classes"] == 2 and model.entry.base_model == "tiny-text"
+    assert "lr 0.01 (new head 0.05)" in model.entry.recipe
     backbone = reszoo.load("tiny-text").state_dict()
     tuned = model.state_dict()
     assert set(tuned) - set(backbone) == {"head.weight", "head.bias"}  # the base had no head: one was added

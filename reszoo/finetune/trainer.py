@@ -876,6 +876,7 @@ def _summary_line(summary: dict[str, Any]) -> str:
         lines.append(f"saved to {summary['out']}: reszoo.load({_load_path(summary['out'])!r})")
     if "pushed" in summary:
         lines.append(f"pushed to {summary['pushed']['repo']} at commit {summary['pushed']['commit']}")
-    lines.append(f"{summary['train_seconds']:.1f} s training ({summary['train_samples_per_s']} samples/s), "
-                 f"{summary['wall_seconds']:.1f} s in all, {summary['processes']} process(es) on {summary['device']}")
+    trained = (f"{summary['train_seconds']:.1f} s training ({summary['train_samples_per_s']} samples/s)"
+               if summary["train_seconds"] else "no epoch left to train (the run was complete)")
+    lines.append(f"{trained}, {summary['wall_seconds']:.1f} s in all, {summary['processes']} process(es) on {summary['device']}")
     return "\n".join(lines)

@@ -65,11 +65,15 @@ def frechet_distance(a: Tensor, b: Tensor) -> float:
     return float(((mu_x - mu_y) ** 2).sum() + np.trace(c_x) + np.trace(c_y) - 2 * cross)
 
 
-def inception_style_score(probs: Tensor, splits: int = 10) -> tuple[float, float]:
-    """exp(E_x KL(p(y|x) || p(y))) over ``splits`` equal parts: (mean, std)."""
+def inception_style_score(probs: Tensor, splits: int = 10, seed: int = 0) -> tuple[float, float]:
+    """exp(E_x KL(p(y|x) || p(y))) over ``splits`` equal parts: (mean, std).
+
+    The rows are shuffled (with ``seed``) before splitting: each part must be a random sample,
+    and generated images often come ordered by class."""
     if probs.ndim != 2 or len(probs) < splits:
         raise ValueError(f"expected (N >= {splits}, K) probabilities, got {tuple(probs.shape)}")
-    p = probs.double().clamp_min(1e-12)
+    order = torch.randperm(len(probs), generator=torch.Generator().manual_seed(seed))
+    p = probs.double()[order].clamp_min(1e-12)
     scores = []
     for part in p.chunk(splits):
         marginal = part.mean(0, keepdim=True)

@@ -168,6 +168,6 @@ def predict(model: nn.Module, inputs: list[str], top_k: int = 5) -> list[dict]:
     return rows
 
 
-def prepare(model: nn.Module, entry: Any) -> None:
+def prepare(model: nn.Module, entry: Any, *, mirror: object = None) -> None:
     """Attach the environment id so ``play``/``evaluate`` know where the agent belongs."""
     model.env_id = (entry.preprocess or {}).get("env_id")

@@ -7,6 +7,7 @@ See docs/speech.md.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -52,8 +53,9 @@ def build_preprocess(entry: Any) -> SpeechPreprocess:
     return SpeechPreprocess(FbankConfig.from_preprocess(dict(entry.preprocess or {})))
 
 
-def prepare(model: nn.Module, entry: Any) -> None:
-    """Attach the verification threshold the entry documents (or SpeechBrain's default)."""
+def prepare(model: nn.Module, entry: Any, *, mirror: str | os.PathLike[str] | None = None) -> None:
+    """Attach the verification threshold the entry documents (or SpeechBrain's default).
+    (``mirror``: part of the domain contract; speech models read no files besides their weights.)"""
     extra = dict(getattr(entry, "extra", None) or {})
     model.verify_threshold = float(extra.get("verify_threshold", DEFAULT_VERIFY_THRESHOLD))
 

@@ -59,12 +59,15 @@ class TDNNBlock(nn.Module):
         super().__init__()
         if kernel_size % 2 != 1:
             raise ValueError(f"kernel_size must be odd for 'same' padding, got {kernel_size}")
+        # 1x1 convolutions need no padding; "zeros" mode with padding 0 skips the (empty) pad copy
+        # that torch makes for any other padding_mode.
         self.conv = nn.Conv1d(in_channels, out_channels, kernel_size, dilation=dilation,
-                              padding=dilation * (kernel_size - 1) // 2, padding_mode="reflect")
+                              padding=dilation * (kernel_size - 1) // 2,
+                              padding_mode="reflect" if kernel_size > 1 else "zeros")
         self.bn = nn.BatchNorm1d(out_channels)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.bn(F.relu(self.conv(x)))
+        return self.bn(F.relu(self.conv(x), inplace=True))
 
 
 class Res2NetConv(nn.Module):
