@@ -90,12 +90,14 @@ def small_subset(train: Path, dest: Path, per_speaker: int, seed: int) -> Path:
 
 def report(results_file: Path) -> str:
     results = json.loads(results_file.read_text()) if results_file.is_file() else {}
-    lines = ["| regime | variant | trained | train recordings | epochs | val acc | test acc (300 recordings) | test macro-F1 | train time |",
+    lines = ["| regime | variant | trained | train recordings | epochs | val acc | test acc (300 recordings) "
+             "| test macro-F1 | train time |",
              "|---|---|---|---|---|---|---|---|---|"]
     for key in [f"{g}-{v}" for g in REGIMES for v in ("pretrained", "probe", "scratch")]:
         if key in results:
             r = results[key]
-            lines.append(f"| {r['regime']} | {r['variant']} | {r['trained']} | {r['num_train']:,} | {r['epochs']} | {100 * r['val_accuracy']:.2f}% | "
+            lines.append(f"| {r['regime']} | {r['variant']} | {r['trained']} | {r['num_train']:,} | {r['epochs']} | "
+                         f"{100 * r['val_accuracy']:.2f}% | "
                          f"**{100 * r['test_accuracy']:.2f}%** | {100 * r['test_macro_f1']:.2f}% | {r['train_seconds']:.0f} s |")
     return "\n".join(lines)
 

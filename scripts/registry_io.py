@@ -25,6 +25,15 @@ def _yaml() -> YAML:
     return yaml
 
 
+def read_entry(name: str, path: Path = REGISTRY) -> dict[str, Any]:
+    """Entry ``name`` as ruamel data (to merge a run's results into what is already there)."""
+    doc = _yaml().load(path.read_text(encoding="utf-8"))
+    for entry in doc["models"]:
+        if entry["name"] == name:
+            return entry
+    raise KeyError(f"{path}: no entry named {name!r}")
+
+
 def update_entry(name: str, path: Path = REGISTRY, **fields: Any) -> None:
     """Set top-level ``fields`` of entry ``name`` (e.g. ``metrics=[...]``, ``weights={...}``).
 

@@ -42,7 +42,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from registry_io import _yaml, measured, update_entry  # noqa: E402
+from registry_io import measured, read_entry, update_entry  # noqa: E402
 
 from reszoo.speech import ARCHS, FbankConfig, SpeechPreprocess  # noqa: E402
 
@@ -239,8 +239,7 @@ def save_weights(model: nn.Module, name: str) -> dict[str, Any]:
 
 def merge_into_entry(name: str, metrics: list[dict[str, Any]], extra: dict[str, Any], weights: dict[str, Any] | None = None) -> None:
     """Replace this run's metrics (same dataset/split/metric/name) and extra keys; keep the rest."""
-    doc = _yaml().load((ROOT / "registry.yaml").read_text(encoding="utf-8"))
-    entry = next(e for e in doc["models"] if e["name"] == name)
+    entry = read_entry(name)
     key = lambda m: (m["dataset"], m["split"], m["metric"], m.get("name"))  # noqa: E731
     new_keys = {key(m) for m in metrics}
     kept = [dict(m) for m in (entry.get("metrics") or []) if key(m) not in new_keys]
@@ -267,7 +266,7 @@ VARIANTS = {"residual": True, "plain": False}
 
 
 def variants_of(args: argparse.Namespace) -> list[str]:
-    names = args.variants.split(",")
+    names = [v for v in args.variants.split(",") if v]  # "" trains none: re-register saved results
     bad = [v for v in names if v not in VARIANTS]
     if bad:
         raise SystemExit(f"unknown variants {bad}; choose from {list(VARIANTS)}")
@@ -307,8 +306,8 @@ def cmd_digits(items: list[dict[str, Any]], args: argparse.Namespace) -> None:
                                             epochs=args.epochs, seed=args.seed, weights=weights))
     results = load_results("digits", args)
     for variant, r in results.items():
-        metric = measured(SCRIPT, DATASET, "test (take index 0-4, 300 recordings)", "accuracy", r["accuracy"],
-                          name="digit accuracy, official test split")
+        metric = measured(SCRIPT, DATASET, "test (take index 0-4, 300 recordings)", "accuracy", 100 * r["accuracy"],
+                          name="digit accuracy %, official test split")
         extra: dict[str, Any] = {"params": r["params"], "train_seconds": round(r["train_seconds"]), "epochs": r["epochs"], "seed": r["seed"]}
         if len(results) == 2:
             extra["test_accuracy_residual_vs_plain"] = {v: round(results[v]["accuracy"], 4) for v in VARIANTS}
@@ -360,7 +359,7 @@ def write_heldout_digits(args: argparse.Namespace) -> None:
              f"leave-one-speaker-out, mean over held-out speakers {which} (train: the other 5 speakers' take 5-49; test: all 500 takes of the held-out one)")
     log(f"held-out speaker accuracy ({which}): " + ", ".join(f"{v} {m:.4f}" for v, m in means.items()))
     for variant, name in (("residual", "tdnn-fsdd-digits"), ("plain", "tdnn-fsdd-digits-plain")):
-        metric = measured(SCRIPT, DATASET, split, "accuracy", means[variant], name="digit accuracy on an unseen speaker")
+        metric = measured(SCRIPT, DATASET, split, "accuracy", 100 * means[variant], name="digit accuracy % on an unseen speaker")
         extra = {"heldout_speaker_accuracy_residual_vs_plain": {v: {spk: round(per[v][spk], 4) for spk in both} for v in VARIANTS}}
         merge_into_entry(name, [metric], extra)
 
@@ -467,7 +466,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--folds", default=None, help="comma-separated folds to run now (heldout: speaker names; unseen: a,b,c)")
     parser.add_argument("--force", action="store_true", help="redo folds whose result file exists")
-    parser.add_argument("--variants", default="residual,plain", help="which twins to train now (digits, speakers)")
+    parser.add_argument("--variants", default="residual,plain", help="which twins to train now (digits, speakers); '' re-registers saved results")
     parser.add_argument("--threads", type=int, default=int(os.environ.get("RESZOO_THREADS", "1")))
     args = parser.parse_args()
     if args.epochs is None:

@@ -63,12 +63,12 @@ PRESETS: dict[str, dict[str, Any]] = {
         hyper=dict(n_steps=1024, batch_size=64, gae_lambda=0.98, gamma=0.999, n_epochs=4, ent_coef=0.01),
     ),
     "sac-pendulum-resmlp": dict(
-        # Two changes from RL-Zoo's SAC (measured here, seed 0, same networks): rewards normalised
-        # for the critic (VecNormalize, returns' running std), because the critic's final LayerNorm
-        # bounds its features and fitting Pendulum's Q scale (hundreds) stalled (critic loss ~50-80,
-        # 20-episode evaluation -1038 +- 366 after 20k steps); and SimBa's initial temperature 0.01 instead of 1,
-        # which would dominate Q values of order 1 for thousands of steps.
-        algo="sac", env_id="Pendulum-v1", timesteps=20_000, n_envs=1, normalize_reward=True,
+        # Two changes from RL-Zoo's SAC (measured here, seed 0, same networks): rewards scaled by
+        # 0.1 for the learner, because the critic's final LayerNorm bounds its features and fitting
+        # Pendulum's raw Q scale (hundreds) stalled (critic loss ~50-80; 20-episode evaluation
+        # -1038 +- 366 after 20k steps); and SimBa's initial temperature 0.01 instead of 1.
+        # (VecNormalize's running reward normalisation instead of the fixed scale: -685 +- 371.)
+        algo="sac", env_id="Pendulum-v1", timesteps=20_000, n_envs=1, reward_scale=0.1,
         agent=dict(width=64, depth=1, critic_width=64, critic_depth=1),
         hyper=dict(learning_rate=1e-3, ent_coef="auto_0.01"),
     ),
@@ -107,7 +107,8 @@ def describe_spaces(env_id: str) -> dict[str, Any]:
         env.close()
 
 
-def train(name: str, variant: str, timesteps: int, seed: int, eval_episodes: int, out_dir: Path, log_every: int) -> dict[str, Any]:
+def train(name: str, variant: str, timesteps: int, seed: int, eval_episodes: int, out_dir: Path, log_every: int,
+          weights_dir: Path) -> dict[str, Any]:
     from safetensors.torch import save_file
     from stable_baselines3 import PPO, SAC
     from stable_baselines3.common.env_util import make_vec_env
@@ -120,7 +121,14 @@ def train(name: str, variant: str, timesteps: int, seed: int, eval_episodes: int
     torch.set_num_threads(1)  # the machine is shared; one core per training run
     residual = variant == "residual"
     agent_kwargs = dict(preset["agent"], residual=residual)
-    env = make_vec_env(preset["env_id"], n_envs=preset["n_envs"], seed=seed)
+    wrapper = None
+    if preset.get("reward_scale"):
+        # A fixed reward scale for the learner, applied outside the Monitor (which logs raw returns).
+        from gymnasium.wrappers import TransformReward
+
+        scale = float(preset["reward_scale"])
+        wrapper = lambda e: TransformReward(e, lambda r: scale * r)  # noqa: E731
+    env = make_vec_env(preset["env_id"], n_envs=preset["n_envs"], seed=seed, wrapper_class=wrapper)
     if preset.get("normalize_reward"):
         # Rewards scaled for the critic only (RL-Zoo `normalize: true`); observations are
         # normalised inside the network, and the Monitor under this wrapper logs raw returns.
@@ -146,7 +154,6 @@ def train(name: str, variant: str, timesteps: int, seed: int, eval_episodes: int
     eval_s = time.perf_counter() - t0
     print(f"{name} [{variant}] eval over {eval_episodes} episodes: {np.mean(returns):.2f} +- {np.std(returns):.2f}", flush=True)
 
-    weights_dir = ROOT / "weights" / "reszoo" / name
     weights_dir.mkdir(parents=True, exist_ok=True)
     weights_path = weights_dir / ("model.safetensors" if residual else "plain.safetensors")
     state = {k: v.detach().contiguous().cpu() for k, v in agent.state_dict().items()}
@@ -157,11 +164,12 @@ def train(name: str, variant: str, timesteps: int, seed: int, eval_episodes: int
         "arch_args": arch_args(preset, agent_kwargs),
         "hyper": {k: _jsonable(v) for k, v in preset["hyper"].items()},
         "normalize_reward": bool(preset.get("normalize_reward")),
+        "reward_scale": preset.get("reward_scale"),
         "curve": episodes.curve, "eval_returns": returns, "eval_mean": float(np.mean(returns)),
         "eval_std": float(np.std(returns)), "eval_episodes": eval_episodes, "eval_seed": EVAL_SEED,
         "train_seconds": round(train_s, 1), "eval_seconds": round(eval_s, 1),
         "parameters": sum(p.numel() for p in agent.parameters()),
-        "weights_file": str(weights_path.relative_to(ROOT)), "sha256": _sha256(weights_path), "size": weights_path.stat().st_size,
+        "weights_file": str(weights_path), "sha256": _sha256(weights_path), "size": weights_path.stat().st_size,
         "torch": torch.__version__, "sb3": __import__("stable_baselines3").__version__,
         "gymnasium": __import__("gymnasium").__version__,
     }
@@ -249,6 +257,7 @@ def write_registry(name: str, runs: dict[str, dict[str, Any]], plot_path: Path) 
         "seed": res["seed"],
         "hyperparameters": res["hyper"],
         "reward_normalisation": res["normalize_reward"],
+        **({"reward_scale_for_learner": res["reward_scale"]} if res.get("reward_scale") else {}),
         "evaluation_protocol": protocol,
         "mean_reward": round(res["eval_mean"], 3),
         "std_reward": round(res["eval_std"], 3),
@@ -264,6 +273,9 @@ def write_registry(name: str, runs: dict[str, dict[str, Any]], plot_path: Path) 
         "parameters": res["parameters"],
         "versions": {"torch": res["torch"], "stable_baselines3": res["sb3"], "gymnasium": res["gymnasium"]},
     }
+    others = other_seeds(name)
+    if others:
+        extra["other_seeds"] = others
     update_entry(
         name,
         arch_args=res["arch_args"],
@@ -272,6 +284,22 @@ def write_registry(name: str, runs: dict[str, dict[str, Any]], plot_path: Path) 
         extra=extra,
     )
     print(f"registry.yaml: {name} mean_reward {res['eval_mean']:.3f} (plain twin {plain['eval_mean']:.3f})", flush=True)
+
+
+def other_seeds(name: str) -> dict[str, Any]:
+    """Evaluation results of extra-seed runs (``--scratch runs/rl/seeds/seed<N>``), for context."""
+    out: dict[str, Any] = {}
+    for folder in sorted((ROOT / "runs" / "rl" / "seeds").glob("seed*")):
+        row = {}
+        for variant in ("residual", "plain"):
+            path = folder / "runs" / "rl" / name / f"{variant}.json"
+            if path.is_file():
+                run = json.loads(path.read_text())
+                row[variant] = f"{run['eval_mean']:.2f} +- {run['eval_std']:.2f}"
+                seed = run["seed"]
+        if len(row) == 2:
+            out[f"seed {seed}"] = row
+    return out
 
 
 def main() -> int:
@@ -284,15 +312,19 @@ def main() -> int:
     parser.add_argument("--eval-episodes", type=int, default=20)
     parser.add_argument("--log-every", type=int, default=10_000)
     parser.add_argument("--no-registry", action="store_true", help="do not touch registry.yaml or the plot")
+    parser.add_argument("--scratch", type=Path, default=None,
+                        help="write runs and weights under this folder instead (extra seeds); implies --no-registry")
     args = parser.parse_args()
 
     preset = PRESETS[args.name]
     timesteps = args.timesteps or preset["timesteps"]
-    out_dir = ROOT / "runs" / "rl" / args.name
+    base = args.scratch if args.scratch is not None else ROOT
+    out_dir = base / "runs" / "rl" / args.name
+    weights_dir = base / "weights" / "reszoo" / args.name
     variants = {"both": ("residual", "plain"), "report": ()}.get(args.variant, (args.variant,))
     for variant in variants:
         print(f"training {args.name} [{variant}] {preset['algo']} on {preset['env_id']} for {timesteps} steps, seed {args.seed}", flush=True)
-        train(args.name, variant, timesteps, args.seed, args.eval_episodes, out_dir, args.log_every)
+        train(args.name, variant, timesteps, args.seed, args.eval_episodes, out_dir, args.log_every, weights_dir)
 
     runs = {}
     for variant in ("residual", "plain"):
@@ -306,7 +338,7 @@ def main() -> int:
     if not same:
         print("residual and plain runs differ in budget/seed/hyper-parameters: not writing the registry", flush=True)
         return 1
-    if args.no_registry:
+    if args.no_registry or args.scratch is not None:
         return 0
     plot_path = ROOT / "weights" / "reszoo" / args.name / "learning_curve.png"
     plot(args.name, runs, plot_path)

@@ -259,11 +259,14 @@ def test_text_tsv_with_named_columns_and_a_headless_base(zoo: Path, tmp_path: Pa
     data.write_text("\n".join(lines) + "\n")
     out = tmp_path / "run"
     rc = cli_main(["finetune", "tiny-text", "--data", str(data), "--out", str(out), "--label-column", "intent",
-                   "--text-column", "query", "--epochs", "2", "--lr", "0.01", "--head-lr", "0.05", "--batch-size", "8", "--max-length", "12",
+                   "--text-column", "query", "--epochs", "2", "--lr", "0.01", "--head-lr", "0.05", "--batch-size", "8",
+                   "--max-length", "12",
                    "--no-progress"])
     assert rc == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["classes"] == ["lost_card", "refund"] and summary["skipped"]["train"] == 1
+    written = json.loads((out / "run.json").read_text())["written"]  # what --overwrite may remove
+    assert {"model.safetensors", "config.json", "README.md"} <= set(written) and all((out / w).exists() for w in written)
     assert summary["dataset"] == "intents" and summary["num_train"] + summary["num_val"] == 24
     model = reszoo.load(str(out))
     assert model.entry.task == "text-classification" and model.entry.preprocess["max_length"] == 12
@@ -311,6 +314,31 @@ def test_freeze_backbone_trains_the_head_only(zoo: Path, squares: Path, tmp_path
     assert tuned["fc.weight"].shape == (4, 16)
 
 
+def test_early_stopping_keeps_the_best_epoch_and_stays_stopped(zoo: Path, squares: Path, tmp_path: Path) -> None:
+    # lr so small, and BN statistics frozen, that validation accuracy cannot change after epoch 1
+    out = tmp_path / "run"
+    result = reszoo.finetune("tiny-image-nodrop", squares / "train", out=out, epochs=6, early_stopping=2, lr=1e-12,
+                             batchnorm="frozen", batch_size=16, progress=False)
+    m = result.metrics
+    assert (m["epochs_run"], m["stopped_early"], m["best_epoch"]) == (3, True, 1)
+    assert [r["epoch"] for r in result.history] == [1, 2, 3] and result.history[0].get("best")
+    again = reszoo.finetune("tiny-image-nodrop", squares / "train", out=out, resume=True, progress=False)
+    assert again.metrics["epochs_run"] == 3 and again.metrics["train_seconds"] == 0  # nothing left to train
+
+
+def test_warmup_then_cosine_schedule() -> None:
+    from reszoo.finetune.options import FinetuneOptions
+    from reszoo.finetune.trainer import _schedule
+
+    factor, warmup = _schedule(FinetuneOptions(warmup=0.1, min_lr_ratio=0.1), total_steps=100)
+    values = [factor(step) for step in range(100)]
+    assert warmup == 10 and values[:10] == pytest.approx([(i + 1) / 11 for i in range(10)])
+    assert values[10] == pytest.approx(1.0) and values[55] == pytest.approx(0.1 + 0.9 * 0.5)  # half-way down
+    assert all(a >= b for a, b in zip(values[10:], values[11:], strict=False)) and values[-1] == pytest.approx(0.1, abs=1e-3)
+    factor, warmup = _schedule(FinetuneOptions(warmup=5, schedule="constant"), total_steps=100)
+    assert warmup == 5 and factor(4) == pytest.approx(5 / 6) and factor(99) == 1.0
+
+
 # --------------------------------------------------------------------------- data
 
 
@@ -325,6 +353,19 @@ def test_validation_split_is_seeded_and_stratified() -> None:
     assert val.items == val2.items and train.items == train2.items and val.items != val3.items
     assert val.counts() == {"a": 2, "b": 2, "c": 2, "d": 0}  # a class's only example stays in train
     assert sorted(train.items + val.items) == sorted(data.items)
+
+
+def test_csv_with_quoting_and_a_custom_delimiter(tmp_path: Path) -> None:
+    from reszoo.finetune.data import read_data
+
+    csv_file = tmp_path / "d.csv"
+    csv_file.write_text('text,label\n"hello, world",greet\n"she said ""bye""",leave\nhi,greet\n')
+    data = read_data(str(csv_file), "text")
+    assert data.items == ["hello, world", 'she said "bye"', "hi"] and data.classes == ("greet", "leave")
+    assert data.targets == [0, 1, 0]
+    semi = tmp_path / "d.txt"
+    semi.write_text("label;text\na;x y\nb;z\n")
+    assert read_data(str(semi), "text", delimiter=";").items == ["x y", "z"]
 
 
 # --------------------------------------------------------------------------- bad input

@@ -125,7 +125,8 @@ class FinetuneOptions:
         need(0 <= self.label_smoothing < 1, f"label_smoothing must be in [0, 1), got {self.label_smoothing!r}")
         need(isinstance(self.grad_accum, int) and self.grad_accum >= 1, f"grad_accum must be an integer >= 1, got {self.grad_accum!r}")
         need(self.max_grad_norm is None or self.max_grad_norm > 0, f"max_grad_norm must be > 0, got {self.max_grad_norm!r}")
-        need(self.mixed_precision in ("auto", "no", "fp16", "bf16"), f"mixed_precision must be auto, no, fp16 or bf16, got {self.mixed_precision!r}")
+        need(self.mixed_precision in ("auto", "no", "fp16", "bf16"),
+             f"mixed_precision must be auto, no, fp16 or bf16, got {self.mixed_precision!r}")
         need(self.batchnorm in ("train", "frozen", "sync"), f"batchnorm must be train, frozen or sync, got {self.batchnorm!r}")
         need(self.head in ("auto", "new", "keep"), f"head must be auto, new or keep, got {self.head!r}")
         need(0 <= self.val_split < 1, f"val_split must be in [0, 1), got {self.val_split!r}")

@@ -104,7 +104,14 @@ def _check_out(folder: Path, opts: FinetuneOptions) -> str:
 
 
 def _remove_run_artifacts(folder: Path) -> None:
-    for name in RUN_ARTIFACTS:
+    names = set(RUN_ARTIFACTS)
+    try:  # what save_pretrained wrote besides the weights (a tokenizer, say), as the run recorded it
+        names |= set(json.loads((folder / RUN_FILE).read_text(encoding="utf-8")).get("written", []))
+    except (OSError, ValueError, AttributeError):
+        pass
+    for name in sorted(names):
+        if "/" in name or name in (".", ".."):
+            continue
         path = folder / name
         if path.is_dir():
             shutil.rmtree(path)
@@ -185,18 +192,13 @@ def _is_head(name: str, prefixes: tuple[str, ...]) -> bool:
 
 def load_model(name: str, entry: Entry, classes: tuple[str, ...], opts: FinetuneOptions) -> tuple[nn.Module, str]:
     """The base model with a head for ``classes``; returns it and what happened to the head."""
-    from ..api import LoadError, load
+    from ..api import load
 
     n = len(classes)
     same_classes = entry.labels is not None and tuple(entry.labels) == classes
     if opts.head == "keep" and entry.num_classes != n:
         raise OptionsError(f"head='keep' needs the base's {entry.num_classes} classes; the data has {n}")
-    try:
-        model = load(name, num_classes=n, pretrained=opts.pretrained)
-    except LoadError:
-        if not (opts.pretrained and entry.num_classes is None):
-            raise
-        model = _load_adding_head(name, n)
+    model = load(name, num_classes=n, pretrained=opts.pretrained)  # a headless base gets a new head
     if not hasattr(model, "head_prefixes") or not _head_modules(model):
         raise FinetuneError(f"{entry.name}: {type(model).__name__} names no classifier head (head_prefixes); "
                             "only classification models can be fine-tuned")
@@ -211,23 +213,6 @@ def load_model(name: str, entry: Entry, classes: tuple[str, ...], opts: Finetune
                 module.reset_parameters()
         return model, f"new head for {n} classes (the base's {n} classes are other ones)"
     return model, f"the base's head kept (the data has the base's {n} classes)"
-
-
-def _load_adding_head(name: str, num_classes: int) -> nn.Module:
-    """A headless checkpoint (a sentence encoder, say) plus a fresh head: the backbone loads
-    strictly, only the head is new. (reszoo.load's num_classes path replaces existing heads.)"""
-    from ..api import LoadError, load
-
-    backbone = load(name).state_dict()
-    model = load(name, pretrained=False, num_classes=num_classes)
-    prefixes = tuple(model.head_prefixes)
-    result = model.load_state_dict(backbone, strict=False)
-    missing = [k for k in result.missing_keys if not _is_head(k, prefixes)]
-    if result.unexpected_keys or missing:
-        raise LoadError(f"{name}: checkpoint does not fit the architecture with a head "
-                        f"(unexpected: {result.unexpected_keys[:8]}, missing: {missing[:8]})")
-    logger.warning("%s: no classifier head in the checkpoint; new head %s", name, ", ".join(result.missing_keys))
-    return model
 
 
 def _configure_trainable(model: nn.Module, opts: FinetuneOptions) -> int:
@@ -373,7 +358,8 @@ def _recipe(base: Entry, opts: FinetuneOptions, *, head: str, processes: int, n_
     parts = [
         (f"Fine-tuned from `{base.name}` with `{opts.script}` ({head}), training {what}." if opts.pretrained else
          f"Trained from scratch (random init) with the architecture of `{base.name}` by `{opts.script}`."),
-        f"AdamW, lr {opts.lr:g}" + (f" (new head {opts.head_lr:g})" if opts.head_lr else "") + f", weight decay {opts.weight_decay:g} (not on biases/norms), linear warm-up over "
+        f"AdamW, lr {opts.lr:g}" + (f" (new head {opts.head_lr:g})" if opts.head_lr else "")
+        + f", weight decay {opts.weight_decay:g} (not on biases/norms), linear warm-up over "
         f"{warm} then {opts.schedule} decay to {opts.min_lr_ratio:g}x; label smoothing {opts.label_smoothing:g}; "
         f"batch {opts.batch_size} x {processes} process(es) x {opts.grad_accum} accumulation step(s); "
         f"{opts.epochs} epoch(s) ({steps} optimizer steps) with seed {opts.seed}; BatchNorm {opts.batchnorm}; "
@@ -460,7 +446,8 @@ def _data_ref(source: Any) -> Any:
     return str(Path(source).resolve()) if isinstance(source, str | os.PathLike) else "<in-memory pairs>"
 
 
-def _merge_resume(saved: dict[str, Any], given: dict[str, Any], name: str, train_data: Any, val_data: Any) -> tuple[dict[str, Any], Any, Any]:
+def _merge_resume(saved: dict[str, Any], given: dict[str, Any], name: str, train_data: Any,
+                  val_data: Any) -> tuple[dict[str, Any], Any, Any]:
     """Options of the saved run, with the runtime ones given now; anything else given must agree."""
     conflicts = []
     if name != saved["model"]:
@@ -795,7 +782,9 @@ def run_finetune(name: str, train_data: Any, val_data: Any, given: dict[str, Any
     if main and out is not None:
         from ..api import save_pretrained
 
+        before = {p.name for p in out.iterdir()}
         save_pretrained(unwrapped, out, entry=new_entry, repo_id=opts.push_to)
+        written = sorted({p.name for p in out.iterdir()} - before)
         if opts.push_to:
             from ..api import push
 
@@ -804,7 +793,8 @@ def run_finetune(name: str, train_data: Any, val_data: Any, given: dict[str, Any
         _write_json(out / SUMMARY_FILE, summary)
         log.write({"event": "summary", **summary})
         run_info = json.loads((out / RUN_FILE).read_text(encoding="utf-8"))
-        _write_json(out / RUN_FILE, {**run_info, "status": "complete"})
+        written = sorted(set(run_info.get("written", [])) | set(written))
+        _write_json(out / RUN_FILE, {**run_info, "status": "complete", "written": written})
     elif main and opts.push_to:
         from ..api import push
 
