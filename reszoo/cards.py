@@ -11,6 +11,7 @@ from typing import Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from .domains import figures
 from .registry import Entry, Metric, get_entry
 
 __all__ = ["card", "card_for_entry", "render_markdown"]
@@ -23,8 +24,12 @@ _PIPELINE_TAGS = {
 }
 
 
+_DOMAIN_NAMES = {"rl": "reinforcement-learning", "gan": "generative (GAN)"}
+
+
 def _slug(text: str) -> str:
-    return "".join(c if c.isalnum() else "-" for c in text.lower()).strip("-")
+    # Underscores stay: the Hub's own ids use them (e.g. the RL metric `mean_reward`).
+    return "".join(c if c.isalnum() or c == "_" else "-" for c in text.lower()).strip("-")
 
 
 def _source_cell(metric: Metric) -> str:
@@ -109,7 +114,7 @@ def render_markdown(entry: Entry, repo_id: str | None = None) -> str:
         out += [entry.description.strip(), ""]
     skips = "with" if entry.arch_args.get("residual", True) else "without (the plain twin)"
     out += [
-        f"{'An' if entry.domain[0] in 'aeiou' else 'A'} **{entry.domain}** model of [reszoo](https://pypi.org/project/reszoo/), the zoo of residual networks: "
+        f"{'An' if entry.domain[0] in 'aeiou' else 'A'} **{_DOMAIN_NAMES.get(entry.domain, entry.domain)}** model of [reszoo](https://pypi.org/project/reszoo/), the zoo of residual networks: "
         f"architecture `{entry.arch}` {skips} residual connections, task `{entry.task}`.",
         "",
     ]
@@ -126,7 +131,8 @@ def render_markdown(entry: Entry, repo_id: str | None = None) -> str:
     if entry.base_model:
         facts.append(("fine-tuned from", f"`{entry.base_model}`"))
     facts.append(("license", entry.license))
-    facts += [(k.replace("_", " "), _plain(v)) for k, v in entry.extra.items()]
+    figs = figures(entry)
+    facts += [(k.replace("_", " "), _plain(v)) for k, v in entry.extra.items() if k not in figs]
     out += [_table(facts, ("", "")), ""]
 
     target = f"hf://{repo_id}" if repo_id and entry.weights and repo_id != entry.weights.repo else name
@@ -153,6 +159,8 @@ def render_markdown(entry: Entry, repo_id: str | None = None) -> str:
                 "were not reproduced here.", ""]
     else:
         out += ["No results recorded yet.", ""]
+    for key, file in figs.items():  # stored beside the weights in the model's repo
+        out += [f"![{key.replace('_', ' ')}]({file})", ""]
     if entry.recipe:
         out += ["## Training recipe", "", entry.recipe.strip(), ""]
     out += ["## Limitations", "", (entry.limitations or

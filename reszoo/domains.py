@@ -39,7 +39,7 @@ from torch import nn
 
 from .registry import DOMAINS, RegistryError
 
-__all__ = ["domain_module", "arch_builder", "converter", "aux_files"]
+__all__ = ["domain_module", "arch_builder", "converter", "aux_files", "figures"]
 
 
 def domain_module(domain: str) -> ModuleType:
@@ -62,7 +62,16 @@ def converter(domain: str, name: str) -> Callable[[dict[str, Any]], dict[str, An
     return converters[name]
 
 
+def figures(entry: Any) -> dict[str, str]:
+    """Figures stored beside the weights: ``extra`` facts whose value is a bare ``*.png`` file name."""
+    return {k: v for k, v in entry.extra.items() if isinstance(v, str) and v.endswith(".png") and "/" not in v}
+
+
 def aux_files(entry: Any) -> list[tuple[str, str | None, str]]:
-    """``(repo, revision, file)`` of what a domain loads besides the weights (e.g. a tokenizer)."""
+    """``(repo, revision, file)`` of what travels with the weights: what the domain loads besides
+    them (e.g. a tokenizer), and the entry's figures."""
     module = domain_module(entry.domain)
-    return list(module.aux_files(entry)) if hasattr(module, "aux_files") else []
+    files = list(module.aux_files(entry)) if hasattr(module, "aux_files") else []
+    if entry.weights is not None:
+        files += [(entry.weights.repo, entry.weights.revision, f) for f in figures(entry).values()]
+    return files
