@@ -106,11 +106,10 @@ def _fill(model: nn.Module, state: dict[str, torch.Tensor], *, replace_head: boo
     _materialize(model, device)
 
 
-def _finish(model: nn.Module, entry: Entry, *, device: Any, dtype: torch.dtype | None, mirror: Any = None) -> nn.Module:
+def _finish(model: nn.Module, entry: Entry, *, dtype: torch.dtype | None, mirror: Any) -> nn.Module:
+    """Eval mode, the entry's facts and preprocessing attached, the domain's ``prepare`` run."""
     if dtype is not None:
         model.to(dtype=dtype)
-    if device is not None:
-        model.to(device)
     model.eval()
     domain = domain_module(entry.domain)
     model.entry = entry
@@ -188,11 +187,11 @@ def load(
         arch_args = {**entry.arch_args, "num_classes": num_classes}
         entry = dataclasses.replace(entry, arch_args=arch_args, labels=None)
     if not pretrained:
-        return _finish(build(entry, device=target), entry, device=None, dtype=dtype, mirror=mirror)
+        return _finish(build(entry, device=target), entry, dtype=dtype, mirror=mirror)
     model = build(entry, device="meta")  # first: a config naming no known architecture fails before any read
     state = state_of()
     _fill(model, state, replace_head=replace_head, device=target, name=entry.name)
-    return _finish(model, entry, device=None, dtype=dtype, mirror=mirror)
+    return _finish(model, entry, dtype=dtype, mirror=mirror)
 
 
 def _entry_of(model: nn.Module, entry: Entry | None) -> Entry:

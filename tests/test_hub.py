@@ -238,3 +238,11 @@ def test_cli_push_then_predict_from_the_pushed_repo(hub, pushed, tmp_path, capsy
     assert cli(["predict", f"hf://test/cli-pushed@{commit}", str(tmp_path / "d.png"), "--top-k", "2", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert [r["rank"] for r in rows] == [1, 2] and rows[0]["prob"] >= rows[1]["prob"]
+
+
+def test_device_and_dtype(pushed):
+    model = reszoo.load("tiny-mnist", device="cpu", dtype=torch.float64)
+    assert {p.dtype for p in model.parameters()} == {torch.float64}
+    assert all(p.device.type == "cpu" for p in model.parameters())
+    with torch.no_grad():
+        torch.testing.assert_close(model(_digits().double()).float(), pushed["expected"], rtol=1e-5, atol=1e-5)
