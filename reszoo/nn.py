@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-import torch
 from torch import Tensor, nn
 
 __all__ = ["ResidualBlock", "Residual", "residual_blocks"]

@@ -20,10 +20,8 @@ missing), which needs ``apt-get install -y dataset-fashion-mnist``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
-import random
 import sys
 import time
 from pathlib import Path
@@ -32,6 +30,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
+
+from demo_results import add_result, read_results, small_subset  # noqa: E402
 
 SCRIPT = "scripts/finetune_demo_fashion_mnist.py"
 BASE = "resnet-mnist"
@@ -42,25 +42,8 @@ REGIMES: dict[str, dict[str, Any]] = {
 }
 
 
-def small_subset(train: Path, dest: Path, per_class: int, seed: int) -> Path:
-    """``per_class`` seeded picks per class, as symlinks (the fine-tuner reads any class folder)."""
-    marker = dest / ".complete"
-    if marker.is_file() and marker.read_text().strip() == f"{per_class} {seed}":
-        return dest
-    rng = random.Random(seed)
-    for cls in sorted(p for p in train.iterdir() if p.is_dir()):
-        files = sorted(cls.glob("*.png"))
-        (dest / cls.name).mkdir(parents=True, exist_ok=True)
-        for old in (dest / cls.name).iterdir():
-            old.unlink()
-        for f in rng.sample(files, per_class):
-            (dest / cls.name / f.name).symlink_to(f.resolve())
-    marker.write_text(f"{per_class} {seed}\n")
-    return dest
-
-
 def report(results_file: Path) -> str:
-    results = json.loads(results_file.read_text()) if results_file.is_file() else {}
+    results = read_results(results_file)
     lines = ["| regime | variant | train images | epochs | val acc | test acc | test macro-F1 | train time |",
              "|---|---|---|---|---|---|---|---|"]
     for key in sorted(results):
@@ -98,7 +81,7 @@ def main() -> int:
         export(Path("/usr/share/datasets/fashion-mnist"), args.data)
     train = args.data / "train"
     if args.regime == "small":
-        train = small_subset(train, args.data / f"train-{args.per_class}-per-class-seed{args.seed}", args.per_class, args.seed)
+        train = small_subset(train, args.data / f"train-{args.per_class}-per-class-seed{args.seed}", args.per_class, args.seed, pattern="*.png")
     run_dir = args.out / f"{args.regime}-{args.variant}"
     start = time.perf_counter()
     result = reszoo.finetune(
@@ -119,10 +102,7 @@ def main() -> int:
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores (shared)",
         "torch": torch.__version__, "run_dir": str(run_dir.relative_to(ROOT)) if run_dir.is_relative_to(ROOT) else str(run_dir),
     }
-    results = json.loads(results_file.read_text()) if results_file.is_file() else {}
-    results[f"{args.regime}-{args.variant}"] = record
-    results_file.parent.mkdir(parents=True, exist_ok=True)
-    results_file.write_text(json.dumps(results, indent=2) + "\n")
+    add_result(results_file, f"{args.regime}-{args.variant}", record)
     print(report(results_file))
     return 0
 

@@ -22,10 +22,8 @@ model learnt should matter most. Each invocation runs one regime and variant and
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
-import random
 import re
 import sys
 import time
@@ -34,6 +32,9 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
+
+from demo_results import add_result, read_results, small_subset  # noqa: E402
 
 SCRIPT = "scripts/finetune_demo_fsdd_speakers.py"
 BASE = "tdnn-fsdd-digits"
@@ -72,24 +73,8 @@ def speaker_folders(recordings: Path, dest: Path) -> Path:
     return dest
 
 
-def small_subset(train: Path, dest: Path, per_speaker: int, seed: int) -> Path:
-    """``per_speaker`` seeded recordings of each speaker (symlinks)."""
-    marker = dest / ".complete"
-    if marker.is_file() and marker.read_text().strip() == f"{per_speaker} {seed}":
-        return dest
-    rng = random.Random(seed)
-    for speaker in sorted(p for p in train.iterdir() if p.is_dir()):
-        (dest / speaker.name).mkdir(parents=True, exist_ok=True)
-        for old in (dest / speaker.name).iterdir():
-            old.unlink()
-        for f in rng.sample(sorted(speaker.glob("*.wav")), per_speaker):
-            (dest / speaker.name / f.name).symlink_to(f.resolve())
-    marker.write_text(f"{per_speaker} {seed}\n")
-    return dest
-
-
 def report(results_file: Path) -> str:
-    results = json.loads(results_file.read_text()) if results_file.is_file() else {}
+    results = read_results(results_file)
     lines = ["| regime | variant | trained | train recordings | epochs | val acc | test acc (300 recordings) "
              "| test macro-F1 | train time |",
              "|---|---|---|---|---|---|---|---|---|"]
@@ -128,7 +113,7 @@ def main() -> int:
     variant = VARIANTS[args.variant]
     train = folders / "train"
     if args.regime == "small":
-        train = small_subset(train, folders / f"train-{args.per_speaker}-per-speaker-seed{args.seed}", args.per_speaker, args.seed)
+        train = small_subset(train, folders / f"train-{args.per_speaker}-per-speaker-seed{args.seed}", args.per_speaker, args.seed, pattern="*.wav")
     start = time.perf_counter()
     result = reszoo.finetune(
         BASE, train, test_data=folders / "test", out=args.out / f"{args.regime}-{args.variant}", overwrite=True,
@@ -146,10 +131,7 @@ def main() -> int:
         "options": {**REGIMES[args.regime], **variant}, "seed": args.seed, "threads": torch.get_num_threads(),
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores (shared)", "torch": torch.__version__,
     }
-    results = json.loads(results_file.read_text()) if results_file.is_file() else {}
-    results[f"{args.regime}-{args.variant}"] = record
-    results_file.parent.mkdir(parents=True, exist_ok=True)
-    results_file.write_text(json.dumps(results, indent=2) + "\n")
+    add_result(results_file, f"{args.regime}-{args.variant}", record)
     print(report(results_file))
     return 0
 
