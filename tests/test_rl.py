@@ -249,6 +249,12 @@ def test_sac_policy_hosts_reszoo_critics_on_obs_and_action() -> None:
     before = {k: v.clone() for k, v in agent.state_dict().items()}
     model.learn(total_timesteps=64, callback=ObsNormCallback(agent.obs_norm, per_step=True))
     assert agent.obs_norm.count.item() == 65  # the reset observation and one per step
+    # The statistics are those of the observations seen, after 32 gradient steps: SAC's copy of
+    # the critic's running_* tensors onto the target's must not touch the shared normaliser.
+    buf = model.replay_buffer
+    seen = np.concatenate([buf.observations[:1, 0], buf.next_observations[:64, 0]]).astype(np.float64)
+    np.testing.assert_allclose(agent.obs_norm.running_mean.numpy(), seen.mean(0), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(agent.obs_norm.running_var.numpy(), seen.var(0), rtol=1e-5, atol=1e-6)
     assert not torch.equal(before["critics.0.head.weight"], agent.state_dict()["critics.0.head.weight"])
     # SB3's deterministic action is reszoo's act()
     o = np.array([0.3, -0.9, 1.5], dtype=np.float32)
@@ -267,7 +273,7 @@ def _trained(name: str):
     return entry
 
 
-@pytest.mark.parametrize("name", ["ppo-cartpole-resmlp", "sac-pendulum-resmlp"])
+@pytest.mark.parametrize("name", ["ppo-cartpole-resmlp", "sac-pendulum-resmlp", "ppo-acrobot-resmlp", "ppo-lunarlander-resmlp"])
 def test_committed_agent_loads_and_reaches_its_registry_return(name: str) -> None:
     import reszoo
 

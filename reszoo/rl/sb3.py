@@ -9,7 +9,7 @@ networks) and calls reszoo's modules where it would call its own MLPs:
   agent's, and each critic ``qf{i}`` with a reszoo :class:`~reszoo.rl.models.QNetwork` whose
   residual encoder reads ``[normalised obs, action]`` together (SB3 already concatenates the two
   before its Q MLP, so this is faithful). The target critics are deep copies of the Q networks
-  sharing the one normaliser.
+  reading the one normaliser, which the critics hold unregistered (see :class:`_QFromConcat`).
 
 The observation normaliser changes only in :class:`ObsNormCallback` (SB3 has no hook for
 statistics kept inside the network): after each PPO rollout's update, from that rollout's
@@ -85,11 +85,24 @@ class ReszooActorCriticPolicy(ActorCriticPolicy):
 
 
 class _QFromConcat(nn.Module):
-    """SB3 critics call ``qf(cat([obs, action]))``: split, normalise obs, call the reszoo Q network."""
+    """SB3 critics call ``qf(cat([obs, action]))``: split, normalise obs, call the reszoo Q network.
+
+    The normaliser is the agent's, held *unregistered* (not a submodule): SAC copies every
+    ``running_*`` tensor of the critic onto the target critic's after each gradient step
+    (``polyak_update(..., tau=1.0)``, meant for BatchNorm). With one normaliser shared by both,
+    that copy is ``x.mul_(0).add_(x)`` on the same tensor and zeroed its statistics every step,
+    so the networks saw observations blown up to the ±clip bounds. The agent owns (saves, moves)
+    the normaliser; the critics only read it.
+    """
 
     def __init__(self, norm: RunningNorm, q: QNetwork, obs_dim: int) -> None:
         super().__init__()
-        self.norm, self.q, self.obs_dim = norm, q, obs_dim
+        self.q, self.obs_dim = q, obs_dim
+        self._norm = (norm,)  # a tuple keeps it out of _modules, state_dict() and SB3's running_* copy
+
+    @property
+    def norm(self) -> RunningNorm:
+        return self._norm[0]
 
     def forward(self, obs_action: Tensor) -> Tensor:
         obs, action = obs_action[:, : self.obs_dim], obs_action[:, self.obs_dim :]
