@@ -23,7 +23,7 @@ from torch import nn
 
 from . import __version__
 from .domains import arch_builder, aux_files, domain_module
-from .hub import HubError, _cached_digest, entry_state_dict, fetch_file, load_state_dict
+from .hub import HubError, entry_state_dict, fetch_file, file_digest, load_state_dict
 from .registry import Entry, RegistryError, Weights, get_entry, parse_entry
 
 __all__ = ["LoadError", "build", "load", "push", "save_pretrained", "CONFIG_FILE", "WEIGHTS_FILE"]
@@ -149,7 +149,7 @@ def _resolve_uri(uri: str, *, revision: str | None, mirror: Any) -> tuple[Entry,
     weights_file = config.get("weights_file", WEIGHTS_FILE) if isinstance(config, dict) else WEIGHTS_FILE
     entry = _config_to_entry(config, uri)
     weights_path = fetch_file(repo, weights_file, revision=rev, mirror=mirror)
-    weights = Weights(repo=repo, file=weights_file, revision=commit, sha256=_cached_digest(weights_path),
+    weights = Weights(repo=repo, file=weights_file, revision=commit, sha256=file_digest(weights_path),
                       pin_note="loaded by URI: pinned to what was fetched")
     return dataclasses.replace(entry, weights=weights), weights_path, mirror
 

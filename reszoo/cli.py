@@ -147,7 +147,7 @@ def cmd_push(args: argparse.Namespace) -> int:
 
 def cmd_verify(args: argparse.Namespace) -> int:
     """Re-hash every cached or mirrored copy of the registry's pinned files."""
-    from .hub import _mirrors, cached_files, sha256_of
+    from .hub import mirror_dirs, cached_files, sha256_of
     from .registry import get_entry, list_models
 
     names = args.names or list_models()
@@ -158,7 +158,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
             pins[(w.repo, w.file)] = (w.sha256, w.revision)
     checked, bad = 0, 0
     candidates = [(repo, rev, f, p) for repo, rev, f, p in cached_files({r for r, _ in pins}) if (repo, f) in pins]
-    candidates += [(r, "mirror", f, d / r / f) for d in _mirrors(args.mirror) for (r, f) in pins if (d / r / f).is_file()]
+    candidates += [(r, "mirror", f, d / r / f) for d in mirror_dirs(args.mirror) for (r, f) in pins if (d / r / f).is_file()]
     for repo, rev, filename, path in candidates:
         expected, pinned_rev = pins[(repo, filename)]
         if rev not in ("mirror", pinned_rev):

@@ -30,6 +30,8 @@ __all__ = [
     "bundled_mirror",
     "cache_dir",
     "fetch_file",
+    "file_digest",
+    "mirror_dirs",
     "fetch_weights",
     "load_state_dict",
     "sha256_of",
@@ -74,7 +76,8 @@ def bundled_mirror() -> Path | None:
     return None
 
 
-def _mirrors(mirror: str | os.PathLike[str] | None) -> list[Path]:
+def mirror_dirs(mirror: str | os.PathLike[str] | None = None) -> list[Path]:
+    """The mirror folders searched, in order: the one given (else $RESZOO_MIRROR), then the bundled one."""
     dirs = []
     if mirror is not None:
         dirs.append(Path(mirror))
@@ -100,7 +103,7 @@ def _record_path(real: Path) -> Path:
     return cache_dir() / "verified" / hashlib.sha1(str(real).encode()).hexdigest()
 
 
-def _cached_digest(path: Path) -> str:
+def file_digest(path: Path) -> str:
     """sha256 of ``path``, hashed once per (file, size, mtime): a warm load does not re-read
     100 MB to check it. ``reszoo verify`` re-hashes regardless."""
     real = path.resolve()
@@ -136,7 +139,7 @@ def _forget_download(path: Path) -> None:
 def _verify(path: Path, expected: str | None, what: str, *, from_hub: bool) -> Path:
     if expected is None:
         return path
-    actual = _cached_digest(path)
+    actual = file_digest(path)
     if actual == expected:
         return path
     if from_hub:
@@ -162,7 +165,7 @@ def fetch_file(
     """A local path to ``repo``'s ``filename``, from a mirror, the cache or the Hub; verified
     against ``sha256`` when one is given."""
     what = f"{repo}/{filename}" + (f"@{revision}" if revision else "")
-    for folder in _mirrors(mirror):
+    for folder in mirror_dirs(mirror):
         candidate = folder / repo / filename
         if candidate.is_file():
             logger.debug("%s from mirror %s", what, folder)
@@ -271,7 +274,7 @@ def entry_state_dict(entry: Entry, *, revision: str | None = None, mirror: str |
     convert = converter(entry.domain, w.converter) if w.converter else None
     key = None
     if w.format == "torch":
-        digest = w.sha256 if (revision is None and w.sha256) else _cached_digest(path)
+        digest = w.sha256 if (revision is None and w.sha256) else file_digest(path)
         key = f"{digest}-{w.converter or 'none'}"
     return load_state_dict(path, fmt=w.format, convert=convert, cache_key=key, device=device)
 
