@@ -12,7 +12,29 @@ from typing import Any
 
 from ruamel.yaml import YAML
 
-REGISTRY = Path(__file__).resolve().parent.parent / "registry.yaml"
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # the recipes run from a checkout
+REGISTRY = ROOT / "registry.yaml"
+COMMIT_LIMIT = 8 * 1024 * 1024  # committed weight files (the bundled mirror) stay under 8 MB
+
+
+def write_weights(state: dict[str, Any], path: Path, *, max_bytes: int | None = None) -> dict[str, Any]:
+    """Write a state dict as safetensors and return ``{"sha256", "size"}`` for the registry.
+
+    The header holds only ``{"format": "pt"}``: safetensors writes a multi-key metadata map in no
+    fixed order, so extra keys would make a rerun's bytes (and its sha256 pin) differ.
+    """
+    from safetensors.torch import save_file
+
+    from reszoo.hub import sha256_of
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.detach().to("cpu").contiguous() for k, v in state.items()}, path, metadata={"format": "pt"})
+    size = path.stat().st_size
+    if max_bytes is not None and size > max_bytes:
+        path.unlink()
+        raise SystemExit(f"{path} would be {size} bytes, over the {max_bytes}-byte limit for committed weights")
+    return {"sha256": sha256_of(path), "size": size}
 
 
 def _yaml() -> YAML:

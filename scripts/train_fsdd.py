@@ -42,7 +42,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from registry_io import measured, read_entry, update_entry  # noqa: E402
+from registry_io import COMMIT_LIMIT, measured, read_entry, update_entry, write_weights  # noqa: E402
 
 from reszoo.speech import ARCHS, FbankConfig, SpeechPreprocess  # noqa: E402
 
@@ -51,7 +51,6 @@ DEFAULT_DATA = ROOT.parent / "shared" / "data" / "fsdd"
 RUNS = ROOT / "runs" / "fsdd"
 SPEAKERS = ("george", "jackson", "lucas", "nicolas", "theo", "yweweler")
 DATASET = "free-spoken-digit-dataset"
-MAX_WEIGHT_BYTES = 8 * 1024 * 1024
 
 
 def log(msg: str) -> None:
@@ -222,19 +221,10 @@ def trials(model: nn.Module, items: list[dict[str, Any]]) -> tuple[np.ndarray, n
 
 
 def save_weights(model: nn.Module, name: str) -> dict[str, Any]:
-    from safetensors.torch import save_file
-
-    folder = ROOT / "weights" / "reszoo" / name
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "model.safetensors"
-    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
-    save_file(state, path, metadata={"format": "pt", "recipe": SCRIPT})
-    size = path.stat().st_size
-    if size > MAX_WEIGHT_BYTES:
-        raise SystemExit(f"{path} is {size} bytes, over the {MAX_WEIGHT_BYTES}-byte limit for committed weights")
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    log(f"wrote {path.relative_to(ROOT)} ({size} bytes, sha256 {digest})")
-    return {"sha256": digest, "size": size}
+    path = ROOT / "weights" / "reszoo" / name / "model.safetensors"
+    written = write_weights(model.state_dict(), path, max_bytes=COMMIT_LIMIT)
+    log(f"wrote {path.relative_to(ROOT)} ({written['size']} bytes, sha256 {written['sha256']})")
+    return written
 
 
 def merge_into_entry(name: str, metrics: list[dict[str, Any]], extra: dict[str, Any], weights: dict[str, Any] | None = None) -> None:

@@ -15,7 +15,6 @@ the 8 MB limit for files committed to ``weights/``, so they stay local (load the
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import platform
 import shutil
@@ -32,16 +31,7 @@ NAME = "minilm-l6-banking77"
 BASE = "minilm-l6-sentence"
 ORG = "reszoo"
 SCRIPT = "scripts/train_minilm_banking77.py"
-COMMIT_LIMIT = 8 * 1024 * 1024  # files committed to weights/ must be at most this big
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "banking77"
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _package_mirror() -> Path:
@@ -116,17 +106,15 @@ def main(argv: list[str] | None = None) -> int:
     print(f"test accuracy {test_acc:.4f} (validation {val_acc:.4f}, best epoch {result.best_epoch}); "
           f"training {result.wall_seconds:.0f}s, test evaluation {eval_seconds:.0f}s, whole script {total_seconds:.0f}s")
 
-    from safetensors.torch import save_file
+    from registry_io import COMMIT_LIMIT, write_weights
 
     tmp = Path(tempfile.mkdtemp(prefix="reszoo-banking77-")) / "model.safetensors"
-    save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, tmp,
-              metadata={"format": "pt", "reszoo_entry": NAME})
-    size = tmp.stat().st_size
+    written = write_weights(model.state_dict(), tmp)
+    sha, size = written["sha256"], written["size"]
     folder = (ROOT / "weights" if size <= COMMIT_LIMIT else args.out) / ORG / NAME
     folder.mkdir(parents=True, exist_ok=True)
     dest = folder / "model.safetensors"
     shutil.move(tmp, dest)
-    sha = _sha256(dest)
     print(f"weights: {dest} ({size / 1e6:.1f} MB, sha256 {sha})")
     if size > COMMIT_LIMIT:  # the tokenizer too, so that RESZOO_MIRROR=<out> alone loads the model offline
         tok = args.out / pre.repo / pre.tokenizer_file

@@ -15,7 +15,6 @@ into ``registry.yaml`` (via ``scripts/registry_io.py``).
 from __future__ import annotations
 
 import argparse
-import hashlib
 import math
 import platform
 import sys
@@ -32,7 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from registry_io import measured, update_entry  # noqa: E402
+from registry_io import COMMIT_LIMIT, measured, update_entry, write_weights  # noqa: E402
 
 from reszoo.image.models import resnet_mnist  # noqa: E402
 from reszoo.registry import get_entry  # noqa: E402
@@ -84,18 +83,6 @@ def evaluate(model: nn.Module, x: Tensor, y: Tensor, normalize: Any, batch_size:
         correct += int((logits.argmax(1) == y[i:i + batch_size]).sum())
     return 100.0 * correct / len(x), loss_sum / len(x), len(x) - correct
 
-
-def sha256_of(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def save_weights(state: dict[str, Tensor], path: Path) -> tuple[str, int]:
-    """Write ``state`` as safetensors; return (sha256, size). Same tensors, same bytes: the header's
-    metadata is a single key because safetensors writes a multi-key metadata map in random order."""
-    from safetensors.torch import save_file
-
-    save_file({k: v.detach().contiguous() for k, v in state.items()}, path, metadata={"format": "pt"})
-    return sha256_of(path), path.stat().st_size
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -170,8 +157,8 @@ def main(argv: list[str] | None = None) -> int:
           f"trained in {train_seconds / 60:.1f} min", flush=True)
 
     out_file = args.out / "reszoo" / name / entry.weights.file
-    out_file.parent.mkdir(parents=True, exist_ok=True)
-    digest, size = save_weights(model.state_dict(), out_file)
+    written = write_weights(model.state_dict(), out_file, max_bytes=COMMIT_LIMIT)
+    digest, size = written["sha256"], written["size"]
     print(f"wrote {out_file} ({size:,} bytes, sha256 {digest})", flush=True)
 
     if args.no_registry:

@@ -20,7 +20,6 @@ callback that updates the in-network observation normaliser.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import sys
@@ -111,7 +110,6 @@ def describe_spaces(env_id: str) -> dict[str, Any]:
 
 def train(name: str, variant: str, timesteps: int, seed: int, eval_episodes: int, out_dir: Path, log_every: int,
           weights_dir: Path) -> dict[str, Any]:
-    from safetensors.torch import save_file
     from stable_baselines3 import PPO, SAC
     from stable_baselines3.common.env_util import make_vec_env
     from stable_baselines3.common.vec_env import VecNormalize
@@ -156,10 +154,10 @@ def train(name: str, variant: str, timesteps: int, seed: int, eval_episodes: int
     eval_s = time.perf_counter() - t0
     print(f"{name} [{variant}] eval over {eval_episodes} episodes: {np.mean(returns):.2f} +- {np.std(returns):.2f}", flush=True)
 
-    weights_dir.mkdir(parents=True, exist_ok=True)
+    from registry_io import COMMIT_LIMIT, write_weights
+
     weights_path = weights_dir / ("model.safetensors" if residual else "plain.safetensors")
-    state = {k: v.detach().contiguous().cpu() for k, v in agent.state_dict().items()}
-    save_file(state, str(weights_path), metadata={"format": "pt", "reszoo_arch": ARCH[preset["algo"]]})
+    written = write_weights(agent.state_dict(), weights_path, max_bytes=COMMIT_LIMIT)
     result = {
         "name": name, "variant": variant, "algo": preset["algo"], "env_id": preset["env_id"], "seed": seed,
         "timesteps": timesteps, "n_envs": preset["n_envs"], "agent": agent_kwargs,
@@ -171,7 +169,7 @@ def train(name: str, variant: str, timesteps: int, seed: int, eval_episodes: int
         "eval_std": float(np.std(returns)), "eval_episodes": eval_episodes, "eval_seed": EVAL_SEED,
         "train_seconds": round(train_s, 1), "eval_seconds": round(eval_s, 1),
         "parameters": sum(p.numel() for p in agent.parameters()),
-        "weights_file": str(weights_path), "sha256": _sha256(weights_path), "size": weights_path.stat().st_size,
+        "weights_file": str(weights_path), **written,
         "torch": torch.__version__, "sb3": __import__("stable_baselines3").__version__,
         "gymnasium": __import__("gymnasium").__version__,
     }
@@ -193,14 +191,6 @@ def arch_args(preset: dict[str, Any], agent_kwargs: dict[str, Any]) -> dict[str,
         args["action_low"], args["action_high"] = spaces["action_low"], spaces["action_high"]
     args.update({k: v for k, v in agent_kwargs.items() if k != "residual"})
     return args
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _smooth(curve: list[list[float]], window: int = 20) -> tuple[np.ndarray, np.ndarray]:

@@ -119,20 +119,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"step {step:5d}  loss_d {loss_d.item():.4f}  loss_g {loss_g.item():.4f}  {rate:.2f} it/s", flush=True)
 
     minutes = (time.time() - start) / 60
-    from safetensors.torch import save_file
+    from registry_io import COMMIT_LIMIT, write_weights
 
-    folder = args.out / name
-    folder.mkdir(parents=True, exist_ok=True)
-    weights_path = folder / "model.safetensors"
-    state = {k: v.detach().contiguous() for k, v in G_ema.state_dict().items()}
-    save_file(state, weights_path, metadata={"format": "pt", "recipe": SCRIPT, "seed": str(args.seed)})
+    written = write_weights(G_ema.state_dict(), args.out / name / "model.safetensors", max_bytes=COMMIT_LIMIT)
+    sha, size = written["sha256"], written["size"]
     runs = ROOT / "runs" / name
-    runs.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.detach().contiguous() for k, v in D.state_dict().items()}, runs / "discriminator.safetensors")
-    import hashlib
-
-    sha = hashlib.sha256(weights_path.read_bytes()).hexdigest()
-    size = weights_path.stat().st_size
+    write_weights(D.state_dict(), runs / "discriminator.safetensors")  # kept out of the mirror: G is the model
     summary = {"name": name, "iters": args.iters, "batch": args.batch, "seed": args.seed, "minutes": round(minutes, 2),
                "final_loss_d": loss_d.item(), "final_loss_g": loss_g.item(), "sha256": sha, "size": size}
     (runs / "train.json").write_text(json.dumps(summary, indent=2) + "\n")

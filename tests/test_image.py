@@ -371,13 +371,15 @@ def test_train_script_says_where_it_looked_for_mnist(tmp_path: Path) -> None:
 def test_train_script_is_deterministic(tmp_path: Path) -> None:
     from safetensors.torch import load_file
 
+    from reszoo.hub import sha256_of
+
     script = _train_script()
     digests = []
     for run in ("a", "b"):
         out = tmp_path / run
         assert script.main(["--epochs", "1", "--limit", "512", "--no-registry", "--out", str(out)]) == 0
         file = out / "reszoo" / "resnet-mnist" / "model.safetensors"
-        digests.append(script.sha256_of(file))
+        digests.append(sha256_of(file))
     assert digests[0] == digests[1]
     model = M.resnet_mnist()
     model.load_state_dict(load_file(file), strict=True)
