@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from reszoo.gan import ARCHS, CONVERTERS, save_grid
 from reszoo.gan.biggan import biggan_deep_128
 from reszoo.gan.convert import convert_biggan_pretrained
-from reszoo.gan.metrics import class_accuracy, frechet_distance, inception_style_score
+from reszoo.gan.metrics import class_accuracy, frechet_distance, inception_style_score, within_class_pixel_std
 from reszoo.gan.models import SNConv2d, SNLinear, sngan_d28, sngan_d32, sngan_g28, sngan_g32
 from reszoo.nn import residual_blocks
 
@@ -308,6 +308,35 @@ def test_inception_style_score_and_accuracy():
     assert class_accuracy(confident, (torch.arange(1000) + 1) % 10) == 0.0
 
 
+def test_mode_seeking_loss():
+    from reszoo.gan.losses import mode_seeking_loss
+
+    z = torch.randn(8, 16, generator=torch.Generator().manual_seed(0))
+    same = torch.zeros(8, 1, 4, 4)  # every noise gives the same image: the collapse it penalises
+    assert mode_seeking_loss(same, z).item() == pytest.approx(1e5)
+    # images that move as far as their noise (mean |dI| / mean |dz| = 1 per pair) cost ~1
+    images = z[:, :16].reshape(8, 1, 4, 4).clone().requires_grad_(True)
+    loss = mode_seeking_loss(images, z)
+    assert loss.item() == pytest.approx(1.0, rel=1e-4)
+    loss.backward()  # spreading the images further apart lowers it
+    step = images - 0.1 * images.grad
+    assert mode_seeking_loss(step, z).item() < loss.item()
+    with pytest.raises(ValueError):
+        mode_seeking_loss(images[:1], z[:1])
+    with pytest.raises(ValueError):
+        mode_seeking_loss(images, z[:4])
+
+
+def test_within_class_pixel_std():
+    labels = torch.tensor([0, 0, 1, 1])
+    images = torch.zeros(4, 1, 2, 2)
+    assert within_class_pixel_std(images, labels) == 0.0  # a collapsed generator
+    images[1] = 1.0  # class 0: pixels 0 and 1 -> std sqrt(0.5); class 1 still identical
+    assert within_class_pixel_std(images, labels) == pytest.approx(0.5**0.5 / 2)
+    with pytest.raises(ValueError):
+        within_class_pixel_std(images, labels[:3])
+
+
 # --------------------------------------------------------------------------- registry, CLI, trained models
 
 
@@ -371,9 +400,13 @@ def test_save_grid_layout(tmp_path):
         save_grid(torch.zeros(2, 2, 4, 4), tmp_path / "bad.png")
 
 
+WITHIN_CLASS_STD_MIN = 0.1
+
+
 @pytest.mark.parametrize("name", ["sngan-mnist", "sngan-mnist-plain"])
 def test_trained_generator_draws_the_requested_digits(name):
-    """The generators trained here (bundled weights) draw digits resnet-mnist recognises."""
+    """The generators trained here (bundled weights) draw digits resnet-mnist recognises, and
+    different noise gives visibly different digits of the same class (no within-class collapse)."""
     import reszoo
     from reszoo.gan.metrics import classifier_outputs
 
@@ -384,8 +417,10 @@ def test_trained_generator_draws_the_requested_digits(name):
     images = gen.sample(len(labels), labels=labels, seed=123)
     assert images.shape == (100, 1, 28, 28)
     _, probs = classifier_outputs(reszoo.load("resnet-mnist"), images)
-    assert class_accuracy(probs, labels) >= 0.8
+    assert class_accuracy(probs, labels) >= 0.9  # measured on 10,000: 98.8% (residual), 99.1% (plain)
     assert math.isfinite(images.sum().item())
+    # MNIST's test set: 0.156; the first, collapsed sngan-mnist drew 0.039
+    assert within_class_pixel_std(images, labels) >= WITHIN_CLASS_STD_MIN
 
 
 def test_predict_writes_one_sample_per_label(mnist_generator, tmp_path, monkeypatch):

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-__all__ = ["classifier_outputs", "frechet_distance", "inception_style_score", "class_accuracy"]
+__all__ = ["classifier_outputs", "frechet_distance", "inception_style_score", "class_accuracy", "within_class_pixel_std"]
 
 
 @torch.no_grad()
@@ -87,3 +87,14 @@ def class_accuracy(probs: Tensor, labels: Tensor) -> float:
     if len(probs) != len(labels):
         raise ValueError(f"{len(probs)} predictions for {len(labels)} labels")
     return float((probs.argmax(1).cpu() == labels.cpu()).double().mean())
+
+
+def within_class_pixel_std(images: Tensor, labels: Tensor) -> float:
+    """Mean over classes of the per-pixel standard deviation across that class's images: how much
+    samples of one class differ from each other (near 0 for within-class mode collapse)."""
+    if images.shape[0] != labels.shape[0]:
+        raise ValueError(f"{images.shape[0]} images but {labels.shape[0]} labels")
+    stds = [images[labels == c].float().std(dim=0).mean() for c in labels.unique() if (labels == c).sum() > 1]
+    if not stds:
+        raise ValueError("need at least two images of some class")
+    return float(torch.stack(stds).mean())
