@@ -46,22 +46,36 @@ def read_idx(path: Path) -> np.ndarray:
     array = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
     if array.size != int(np.prod(shape)):
         raise ValueError(f"{path}: {array.size} bytes of data for shape {shape}")
-    return array.reshape(shape)
+    return array.reshape(shape).copy()  # writable, so torch.from_numpy can share it
+
+
+def read_split(src: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """(images (N, 28, 28) uint8, labels (N,) uint8) of the ``train`` or ``test`` split, checked."""
+    images_file, labels_file, expected = FILES[split]
+    paths = [src / images_file, src / labels_file]
+    missing = [p for p in paths if not p.is_file()]
+    if missing:
+        raise FileNotFoundError(f"Fashion-MNIST not found: looked for {', '.join(map(str, missing))}; "
+                                "install it with `apt-get install -y dataset-fashion-mnist` or pass its folder")
+    images, labels = read_idx(paths[0]), read_idx(paths[1])
+    if images.shape != (expected, 28, 28) or labels.shape != (expected,) or labels.max() > 9:
+        raise ValueError(f"{src}: unexpected {split} shapes {images.shape} / {labels.shape}")
+    return images, labels
+
+
+def load_fashion_mnist(src: Path = DEFAULT_SRC) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(x_train, y_train, x_test, y_test) as uint8 arrays, like ``mnist.npz``."""
+    x_train, y_train = read_split(src, "train")
+    x_test, y_test = read_split(src, "test")
+    return x_train, y_train, x_test, y_test
 
 
 def export(src: Path, out: Path) -> dict[str, int]:
     from PIL import Image
 
     counts = {}
-    for split, (images_file, labels_file, expected) in FILES.items():
-        paths = [src / images_file, src / labels_file]
-        missing = [p for p in paths if not p.is_file()]
-        if missing:
-            raise FileNotFoundError(f"Fashion-MNIST not found: looked for {', '.join(map(str, missing))}; "
-                                    "install it with `apt-get install -y dataset-fashion-mnist` or pass --src DIR")
-        images, labels = read_idx(paths[0]), read_idx(paths[1])
-        if images.shape != (expected, 28, 28) or labels.shape != (expected,) or labels.max() > 9:
-            raise ValueError(f"{src}: unexpected {split} shapes {images.shape} / {labels.shape}")
+    for split, (_, _, expected) in FILES.items():
+        images, labels = read_split(src, split)
         done = out / split / ".complete"
         if done.is_file() and done.read_text().strip() == str(expected):
             counts[split] = expected

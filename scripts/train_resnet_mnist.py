@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-"""Train ``resnet-mnist`` (or, with ``--plain``, its plain twin ``resnet-mnist-plain``) on MNIST.
+"""Train ``resnet-mnist`` (or, with ``--plain``, its plain twin ``resnet-mnist-plain``) on MNIST,
+or ``resnet-fashion-mnist`` on Fashion-MNIST (``--dataset fashion-mnist``).
 
 CPU only, seeded and deterministic. Reads ``../shared/data/mnist/mnist.npz`` (relative to the
 repository; ``--data`` to point elsewhere, ``--download`` to fetch MNIST with torchvision where
@@ -10,6 +11,12 @@ into ``registry.yaml`` (via ``scripts/registry_io.py``).
 
     nice -n 10 python scripts/train_resnet_mnist.py            # resnet-mnist
     nice -n 10 python scripts/train_resnet_mnist.py --plain    # resnet-mnist-plain, same budget
+    nice -n 10 python scripts/train_resnet_mnist.py --dataset fashion-mnist   # resnet-fashion-mnist
+
+Fashion-MNIST comes from Debian's ``dataset-fashion-mnist`` (``apt-get install -y
+dataset-fashion-mnist``: idx files in ``/usr/share/datasets/fashion-mnist``; ``--data`` to point
+elsewhere). Same network and recipe as for the digits; its feature extractor is what
+``scripts/eval_gan.py --dataset fashion-mnist`` measures generated clothes with.
 """
 
 from __future__ import annotations
@@ -31,6 +38,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
+from export_fashion_mnist import DEFAULT_SRC as FASHION_DATA  # noqa: E402
+from export_fashion_mnist import load_fashion_mnist  # noqa: E402
 from registry_io import COMMIT_LIMIT, measured, update_entry, write_weights  # noqa: E402
 
 from reszoo.image.models import resnet_mnist  # noqa: E402
@@ -87,8 +96,10 @@ def evaluate(model: nn.Module, x: Tensor, y: Tensor, normalize: Any, batch_size:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dataset", choices=("mnist", "fashion-mnist"), default="mnist")
     parser.add_argument("--plain", action="store_true", help="train the plain twin (residual=False) as resnet-mnist-plain")
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help=f"folder with mnist.npz (default {DEFAULT_DATA})")
+    parser.add_argument("--data", type=Path, default=None,
+                        help=f"folder with mnist.npz (default {DEFAULT_DATA}) or Fashion-MNIST's idx files (default {FASHION_DATA})")
     parser.add_argument("--download", action="store_true", help="if mnist.npz is absent, download MNIST into --data with torchvision")
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--batch-size", type=int, default=128)
@@ -103,14 +114,20 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.limit and (args.out.resolve() == (ROOT / "weights").resolve() or not args.no_registry):
         parser.error("a --limit (smoke) run must not replace the real weights or numbers: pass --out DIR and --no-registry")
-    name = "resnet-mnist-plain" if args.plain else "resnet-mnist"
+    if args.plain and args.dataset != "mnist":
+        parser.error("only MNIST has a plain-twin entry (resnet-mnist-plain)")
+    name = {"mnist": "resnet-mnist-plain" if args.plain else "resnet-mnist", "fashion-mnist": "resnet-fashion-mnist"}[args.dataset]
+    dataset_name, dataset_type = {"mnist": ("MNIST", "mnist"), "fashion-mnist": ("Fashion-MNIST", "fashion_mnist")}[args.dataset]
     entry = get_entry(name)
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
     torch.use_deterministic_algorithms(True)
     gen = torch.Generator().manual_seed(args.seed)
 
-    x_train, y_train, x_test, y_test = load_mnist(args.data, args.download)
+    if args.dataset == "mnist":
+        x_train, y_train, x_test, y_test = load_mnist(args.data or DEFAULT_DATA, args.download)
+    else:
+        x_train, y_train, x_test, y_test = load_fashion_mnist(args.data or FASHION_DATA)
     if args.limit:
         x_train, y_train = x_train[: args.limit], y_train[: args.limit]
     to_tensor = lambda a: torch.from_numpy(np.ascontiguousarray(a)).float().div_(255).unsqueeze(1)  # noqa: E731
@@ -153,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     train_seconds = time.perf_counter() - start
 
     accuracy, test_loss, errors = evaluate(model, xte, yte, normalize)
-    print(f"{name}: MNIST test accuracy {accuracy:.2f}% ({errors} errors / {len(xte)}), loss {test_loss:.4f}, "
+    print(f"{name}: {dataset_name} test accuracy {accuracy:.2f}% ({errors} errors / {len(xte)}), loss {test_loss:.4f}, "
           f"trained in {train_seconds / 60:.1f} min", flush=True)
 
     out_file = args.out / "reszoo" / name / entry.weights.file
@@ -164,8 +181,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.no_registry:
         return 0
     metrics = [
-        measured(SCRIPT, "MNIST", "test", "accuracy", accuracy, name="top-1 accuracy", dataset_type="mnist"),
-        measured(SCRIPT, "MNIST", "test", "loss", test_loss, name="cross-entropy loss", dataset_type="mnist"),
+        measured(SCRIPT, dataset_name, "test", "accuracy", accuracy, name="top-1 accuracy", dataset_type=dataset_type),
+        measured(SCRIPT, dataset_name, "test", "loss", test_loss, name="cross-entropy loss", dataset_type=dataset_type),
     ]
     extra = {
         "params": params,

@@ -295,6 +295,37 @@ def write_registry(name: str, runs: dict[str, dict[str, Any]], plot_path: Path) 
         extra=extra,
     )
     print(f"registry.yaml: {name} mean_reward {res['eval_mean']:.3f} (plain twin {plain['eval_mean']:.3f})", flush=True)
+    write_plain_entry(name, plain, res, extra, protocol)
+
+
+def write_plain_entry(name: str, plain: dict[str, Any], res: dict[str, Any], residual_extra: dict[str, Any], protocol: str) -> None:
+    """The plain twin's own entry (``<name>-plain``: same repo, ``plain.safetensors``), so it loads by name."""
+    from registry_io import measured, update_entry
+
+    dataset = dict(dataset=plain["env_id"], split="evaluation", dataset_type=plain["env_id"])
+    n = plain["eval_episodes"]
+    metrics = [
+        measured(SCRIPT, metric="mean_reward", value=plain["eval_mean"],
+                 name=f"mean reward ({n} deterministic episodes, std {plain['eval_std']:.2f})", **dataset),
+        measured(SCRIPT, metric="std_reward", value=plain["eval_std"],
+                 name=f"std of the episode return ({n} deterministic episodes)", **dataset),
+    ]
+    shared = ("env_id", "observation_space", "action_space", "algorithm", "training_steps", "n_envs", "seed",
+              "hyperparameters", "reward_normalisation", "learning_curve", "versions")
+    extra = {key: residual_extra[key] for key in shared}
+    extra.update({
+        "evaluation_protocol": protocol,
+        "mean_reward": round(plain["eval_mean"], 3),
+        "std_reward": round(plain["eval_std"], 3),
+        "residual_twin": {"name": name, "mean_reward": round(res["eval_mean"], 3), "std_reward": round(res["eval_std"], 3)},
+        "train_seconds": plain["train_seconds"],
+        "parameters": plain["parameters"],
+    })
+    if "over_seeds" in residual_extra:
+        extra["over_seeds"] = residual_extra["over_seeds"]
+    update_entry(f"{name}-plain", arch_args={**plain["arch_args"], "residual": False}, metrics=metrics,
+                 weights={"sha256": plain["sha256"], "size": plain["size"]}, extra=extra)
+    print(f"registry.yaml: {name}-plain mean_reward {plain['eval_mean']:.3f}", flush=True)
 
 
 def other_seeds(name: str, recipe_run: dict[str, Any]) -> dict[int, dict[str, Any]]:

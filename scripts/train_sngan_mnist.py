@@ -2,6 +2,7 @@
 
     nice -n 10 python scripts/train_sngan_mnist.py                # residual twin -> sngan-mnist
     nice -n 10 python scripts/train_sngan_mnist.py --plain        # plain twin    -> sngan-mnist-plain
+    nice -n 10 python scripts/train_sngan_mnist.py --dataset fashion-mnist [--plain]   # -> sngan-fashion-mnist[-plain]
 
 Both twins get the same budget (iterations, batch, optimiser, seed). The recipe: hinge loss,
 one D step per G step, Adam(2e-4, betas 0.0/0.9) for both with a linear decay to 0, batch 32,
@@ -14,13 +15,16 @@ Why mode seeking: without it the class embedding let G draw nearly one digit per
 its noise (within-class pixel std 0.04 at the end, MNIST's own 0.156; falling from the first
 hundreds of steps). The term (``reszoo.gan.losses.mode_seeking_loss``: the inverse of how far
 the image moves per unit of noise, on pairs of noises of one class; the fake batch's second half
-repeats the first half's classes) keeps the samples of a class apart. ``--probe-every N`` logs G_ema's class accuracy (by resnet-mnist) and
-within-class pixel std during training.
+repeats the first half's classes) keeps the samples of a class apart (docs/gan.md has the
+measurements). ``--probe-every N`` logs G_ema's class accuracy (by resnet-mnist) and within-class
+pixel std during training.
 Only the generator goes to the weight mirror (``weights/reszoo/<name>/model.safetensors``); the
 discriminator is kept under ``runs/`` for anyone who wants to resume. The run writes the weight
 file's sha256 and size into registry.yaml; ``scripts/eval_gan.py`` measures the samples.
 
-Data: ``../shared/data/mnist/mnist.npz`` (or ``--data``); see that folder's README.
+Data: ``../shared/data/mnist/mnist.npz`` (or ``--data``); see that folder's README. Fashion-MNIST:
+Debian's ``dataset-fashion-mnist`` (idx files in ``/usr/share/datasets/fashion-mnist``), the same
+recipe and budget.
 """
 
 from __future__ import annotations
@@ -40,6 +44,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
+from export_fashion_mnist import DEFAULT_SRC as FASHION_DATA  # noqa: E402
+from export_fashion_mnist import load_fashion_mnist  # noqa: E402
+
 from reszoo.gan.losses import mode_seeking_loss  # noqa: E402
 from reszoo.gan.metrics import within_class_pixel_std  # noqa: E402
 from reszoo.gan.models import sngan_d28, sngan_g28  # noqa: E402
@@ -49,13 +56,23 @@ DEFAULT_DATA = ROOT.parent / "shared" / "data" / "mnist" / "mnist.npz"
 ARCH_ARGS = {"ch": 16, "z_dim": 128, "num_classes": 10, "class_embed_dim": 32, "out_channels": 1}
 
 
-def load_mnist(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
-    """MNIST train images in [-1, 1], shape (60000, 1, 28, 28), and labels."""
-    if not path.is_file():
-        raise FileNotFoundError(f"MNIST not found: looked for {path} (see /work/shared/data/mnist/README.md, or pass --data)")
-    with np.load(path) as d:
-        x, y = d["x_train"], d["y_train"]
-    images = torch.from_numpy(x).float().div(127.5).sub(1).unsqueeze(1)
+# dataset -> (model name, default data location, classifier the probe and scripts/eval_gan.py use)
+DATASETS = {
+    "mnist": ("sngan-mnist", DEFAULT_DATA, "resnet-mnist"),
+    "fashion-mnist": ("sngan-fashion-mnist", FASHION_DATA, "resnet-fashion-mnist"),
+}
+
+
+def load_train_images(dataset: str, path: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """Training images in [-1, 1], shape (60000, 1, 28, 28), and labels."""
+    if dataset == "fashion-mnist":
+        x, y, _, _ = load_fashion_mnist(path)
+    else:
+        if not path.is_file():
+            raise FileNotFoundError(f"MNIST not found: looked for {path} (see /work/shared/data/mnist/README.md, or pass --data)")
+        with np.load(path) as d:
+            x, y = d["x_train"], d["y_train"]
+    images = torch.from_numpy(np.ascontiguousarray(x)).float().div(127.5).sub(1).unsqueeze(1)
     return images, torch.from_numpy(y.astype(np.int64))
 
 
@@ -69,12 +86,12 @@ def ema_update(ema: torch.nn.Module, model: torch.nn.Module, step: int, decay: f
 
 
 class Probe:
-    """Class accuracy (by resnet-mnist) and within-class pixel std of 640 EMA samples."""
+    """Class accuracy (by the dataset's classifier) and within-class pixel std of 640 EMA samples."""
 
-    def __init__(self, data: Path) -> None:
+    def __init__(self, classifier: str) -> None:
         import reszoo
 
-        self.classifier = reszoo.load("resnet-mnist")
+        self.classifier = reszoo.load(classifier)
         self.labels = torch.arange(10).repeat_interleave(64)
 
     def __call__(self, G: torch.nn.Module) -> str:
@@ -83,13 +100,15 @@ class Probe:
         images = G.sample(len(self.labels), labels=self.labels, seed=1)
         _, probs = classifier_outputs(self.classifier, images)
         return (f"class accuracy {class_accuracy(probs, self.labels):.3f}  within-class pixel std "
-                f"{within_class_pixel_std(images, self.labels):.4f} (MNIST test set 0.156)")
+                f"{within_class_pixel_std(images, self.labels):.4f}")
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--plain", action="store_true", help="train the plain twin (no residual additions)")
-    ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    ap.add_argument("--dataset", choices=sorted(DATASETS), default="mnist",
+                    help="mnist -> sngan-mnist; fashion-mnist (apt-get install dataset-fashion-mnist) -> sngan-fashion-mnist")
+    ap.add_argument("--data", type=Path, default=None, help="mnist.npz, or the folder of Fashion-MNIST's idx files")
     ap.add_argument("--iters", type=int, default=10_000)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--lr", type=float, default=2e-4)
@@ -110,8 +129,9 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
     residual = not args.plain
-    name = "sngan-mnist" if residual else "sngan-mnist-plain"
-    images, labels = load_mnist(args.data)
+    base_name, default_data, classifier = DATASETS[args.dataset]
+    name = base_name if residual else f"{base_name}-plain"
+    images, labels = load_train_images(args.dataset, args.data or default_data)
 
     arch_args = {**ARCH_ARGS, "ch": args.ch, "class_embed_dim": args.class_embed_dim}
     G = sngan_g28(residual=residual, **arch_args)
@@ -128,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{name}: G {sum(p.numel() for p in G.parameters()):,} params, D {sum(p.numel() for p in D.parameters()):,}; "
           f"{args.iters} iters x batch {args.batch}", flush=True)
     start = time.time()
-    probe = Probe(args.data) if args.probe_every else None
+    probe = Probe(classifier) if args.probe_every else None
     for step in range(args.iters):
         for _ in range(args.n_dis):
             if cursor + args.batch > len(perm):

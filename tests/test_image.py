@@ -350,6 +350,29 @@ def test_resnet_mnist_plain_twin_loads(hub, offline) -> None:
     assert logits.shape == (1, 10)
 
 
+FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")  # Debian's dataset-fashion-mnist
+
+
+def test_resnet_fashion_mnist_classifies_fashion_mnist(hub, offline) -> None:
+    entry = reszoo.info("resnet-fashion-mnist")
+    if entry.weights.sha256 is None:
+        pytest.skip("resnet-fashion-mnist not trained yet (scripts/train_resnet_mnist.py --dataset fashion-mnist)")
+    if not (FASHION_MNIST / "t10k-images-idx3-ubyte.gz").is_file():
+        pytest.skip(f"Fashion-MNIST not installed in {FASHION_MNIST} (apt-get install -y dataset-fashion-mnist)")
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from export_fashion_mnist import read_split
+
+    images, labels = read_split(FASHION_MNIST, "test")
+    model = reszoo.load("resnet-fashion-mnist")
+    x = torch.from_numpy(images[:1000].copy()).float().div(255).unsqueeze(1)
+    with torch.no_grad():
+        predicted = model(model.preprocess(x)).argmax(1)
+    accuracy = 100 * (predicted == torch.from_numpy(labels[:1000].astype(np.int64))).double().mean().item()
+    measured = next(m for m in entry.metrics if m.metric == "accuracy").value
+    assert abs(accuracy - measured) < 2.0, (accuracy, measured)  # 1000 of the 10,000 the registry number covers
+    assert model.labels[int(predicted[0])] == entry.labels[int(labels[0])] == "Ankle boot"
+
+
 # --------------------------------------------------------------------------- the training recipe
 
 
@@ -365,6 +388,11 @@ def _train_script():
 def test_train_script_says_where_it_looked_for_mnist(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match=rf"looked for {tmp_path / 'mnist.npz'}.*--download"):
         _train_script().main(["--data", str(tmp_path), "--no-registry", "--out", str(tmp_path)])
+
+
+def test_train_script_says_where_it_looked_for_fashion_mnist(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match=r"Fashion-MNIST not found.*apt-get install -y dataset-fashion-mnist"):
+        _train_script().main(["--dataset", "fashion-mnist", "--data", str(tmp_path), "--no-registry", "--out", str(tmp_path)])
 
 
 @pytest.mark.slow

@@ -273,13 +273,19 @@ def _trained(name: str):
     return entry
 
 
-@pytest.mark.parametrize("name", ["ppo-cartpole-resmlp", "sac-pendulum-resmlp", "ppo-acrobot-resmlp", "ppo-lunarlander-resmlp"])
+TRAINED_AGENTS = ["ppo-cartpole-resmlp", "sac-pendulum-resmlp", "ppo-acrobot-resmlp", "ppo-lunarlander-resmlp"]
+
+
+@pytest.mark.parametrize("name", TRAINED_AGENTS + [f"{name}-plain" for name in TRAINED_AGENTS])
 def test_committed_agent_loads_and_reaches_its_registry_return(name: str) -> None:
     import reszoo
+    from reszoo.nn import residual_blocks
 
     entry = _trained(name)
     agent = reszoo.load(name)
     assert isinstance(agent, DiscreteActorCritic | SquashedGaussianActorCritic)
+    # the plain twin (its own entry, plain.safetensors beside the agent's weights) has no skips
+    assert {block.residual for block in residual_blocks(agent)} == {not name.endswith("-plain")}
     assert agent.obs_norm.count.item() > 0  # the normaliser's statistics came with the weights
     from reszoo.rl.rollout import run_episodes
 
