@@ -29,8 +29,6 @@ import sys
 import time
 from pathlib import Path
 
-from dataclasses import dataclass
-
 import numpy as np
 import torch
 
@@ -38,8 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from export_fashion_mnist import DEFAULT_SRC as FASHION_DATA  # noqa: E402
-from export_fashion_mnist import load_fashion_mnist  # noqa: E402
+from train_sngan_mnist import DATASETS, load_uint8  # noqa: E402
 
 import reszoo  # noqa: E402
 from reszoo.gan import save_grid  # noqa: E402
@@ -52,37 +49,6 @@ from reszoo.gan.metrics import (  # noqa: E402
 )
 
 SCRIPT = "scripts/eval_gan.py"
-DEFAULT_DATA = ROOT.parent / "shared" / "data" / "mnist" / "mnist.npz"
-
-
-@dataclass(frozen=True)
-class Dataset:
-    title: str  # as the metrics name it
-    dataset_type: str  # Hub dataset id
-    generator: str  # the residual generator; its plain twin is f"{generator}-plain"
-    classifier: str
-    default_data: Path
-
-    @property
-    def twins(self) -> tuple[str, str]:
-        return self.generator, f"{self.generator}-plain"
-
-
-DATASETS = {
-    "mnist": Dataset("MNIST", "mnist", "sngan-mnist", "resnet-mnist", DEFAULT_DATA),
-    "fashion-mnist": Dataset("Fashion-MNIST", "fashion_mnist", "sngan-fashion-mnist", "resnet-fashion-mnist", FASHION_DATA),
-}
-
-
-def load_uint8(dataset: str, path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(x_train, x_test, y_test) as uint8 arrays."""
-    if dataset == "fashion-mnist":
-        x_train, _, x_test, y_test = load_fashion_mnist(path)
-        return x_train, x_test, y_test
-    if not path.is_file():
-        raise FileNotFoundError(f"MNIST not found: looked for {path} (see /work/shared/data/mnist/README.md)")
-    with np.load(path) as d:
-        return d["x_train"], d["x_test"], d["y_test"]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -104,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ["RESZOO_REGISTRY"] = str(args.registry)
     torch.set_num_threads(args.threads)
     start = time.time()
-    x_train, x_test, d_y_test = load_uint8(args.dataset, args.data or ds.default_data)
+    x_train, _, x_test, d_y_test = load_uint8(args.dataset, args.data)
     to_images = lambda a: torch.from_numpy(a).float().div(255).unsqueeze(1)  # noqa: E731
     test = to_images(x_test)
     y_test = torch.from_numpy(d_y_test.astype(np.int64))

@@ -34,6 +34,7 @@ import copy
 import json
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -56,22 +57,41 @@ DEFAULT_DATA = ROOT.parent / "shared" / "data" / "mnist" / "mnist.npz"
 ARCH_ARGS = {"ch": 16, "z_dim": 128, "num_classes": 10, "class_embed_dim": 32, "out_channels": 1}
 
 
-# dataset -> (model name, default data location, classifier the probe and scripts/eval_gan.py use)
+@dataclass(frozen=True)
+class GanDataset:
+    """What the recipe and ``scripts/eval_gan.py`` need to know of a dataset."""
+
+    title: str  # as the metrics name it
+    dataset_type: str  # Hub dataset id
+    generator: str  # the residual generator; its plain twin is f"{generator}-plain"
+    classifier: str  # measures the samples (probe, eval_gan)
+    default_data: Path
+
+    @property
+    def twins(self) -> tuple[str, str]:
+        return self.generator, f"{self.generator}-plain"
+
+
 DATASETS = {
-    "mnist": ("sngan-mnist", DEFAULT_DATA, "resnet-mnist"),
-    "fashion-mnist": ("sngan-fashion-mnist", FASHION_DATA, "resnet-fashion-mnist"),
+    "mnist": GanDataset("MNIST", "mnist", "sngan-mnist", "resnet-mnist", DEFAULT_DATA),
+    "fashion-mnist": GanDataset("Fashion-MNIST", "fashion_mnist", "sngan-fashion-mnist", "resnet-fashion-mnist", FASHION_DATA),
 }
 
 
-def load_train_images(dataset: str, path: Path) -> tuple[torch.Tensor, torch.Tensor]:
-    """Training images in [-1, 1], shape (60000, 1, 28, 28), and labels."""
+def load_uint8(dataset: str, path: Path | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(x_train, y_train, x_test, y_test) as uint8 arrays: ``mnist.npz``, or Fashion-MNIST's idx folder."""
+    path = path or DATASETS[dataset].default_data
     if dataset == "fashion-mnist":
-        x, y, _, _ = load_fashion_mnist(path)
-    else:
-        if not path.is_file():
-            raise FileNotFoundError(f"MNIST not found: looked for {path} (see /work/shared/data/mnist/README.md, or pass --data)")
-        with np.load(path) as d:
-            x, y = d["x_train"], d["y_train"]
+        return load_fashion_mnist(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"MNIST not found: looked for {path} (see /work/shared/data/mnist/README.md, or pass --data)")
+    with np.load(path) as d:
+        return d["x_train"], d["y_train"], d["x_test"], d["y_test"]
+
+
+def load_train_images(dataset: str, path: Path | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Training images in [-1, 1], shape (60000, 1, 28, 28), and labels."""
+    x, y, _, _ = load_uint8(dataset, path)
     images = torch.from_numpy(np.ascontiguousarray(x)).float().div(127.5).sub(1).unsqueeze(1)
     return images, torch.from_numpy(y.astype(np.int64))
 
@@ -129,9 +149,9 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
     residual = not args.plain
-    base_name, default_data, classifier = DATASETS[args.dataset]
-    name = base_name if residual else f"{base_name}-plain"
-    images, labels = load_train_images(args.dataset, args.data or default_data)
+    ds = DATASETS[args.dataset]
+    name = ds.twins[0] if residual else ds.twins[1]
+    images, labels = load_train_images(args.dataset, args.data)
 
     arch_args = {**ARCH_ARGS, "ch": args.ch, "class_embed_dim": args.class_embed_dim}
     G = sngan_g28(residual=residual, **arch_args)
@@ -148,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{name}: G {sum(p.numel() for p in G.parameters()):,} params, D {sum(p.numel() for p in D.parameters()):,}; "
           f"{args.iters} iters x batch {args.batch}", flush=True)
     start = time.time()
-    probe = Probe(classifier) if args.probe_every else None
+    probe = Probe(ds.classifier) if args.probe_every else None
     for step in range(args.iters):
         for _ in range(args.n_dis):
             if cursor + args.batch > len(perm):
