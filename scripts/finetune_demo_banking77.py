@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -32,6 +31,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
+
+from demo_results import finetune_record  # noqa: E402
 
 SCRIPT = "scripts/finetune_demo_banking77.py"
 BASE = "minilm-l6-sentence"
@@ -75,13 +76,7 @@ def main() -> int:
                              overwrite=True, seed=args.seed, dataset_name="banking77", script=SCRIPT,
                              model_name="minilm-l6-banking77-generic", **recipe)
     m = result.metrics
-    record = {
-        "num_train": m["num_train"], "num_val": m["num_val"], "num_test": m["num_test"], "epochs": m["epochs_run"],
-        "val_accuracy": m["val_accuracy"], "test_accuracy": m["test_accuracy"], "test_macro_f1": m["test_macro_f1"],
-        "train_seconds": m["train_seconds"], "wall_seconds": round(time.perf_counter() - start, 1), "options": recipe,
-        "seed": args.seed, "threads": torch.get_num_threads(), "torch": torch.__version__,
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores (shared)",
-    }
+    record = finetune_record(m, started=start, options=recipe, seed=args.seed)
     (args.out / "results.json").write_text(json.dumps(record, indent=2) + "\n")
     print(f"BANKING77: test accuracy {100 * m['test_accuracy']:.2f}% (macro-F1 {100 * m['test_macro_f1']:.2f}%), "
           f"validation {100 * m['val_accuracy']:.2f}%, {m['train_seconds']:.0f} s training")

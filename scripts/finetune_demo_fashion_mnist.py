@@ -20,8 +20,6 @@ missing), which needs ``apt-get install -y dataset-fashion-mnist``.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -31,7 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from demo_results import add_result, read_results, small_subset  # noqa: E402
+from demo_results import add_result, finetune_record, read_results, small_subset  # noqa: E402
 
 SCRIPT = "scripts/finetune_demo_fashion_mnist.py"
 BASE = "resnet-mnist"
@@ -92,15 +90,10 @@ def main() -> int:
         # from scratch it derives from Fashion-MNIST alone (MIT).
         license=None if args.variant == "pretrained" else "mit", **REGIMES[args.regime],
     )
-    m = result.metrics
     record = {
         "regime": args.regime, "variant": args.variant, "base": BASE if args.variant == "pretrained" else None,
-        "num_train": m["num_train"], "num_val": m["num_val"], "num_test": m["num_test"], "epochs": m["epochs_run"],
-        "val_accuracy": m["val_accuracy"], "test_accuracy": m["test_accuracy"], "test_macro_f1": m["test_macro_f1"],
-        "train_seconds": m["train_seconds"], "wall_seconds": round(time.perf_counter() - start, 1),
-        "options": REGIMES[args.regime], "seed": args.seed, "threads": torch.get_num_threads(),
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores (shared)",
-        "torch": torch.__version__, "run_dir": str(run_dir.relative_to(ROOT)) if run_dir.is_relative_to(ROOT) else str(run_dir),
+        **finetune_record(result.metrics, started=start, options=REGIMES[args.regime], seed=args.seed),
+        "run_dir": str(run_dir.relative_to(ROOT)) if run_dir.is_relative_to(ROOT) else str(run_dir),
     }
     add_result(results_file, f"{args.regime}-{args.variant}", record)
     print(report(results_file))

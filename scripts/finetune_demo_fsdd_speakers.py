@@ -22,8 +22,6 @@ model learnt should matter most. Each invocation runs one regime and variant and
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import re
 import sys
 import time
@@ -34,7 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from demo_results import add_result, read_results, small_subset  # noqa: E402
+from demo_results import add_result, finetune_record, read_results, small_subset  # noqa: E402
 
 SCRIPT = "scripts/finetune_demo_fsdd_speakers.py"
 BASE = "tdnn-fsdd-digits"
@@ -120,16 +118,11 @@ def main() -> int:
         seed=args.seed, dataset_name="free-spoken-digit-dataset (speakers)", script=SCRIPT,
         model_name=f"tdnn-fsdd-speakers-{args.regime}-{args.variant}", **REGIMES[args.regime], **variant,
     )
-    m = result.metrics
     record = {
         "regime": args.regime, "variant": args.variant,
         "trained": "head only (frozen digit features)" if variant.get("freeze_backbone") else
                    ("all layers, from the digit model" if variant["pretrained"] else "all layers, random init"),
-        "num_train": m["num_train"], "num_val": m["num_val"], "num_test": m["num_test"], "epochs": m["epochs_run"],
-        "val_accuracy": m["val_accuracy"], "test_accuracy": m["test_accuracy"], "test_macro_f1": m["test_macro_f1"],
-        "train_seconds": m["train_seconds"], "wall_seconds": round(time.perf_counter() - start, 1),
-        "options": {**REGIMES[args.regime], **variant}, "seed": args.seed, "threads": torch.get_num_threads(),
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores (shared)", "torch": torch.__version__,
+        **finetune_record(result.metrics, started=start, options={**REGIMES[args.regime], **variant}, seed=args.seed),
     }
     add_result(results_file, f"{args.regime}-{args.variant}", record)
     print(report(results_file))
