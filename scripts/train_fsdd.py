@@ -30,6 +30,7 @@ import math
 import os
 import sys
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -255,6 +256,20 @@ def fold_file(task: str, variant: str, fold: str) -> Path:
 VARIANTS = {"residual": True, "plain": False}
 
 
+def finished_folds(task: str, folds: Iterable[str], args: argparse.Namespace) -> dict[str, dict[str, dict[str, Any]]]:
+    """The saved fold results of each twin (``fold_file``) from runs with this run's epochs and seed,
+    by variant and fold, in the order of ``folds``."""
+    per: dict[str, dict[str, dict[str, Any]]] = {v: {} for v in VARIANTS}
+    for variant in VARIANTS:
+        for fold in folds:
+            f = fold_file(task, variant, fold)
+            if f.is_file():
+                rec = json.loads(f.read_text())
+                if rec["epochs"] == args.epochs and rec["seed"] == args.seed:
+                    per[variant][fold] = rec
+    return per
+
+
 def variants_of(args: argparse.Namespace) -> list[str]:
     names = [v for v in args.variants.split(",") if v]  # "" trains none: re-register saved results
     bad = [v for v in names if v not in VARIANTS]
@@ -331,14 +346,8 @@ def cmd_digits_heldout(items: list[dict[str, Any]], args: argparse.Namespace) ->
 
 def write_heldout_digits(args: argparse.Namespace) -> None:
     """Registry metric: mean accuracy over the held-out speakers done for both twins."""
-    per: dict[str, dict[str, float]] = {v: {} for v in VARIANTS}
-    for variant in VARIANTS:
-        for spk in SPEAKERS:
-            f = fold_file("digits-heldout", variant, spk)
-            if f.is_file():
-                rec = json.loads(f.read_text())
-                if rec["epochs"] == args.epochs and rec["seed"] == args.seed:
-                    per[variant][spk] = rec["accuracy"]
+    per = {v: {spk: rec["accuracy"] for spk, rec in recs.items()}
+           for v, recs in finished_folds("digits-heldout", SPEAKERS, args).items()}
     both = [spk for spk in SPEAKERS if all(spk in per[v] for v in VARIANTS)]
     if not both:
         log("no held-out speaker done for both twins yet; registry not written")
@@ -425,14 +434,8 @@ def cmd_speakers_unseen(items: list[dict[str, Any]], args: argparse.Namespace) -
             out.parent.mkdir(parents=True, exist_ok=True)
             out.write_text(json.dumps({"fold": fold, "speakers": UNSEEN_FOLDS[fold], "variant": variant, "eer": value,
                                        "epochs": args.epochs, "seed": args.seed, "train_seconds": seconds}))
-    per: dict[str, dict[str, float]] = {v: {} for v in VARIANTS}
-    for variant in VARIANTS:
-        for fold in UNSEEN_FOLDS:
-            f = fold_file("speakers-unseen", variant, fold)
-            if f.is_file():
-                rec = json.loads(f.read_text())
-                if rec["epochs"] == args.epochs and rec["seed"] == args.seed:
-                    per[variant]["+".join(rec["speakers"])] = rec["eer"]
+    per = {v: {"+".join(rec["speakers"]): rec["eer"] for rec in recs.values()}
+           for v, recs in finished_folds("speakers-unseen", UNSEEN_FOLDS, args).items()}
     both = [k for k in per["residual"] if k in per["plain"]]
     if not both:
         log("no unseen-speaker fold done for both twins yet; registry not written")
