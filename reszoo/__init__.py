@@ -20,32 +20,36 @@ _EXPORTS = {
     "list_models": "registry",
     "info": "registry",
     "Entry": "registry",
-    "RegistryError": "registry",
-    "UnknownModelError": "registry",
     "load": "api",
     "build": "api",
     "push": "api",
     "save_pretrained": "api",
-    "LoadError": "api",
     "card": "cards",
     "finetune": "finetune",
-    "HubError": "hub",
-    "IntegrityError": "hub",
-    "NotCachedError": "hub",
-    "WeightsNotFoundError": "hub",
+    "ReszooError": "errors",
+    "RegistryError": "errors",
+    "UnknownModelError": "errors",
+    "HubError": "errors",
+    "IntegrityError": "errors",
+    "NotCachedError": "errors",
+    "WeightsNotFoundError": "errors",
+    "LoadError": "errors",
+    "ConversionError": "errors",
+    "InputError": "errors",
 }
 
 __all__ = ["__version__", *_EXPORTS]
 
 if TYPE_CHECKING:
-    from .api import LoadError, build, load, push, save_pretrained
+    from .api import build, load, push, save_pretrained
     from .cards import card
+    from .errors import (ConversionError, HubError, InputError, IntegrityError, LoadError, NotCachedError,
+                         RegistryError, ReszooError, UnknownModelError, WeightsNotFoundError)
     from .finetune import finetune
-    from .hub import HubError, IntegrityError, NotCachedError, WeightsNotFoundError
-    from .registry import Entry, RegistryError, UnknownModelError, info, list_models
+    from .registry import Entry, info, list_models
 
 
-_SUBPACKAGES = {"image", "text", "speech", "rl", "gan", "nn", "hub", "api", "cards", "cli", "registry"}
+_SUBPACKAGES = {"image", "text", "speech", "rl", "gan", "nn", "hub", "api", "cards", "cli", "registry", "errors"}
 
 
 def __getattr__(name: str) -> Any:

@@ -23,7 +23,8 @@ from torch import nn
 
 from . import __version__
 from .domains import arch_builder, aux_files, domain_module
-from .hub import HubError, entry_state_dict, fetch_file, file_digest, load_state_dict
+from .errors import LoadError
+from .hub import entry_state_dict, fetch_file, file_digest, load_state_dict
 from .registry import Entry, RegistryError, Weights, get_entry, parse_entry
 
 __all__ = ["LoadError", "build", "load", "push", "save_pretrained", "CONFIG_FILE", "WEIGHTS_FILE"]
@@ -34,10 +35,6 @@ WEIGHTS_FILE = "model.safetensors"
 _HF_URI = re.compile(r"^hf://(?P<repo>[^/@\s]+/[^/@\s]+)(?:@(?P<rev>[^\s]+))?$")
 # Fields of an entry that describe the registry, not the model: they stay out of config.json.
 _NOT_IN_CONFIG = {"aliases", "weights", "usage"}
-
-
-class LoadError(HubError):
-    """A checkpoint does not fit the architecture it is loaded into."""
 
 
 def build(entry: Entry, *, num_classes: int | None = None, device: torch.device | str | None = None) -> nn.Module:

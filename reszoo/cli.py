@@ -238,13 +238,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     command = next((a for a in argv if not a.startswith("-")), None)
     args = build_parser(command).parse_args(argv)
-    from .hub import HubError
-    from .registry import RegistryError, UnknownModelError
+    from .errors import ReszooError
 
     try:
         return int(args.func(args) or 0)
-    except (HubError, RegistryError, UnknownModelError, ValueError, FileNotFoundError, IsADirectoryError,
-            PermissionError) as err:
+    except (ReszooError, ValueError, FileNotFoundError, IsADirectoryError, PermissionError) as err:
         print(f"reszoo: error: {err}", file=sys.stderr)
         return 1
     except BrokenPipeError:  # `reszoo list | head`: the reader left; not an error of ours

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from . import __version__
+from .errors import HubError, IntegrityError, NotCachedError, WeightsNotFoundError
 from .registry import Entry, Weights
 
 __all__ = [
@@ -40,22 +41,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 _PACKAGE_DIR = Path(__file__).resolve().parent
 _CHUNK = 1 << 20
-
-
-class HubError(RuntimeError):
-    """Base class of reszoo's errors about getting weights."""
-
-
-class WeightsNotFoundError(HubError):
-    """The repo, revision or file does not exist where it was looked for."""
-
-
-class NotCachedError(HubError):
-    """Offline (or the Hub unreachable) and the file is in no mirror and not in the cache."""
-
-
-class IntegrityError(HubError):
-    """A file's sha256 differs from the registry's pin."""
 
 
 def cache_dir() -> Path:

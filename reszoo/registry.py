@@ -20,6 +20,8 @@ from typing import Any
 
 import yaml
 
+from .errors import RegistryError, UnknownModelError
+
 __all__ = [
     "DOMAINS",
     "Entry",
@@ -39,17 +41,6 @@ WEIGHT_FORMATS = ("safetensors", "torch")
 _HEX40 = re.compile(r"^[0-9a-f]{40}$")
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _PACKAGE_DIR = Path(__file__).resolve().parent
-
-
-class RegistryError(ValueError):
-    """A registry entry (or a reszoo config.json) is malformed."""
-
-
-class UnknownModelError(KeyError):
-    """No entry has that name or alias."""
-
-    def __str__(self) -> str:  # KeyError would quote the message
-        return str(self.args[0])
 
 
 def _fail(entry: str, field_name: str, problem: str) -> RegistryError:

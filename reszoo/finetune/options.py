@@ -10,6 +10,8 @@ import dataclasses
 from dataclasses import dataclass, fields
 from typing import Any
 
+from ..errors import ReszooError
+
 __all__ = [
     "DataError",
     "FinetuneError",
@@ -21,7 +23,7 @@ __all__ = [
 ]
 
 
-class FinetuneError(ValueError):
+class FinetuneError(ReszooError, ValueError):
     """A fine-tuning run cannot start or continue; ``exit_code`` is the CLI's exit status."""
 
     exit_code = 1

@@ -27,17 +27,19 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ..errors import InputError, RegistryError
+
 __all__ = ["ImagePreprocess", "PreprocessConfigError", "ImageInputError"]
 
 _INTERPOLATIONS = ("bilinear", "bicubic", "nearest")
 _KNOWN_FIELDS = {"size", "input_size", "resize", "crop_pct", "crop", "interpolation", "mean", "std", "channels"}
 
 
-class PreprocessConfigError(ValueError):
+class PreprocessConfigError(RegistryError):
     """An entry's ``preprocess`` mapping is incomplete or malformed."""
 
 
-class ImageInputError(ValueError):
+class ImageInputError(InputError):
     """An input cannot be turned into an image (not an image file, wrong shape or range)."""
 
 

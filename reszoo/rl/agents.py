@@ -8,14 +8,16 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from ..errors import InputError
+
 __all__ = ["Agent", "ObservationError", "SpaceMismatchError", "as_observation_batch"]
 
 
-class ObservationError(ValueError):
+class ObservationError(InputError):
     """An observation of the wrong shape or dtype, or with NaN/inf values."""
 
 
-class SpaceMismatchError(ValueError):
+class SpaceMismatchError(InputError):
     """An environment whose observation or action space does not match the agent's."""
 
 

@@ -25,6 +25,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..errors import InputError
+
 __all__ = ["AudioError", "MIN_SAMPLE_RATE", "MAX_SAMPLE_RATE", "SILENCE_PEAK", "read_audio", "as_waveform"]
 
 MIN_SAMPLE_RATE = 4_000
@@ -35,7 +37,7 @@ MAX_CHANNELS = 8
 SILENCE_PEAK = 1e-5
 
 
-class AudioError(ValueError):
+class AudioError(InputError):
     """The input cannot be turned into a waveform the model can use."""
 
 

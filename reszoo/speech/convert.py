@@ -27,14 +27,9 @@ import re
 
 from torch import Tensor
 
+from ..errors import ConversionError
+
 __all__ = ["ConversionError", "convert_speechbrain_ecapa"]
-
-
-class ConversionError(KeyError):
-    """A checkpoint does not have the layout the converter expects."""
-
-    def __str__(self) -> str:
-        return str(self.args[0])
 
 
 # (pattern on the SpeechBrain key, replacement); the TDNN tail ``conv.conv.X`` / ``norm.norm.X``

@@ -20,11 +20,9 @@ import re
 import torch
 from torch import Tensor
 
+from ..errors import ConversionError
+
 __all__ = ["ConversionError", "convert_bert"]
-
-
-class ConversionError(ValueError):
-    """A checkpoint does not have the layout its converter expects."""
 
 
 _LAYER = re.compile(r"^encoder\.layer\.(\d+)\.(.+)$")
