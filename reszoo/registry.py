@@ -299,9 +299,57 @@ def registry_path() -> Path:
     raise RegistryError("no registry.yaml found (set RESZOO_REGISTRY to its path)")
 
 
+# A registry is a few thousand nodes; YAML aliases let a small file stand for an exponentially
+# large tree ("billion laughs"), so the expanded size is bounded before anything walks it.
+MAX_EXPANDED_NODES = 1_000_000
+
+
+def _expanded_size(node: yaml.Node, sizes: dict[int, int]) -> int:
+    """Nodes in the tree ``node`` stands for once every alias is expanded (memoised per node)."""
+    if id(node) in sizes:
+        return sizes[id(node)]
+    sizes[id(node)] = 1  # a recursive alias counts once, and recursion is refused below anyway
+    if isinstance(node, yaml.SequenceNode):
+        total = 1 + sum(_expanded_size(child, sizes) for child in node.value)
+    elif isinstance(node, yaml.MappingNode):
+        total = 1 + sum(_expanded_size(k, sizes) + _expanded_size(v, sizes) for k, v in node.value)
+    else:
+        total = 1
+    sizes[id(node)] = min(total, MAX_EXPANDED_NODES + 1)
+    return sizes[id(node)]
+
+
+def read_yaml(path: Path) -> Any:
+    """A YAML file of plain data, with every failure as one :class:`RegistryError` naming the file:
+    not UTF-8 text, not YAML, a tag asking for a Python object (never built), an alias bomb."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise RegistryError(f"{path}: not a UTF-8 text file (byte {err.start}); a registry is YAML text") from None
+    if "\x00" in text:
+        raise RegistryError(f"{path}: contains NUL bytes; a registry is YAML text")
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        if _expanded_size(node, {}) > MAX_EXPANDED_NODES:
+            raise RegistryError(f"{path}: YAML aliases expand to more than {MAX_EXPANDED_NODES:,} nodes; refused (an alias bomb?)")
+        return loader.construct_document(node)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None) or getattr(err, "context_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise RegistryError(f"{path}: not a plain-data YAML file{where}: {' '.join(str(problem).split())}") from None
+    except RecursionError:
+        raise RegistryError(f"{path}: YAML nested too deeply (or a recursive alias); refused") from None
+    finally:
+        loader.dispose()
+
+
 @lru_cache(maxsize=4)
 def _load(path: Path, mtime_ns: int) -> dict[str, Entry]:
-    raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    raw = read_yaml(path) or {}
     models = raw.get("models", ...) if isinstance(raw, dict) else ...
     models = [] if models is None else models  # a registry with no entries yet
     if not isinstance(models, list):
@@ -319,7 +367,13 @@ def _load(path: Path, mtime_ns: int) -> dict[str, Entry]:
 def load_registry(path: str | os.PathLike[str] | None = None) -> dict[str, Entry]:
     """Every entry by name and by alias (cached until the file changes)."""
     p = Path(path) if path is not None else registry_path()
-    return _load(p, p.stat().st_mtime_ns)
+    try:
+        mtime_ns = p.stat().st_mtime_ns
+    except OSError as err:
+        raise RegistryError(f"registry file {p} cannot be read: {err.strerror}") from None
+    if not p.is_file():
+        raise RegistryError(f"registry file {p} is not a file")
+    return _load(p, mtime_ns)
 
 
 def get_entry(name: str) -> Entry:

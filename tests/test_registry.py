@@ -135,3 +135,61 @@ def test_import_is_light():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
     assert out.stdout.strip() == ""
+
+
+# --------------------------------------------------------------------------- hostile registry files
+
+_BOMB = "\n".join(
+    ['a: &a ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    + [f"{n}: &{n} [{', '.join(['*' + p] * 9)}]" for p, n in zip("abcdefgh", "bcdefghi")]
+    + ["models: *i"]
+)
+
+
+@pytest.mark.parametrize(
+    ("content", "needle"),
+    [
+        (_BOMB, "aliases expand to more than"),
+        ("models:\n- !!python/object/apply:os.system ['echo pwned > PWNED']\n", "could not determine a constructor"),
+        ("models:\n- !!python/name:os.system\n", "could not determine a constructor"),
+        (bytes(range(256)) * 4, "not a UTF-8 text file"),
+        ("models: []\n\x00\n", "NUL bytes"),
+        ("models: [\n", "not a plain-data YAML file (line"),
+        ("models: &a [*a]\n", "expected a mapping"),
+    ],
+    ids=["alias-bomb", "python-object", "python-name", "binary", "nul", "truncated", "recursive-alias"],
+)
+def test_hostile_registry_file_is_one_clear_error(tmp_path, monkeypatch, content, needle):
+    path = tmp_path / "registry.yaml"
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(RegistryError) as info:
+        load_registry(path)
+    message = str(info.value)
+    assert needle in message and "\n" not in message
+    assert not (tmp_path / "PWNED").exists()  # no tag ever builds a Python object
+
+
+def test_alias_bomb_is_refused_quickly_through_the_cli(tmp_path):
+    path = tmp_path / "registry.yaml"
+    path.write_text(_BOMB)
+    proc = subprocess.run([sys.executable, "-m", "reszoo.cli", "list"], capture_output=True, text=True, timeout=60,
+                          env={**__import__("os").environ, "RESZOO_REGISTRY": str(path)})
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines() == [f"reszoo: error: {path}: YAML aliases expand to more than 1,000,000 nodes; refused (an alias bomb?)"]
+
+
+def test_small_anchors_still_work(tmp_path):
+    path = tmp_path / "registry.yaml"
+    path.write_text(textwrap.dedent("""\
+        x-license: &lic mit
+        models:
+          - {name: a-net, domain: image, task: t, arch: resnet18, license: *lic}
+          - {name: b-net, domain: image, task: t, arch: resnet18, license: *lic}
+        """))
+    assert [e.license for e in load_registry(path).values()] == ["mit", "mit"]
+
+
+def test_missing_registry_file_names_it(tmp_path):
+    with pytest.raises(RegistryError, match="cannot be read"):
+        load_registry(tmp_path / "nope.yaml")
