@@ -27,6 +27,20 @@ if "huggingface_hub" in sys.modules:
     )
 
 _SESSION_DIR = Path(tempfile.mkdtemp(prefix="reszoo-tests-"))
+ROOT = Path(__file__).resolve().parent.parent
+# Data sets beside the checkout (``../shared/data``, laid out as scripts/get_data.py writes them);
+# $RESZOO_DATA points elsewhere. A clone without them skips the tests that read them, saying why.
+DATA = Path(os.environ.get("RESZOO_DATA") or ROOT.parent / "shared" / "data")
+
+
+def need_data(relative: str) -> Path:
+    """``DATA / relative``, or skip the calling test with where it was looked for and how to get it."""
+    path = DATA / relative
+    if not path.exists():
+        name = relative.split("/")[0]
+        pytest.skip(f"needs the {name} data set at {path}: `python scripts/get_data.py {name} --to {DATA}` "
+                    "fetches it on a connected machine (or set RESZOO_DATA)")
+    return path
 
 # Never use the developer's token, caches, mirror or offline/staging settings.
 for _var in (

@@ -14,6 +14,7 @@ import torch
 from PIL import Image
 
 import reszoo
+from conftest import need_data
 from reszoo.image import ARCHS, CONVERTERS, ImageInputError, ImagePreprocess, PreprocessConfigError, build_preprocess, predict
 from reszoo.image import models as M
 from reszoo.nn import ResidualBlock, residual_blocks
@@ -171,7 +172,7 @@ def test_torchvision_converter_is_a_strict_check() -> None:
 @pytest.fixture(scope="module")
 def photo() -> Image.Image:
     """A real, non-square RGB image: five MNIST test digits side by side, colour-mixed and upscaled."""
-    with np.load(ROOT.parent / "shared" / "data" / "mnist" / "mnist.npz") as d:
+    with np.load(need_data("mnist/mnist.npz")) as d:
         strip = np.concatenate(list(d["x_test"][:5]), axis=1)  # 28 x 140
     rgb = np.stack([strip, 255 - strip, np.roll(strip, 3, axis=1)], axis=-1)
     return Image.fromarray(rgb).resize((301, 173), Image.Resampling.BICUBIC)

@@ -15,6 +15,7 @@ import torch
 import yaml
 
 import reszoo
+from conftest import DATA, need_data
 from reszoo import speech
 from reszoo.nn import residual_blocks
 from reszoo.speech.audio import AudioError, as_waveform
@@ -23,7 +24,7 @@ from reszoo.speech.models import SERes2NetBlock
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples" / "speech"
-FSDD = ROOT.parent / "shared" / "data" / "fsdd" / "recordings"
+FSDD = DATA / "fsdd" / "recordings"
 
 SMALL = dict(channels=[32, 32, 32, 32, 96], attention_channels=16, se_channels=16, embed_dim=24)
 
@@ -382,7 +383,7 @@ def test_speaker_model_verifies_bundled_recordings(hub, offline) -> None:
 def fsdd_test_split(one_thread) -> tuple[list[Path], list[torch.Tensor]]:
     """FSDD's 300 test recordings and their features (the digit models' front end)."""
     if not FSDD.is_dir():
-        pytest.skip(f"FSDD recordings not found at {FSDD}")
+        need_data("fsdd/recordings")
     files = sorted(p for p in FSDD.glob("*.wav") if int(p.stem.split("_")[2]) < 5)
     preprocess = speech.build_preprocess(reszoo.info("tdnn-fsdd-digits"))
     return files, [preprocess(f) for f in files]

@@ -16,6 +16,7 @@ import torch
 import yaml
 
 import reszoo
+from conftest import DATA
 from reszoo.nn import ResidualBlock, residual_blocks
 from reszoo.registry import get_entry
 from reszoo.text import ARCHS, CONVERTERS, ConversionError, TextEncoder, TextPreprocess, aux_files, build_preprocess, predict
@@ -32,7 +33,7 @@ from reszoo.text.train import (
 )
 
 ROOT = Path(__file__).resolve().parent.parent
-BANKING77 = ROOT.parent / "shared" / "data" / "banking77"
+BANKING77 = DATA / "banking77"
 MINILM_REPO = "sentence-transformers/all-MiniLM-L6-v2"
 TINY = EncoderConfig(vocab_size=120, hidden_size=32, num_layers=2, num_heads=4, intermediate_size=64, max_position=40)
 
@@ -518,7 +519,7 @@ def test_data_helpers(tmp_path: Path) -> None:
     assert sorted(i for b in batches for i in b) == list(range(103))
 
 
-@pytest.mark.skipif(not BANKING77.is_dir(), reason=f"BANKING77 not found at {BANKING77}")
+@pytest.mark.skipif(not BANKING77.is_dir(), reason=f"needs the banking77 data set at {BANKING77}: `python scripts/get_data.py banking77` fetches it on a connected machine")
 def test_short_finetune_on_banking77_lowers_loss_and_beats_chance(minilm) -> None:
     """Five intents, 12 real training queries each, 15 steps: the loss falls and the held-out test
     queries of those intents are classified far above chance (20%)."""
