@@ -111,6 +111,7 @@ def _finish(model: nn.Module, entry: Entry, *, dtype: torch.dtype | None, mirror
     domain = domain_module(entry.domain)
     model.entry = entry
     model.labels = entry.labels
+    model.mirror = mirror  # where load found its files; save_pretrained copies the aux files from there too
     model.preprocess = domain.build_preprocess(entry)
     if hasattr(domain, "prepare"):
         domain.prepare(model, entry, mirror=mirror)
@@ -223,6 +224,8 @@ def save_pretrained(model: nn.Module, folder: str | os.PathLike[str], *, entry: 
     from .cards import card_for_entry
 
     entry = _entry_of(model, entry)
+    if mirror is None:  # a model loaded from a folder has its tokenizer there, not on the Hub
+        mirror = getattr(model, "mirror", None)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     copied = set()
@@ -235,7 +238,7 @@ def save_pretrained(model: nn.Module, folder: str | os.PathLike[str], *, entry: 
     save_file(state, folder / WEIGHTS_FILE, metadata={"format": "pt", "reszoo_version": __version__})
     (folder / CONFIG_FILE).write_text(json.dumps(model_config(entry), indent=2) + "\n", encoding="utf-8")
     repo = repo_id or (entry.weights.repo if entry.weights else entry.name)
-    card_for_entry(entry, repo_id=repo).save(folder / "README.md")
+    card_for_entry(entry, repo_id=repo, location=None if repo_id else folder).save(folder / "README.md")
     return folder
 
 

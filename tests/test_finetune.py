@@ -14,9 +14,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
+import shlex
+import struct
 import subprocess
 import sys
+import zlib
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +32,7 @@ from safetensors.torch import load_file, save_file
 
 import reszoo
 from reszoo.cli import main as cli_main
+from reszoo.finetune import OptionsError, RunInUseError
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -59,6 +65,14 @@ models:
     weights: {repo: test/tiny-text, file: model.safetensors, revision: null, sha256: null, pin_note: "test weights, made by the test"}
     preprocess: {tokenizer: {file: tokenizer.json}, max_length: 16}
     license: apache-2.0
+    # Facts of the base's own training: a fine-tuned model's card must not state them as its own.
+    metrics:
+      - {dataset: base-corpus, split: test, metric: accuracy, value: 87.654, source: {kind: measured, script: base.py}}
+    dataset: [base-corpus]
+    tags: [keyword-spotting, base-tag]
+    limitations: "BASE-LIMITATION: only the base corpus."
+    paper: {title: "A Tiny Paper", url: "https://example.org/tiny"}
+    extra: {max_tokens: 256, train_seconds: 291, epochs: 20, residual_vs_plain: {residual: 0.9933, plain: 0.9876}}
   - name: tiny-speech
     domain: speech
     task: audio-classification
@@ -137,6 +151,44 @@ def squares(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+def _intents(path: Path, n: int = 24, header: str = "label\ttext", extra: str = "") -> Path:
+    """A TSV of two intents whose words the tiny tokenizer knows."""
+    rng = np.random.RandomState(0)
+    topics = {"lost_card": ["lost", "stolen", "card", "blocked"], "refund": ["refund", "money", "charged", "twice"]}
+    lines = [header]
+    for i in range(n):
+        label = "lost_card" if i % 2 else "refund"
+        words = list(rng.choice(topics[label], 3)) + list(rng.choice(["where", "is", "my", "the", "please"], 2))
+        lines.append(f"{label}\t{' '.join(words)}{extra}")
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+_TORCHRUN_2 = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "reszoo.cli"]
+
+
+def _subprocess_env() -> dict[str, str]:
+    """This checkout's reszoo first, in a child process (the zoo fixture's registry and mirror come along)."""
+    return {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+
+
+@contextmanager
+def _held_lock(folder: Path) -> Iterator[int]:
+    """``folder`` locked by another process, as a run in progress holds it; yields that process's pid."""
+    code = ("import sys; from pathlib import Path; from reszoo.finetune.runlock import RunLock; "
+            "lock = RunLock(Path(sys.argv[1])); lock.acquire(); print('locked', flush=True); sys.stdin.read(); "
+            "lock.release()")
+    proc = subprocess.Popen([sys.executable, "-c", code, str(folder)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            text=True, env=_subprocess_env())
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "locked"
+        yield proc.pid
+    finally:
+        assert proc.stdin is not None
+        proc.stdin.close()
+        proc.wait(timeout=30)
+
+
 def _files(folder: Path) -> dict[str, str]:
     return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
             for p in sorted(folder.rglob("*")) if p.is_file()}
@@ -192,15 +244,23 @@ def test_image_folder_end_to_end_saves_loads_and_pushes(zoo: Path, squares: Path
 
 
 def test_resume_continues_exactly(zoo: Path, squares: Path, tmp_path: Path) -> None:
-    """2 epochs straight == 1 epoch, stop, resume 1 epoch: bit for bit (dropout, shuffling,
-    gradient accumulation, schedule and optimizer state all depend on the restored state)."""
-    common = dict(epochs=2, batch_size=8, grad_accum=2, lr=0.02, val_split=0.0, progress=False, log_every=1)
+    """3 epochs straight == 1 epoch, stop, resume 2 epochs: bit for bit (dropout, shuffling,
+    gradient accumulation, schedule and optimizer state all depend on the restored state).
+    The first part is started with --overwrite and --stop-after-epoch 1: options of that
+    invocation, which the resumed one must neither refuse (overwrite) nor obey again (stop)."""
+    common = dict(epochs=3, batch_size=8, grad_accum=2, lr=0.02, val_split=0.0, progress=False, log_every=1)
     reszoo.finetune("tiny-image", squares / "train", out=tmp_path / "straight", **common)
-    first = reszoo.finetune("tiny-image", squares / "train", out=tmp_path / "resumed", stop_after_epoch=1, **common)
+    first = reszoo.finetune("tiny-image", squares / "train", out=tmp_path / "resumed", stop_after_epoch=1,
+                            overwrite=True, **common)
     assert not first.completed and not (tmp_path / "resumed" / "model.safetensors").exists()
+    saved = json.loads((tmp_path / "resumed" / "run.json").read_text())["options"]
+    assert not {"overwrite", "stop_after_epoch", "resume", "out", "progress"} & set(saved)
+    assert saved["epochs"] == 3 and saved["log_every"] == 1  # what defines and records the run is kept
     # Resume from the run folder alone: model options and data come from run.json.
     rc = cli_main(["finetune", "tiny-image", "--out", str(tmp_path / "resumed"), "--resume", "--no-progress"])
     assert rc == 0
+    summary = json.loads((tmp_path / "resumed" / "summary.json").read_text())
+    assert summary["epochs_run"] == 3 and not summary["stopped_early"]
     a, b = _weights(tmp_path / "straight"), _weights(tmp_path / "resumed")
     assert a.keys() == b.keys()
     assert all(torch.equal(a[k], b[k]) for k in a), "resumed run differs from the uninterrupted one"
@@ -214,20 +274,26 @@ def test_resume_continues_exactly(zoo: Path, squares: Path, tmp_path: Path) -> N
     assert losses(tmp_path / "straight") == losses(tmp_path / "resumed")
 
 
-def test_two_processes_equal_one_with_the_same_global_batch(zoo: Path, squares: Path, tmp_path: Path) -> None:
+def test_two_processes_equal_one_with_the_same_global_batch(zoo: Path, tmp_path: Path) -> None:
     """torchrun, 2 CPU processes (gloo), 8 per process == 1 process with 16: frozen BN statistics
-    and no dropout, so per-process batch statistics cannot differ; the data are sharded."""
-    common = ["--epochs", "2", "--lr", "0.02", "--val-split", "0", "--batchnorm", "frozen", "--cpu",
-              "--log-sample-ids", "--no-progress"]
-    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "reszoo.cli",
-           "finetune", "tiny-image-nodrop", "--data", str(squares / "train"), "--out", str(tmp_path / "ddp"),
+    and no dropout, so per-process batch statistics cannot differ; the data are sharded.
+
+    The command is docs/finetune.md's (`torchrun --standalone --nproc_per_node 2 -m reszoo.cli
+    finetune NAME --data D --out R --cpu`), with validation data (the default hold-out), whose
+    best epoch every process reloads at the end."""
+    data = _squares(tmp_path / "data", 18, seed=0)  # 72 images: a 10% hold-out leaves 64, 4 global batches of 16
+    common = ["--epochs", "2", "--lr", "0.02", "--batchnorm", "frozen", "--log-sample-ids", "--no-progress"]
+    cmd = [*_TORCHRUN_2, "finetune", "tiny-image-nodrop", "--data", str(data), "--out", str(tmp_path / "ddp"), "--cpu",
            "--batch-size", "8", *common]
-    proc = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(cmd, env=_subprocess_env(), cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert "2 process(es)" in proc.stdout
-    assert cli_main(["finetune", "tiny-image-nodrop", "--data", str(squares / "train"), "--out", str(tmp_path / "one"),
+    assert "2 process(es)" in proc.stdout and "best epoch" in proc.stdout
+    assert cli_main(["finetune", "tiny-image-nodrop", "--data", str(data), "--out", str(tmp_path / "one"), "--cpu",
                      "--batch-size", "16", *common]) == 0
+    ddp_summary, one_summary = (json.loads((tmp_path / d / "summary.json").read_text()) for d in ("ddp", "one"))
+    assert ddp_summary["num_val"] == one_summary["num_val"] == 8 and ddp_summary["num_train"] == 64
+    assert ddp_summary["best_epoch"] == one_summary["best_epoch"]
+    assert ddp_summary["val_accuracy"] == one_summary["val_accuracy"]
 
     ddp, one = _weights(tmp_path / "ddp"), _weights(tmp_path / "one")
     base = reszoo.load("tiny-image-nodrop", num_classes=4).state_dict()
@@ -246,17 +312,22 @@ def test_two_processes_equal_one_with_the_same_global_batch(zoo: Path, squares: 
     assert single[1] != single[2]  # reshuffled each epoch
 
 
+def test_a_locked_run_folder_stops_every_process_at_once(zoo: Path, squares: Path, tmp_path: Path) -> None:
+    """Under torchrun only the main process takes the lock; the other one learns from it, so both
+    exit with one message (none waits at a barrier for the other), and nothing is written."""
+    cmd = [*_TORCHRUN_2, "finetune", "tiny-image", "--data", str(squares / "train"), "--out", str(tmp_path / "run"),
+           "--cpu", "--no-progress"]
+    with _held_lock(tmp_path / "run") as holder:
+        proc = subprocess.run(cmd, env=_subprocess_env(), cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0 and re.search(r"exitcode\s*:\s*73\b", proc.stderr), proc.stderr[-3000:]
+    assert proc.stderr.count(f"is in use by another run (pid {holder})") == 1, proc.stderr[-3000:]
+    assert not (tmp_path / "run").exists()  # the other run's folder, empty but for its lock, went with it
+
+
 def test_text_tsv_with_named_columns_and_a_headless_base(zoo: Path, tmp_path: Path) -> None:
-    rng = np.random.RandomState(0)
-    lines = ["intent\tquery\tother"]
-    topics = {"lost_card": ["lost", "stolen", "card", "blocked"], "refund": ["refund", "money", "charged", "twice"]}
-    for i in range(24):
-        label = "lost_card" if i % 2 else "refund"
-        words = list(rng.choice(topics[label], 3)) + list(rng.choice(["where", "is", "my", "the", "please"], 2))
-        lines.append(f"{label}\t{' '.join(words)}\tx")
-    lines.append("refund\t\tx")  # an empty text: a malformed row, skipped and counted
-    data = tmp_path / "intents.tsv"
-    data.write_text("\n".join(lines) + "\n")
+    data = _intents(tmp_path / "intents.tsv", header="intent\tquery\tother", extra="\tx")
+    with data.open("a") as f:
+        f.write("refund\t\tx\n")  # an empty text: a malformed row, skipped and counted
     out = tmp_path / "run"
     rc = cli_main(["finetune", "tiny-text", "--data", str(data), "--out", str(out), "--label-column", "intent",
                    "--text-column", "query", "--epochs", "2", "--lr", "0.01", "--head-lr", "0.05", "--batch-size", "8",
@@ -449,6 +520,145 @@ def test_existing_out_is_never_clobbered(zoo: Path, squares: Path, tmp_path: Pat
 
     assert _run(*args, "--out", str(tmp_path / "nothing"), "--resume") == 75
     assert "nothing to resume" in capsys.readouterr().err
+
+
+def test_a_second_run_into_a_locked_folder_fails_at_once(zoo: Path, squares: Path, tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """While a run holds the folder, another fails at once with one line naming its pid, and
+    nothing of either is mixed: not a first run, not --resume, not --overwrite."""
+    out = tmp_path / "run"
+    args = ["tiny-image", "--data", str(squares / "train"), "--epochs", "1", "--batch-size", "16"]
+    with _held_lock(out) as holder:  # a run that is still starting: nothing but the lock in the folder yet
+        assert _run(*args, "--out", str(out)) == 73
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"run folder {out} is in use by another run (pid {holder})" in err
+    assert not out.exists()  # the folder the other run made for its lock went with it
+    assert _run(*args, "--out", str(out)) == 0
+    before = _files(out)
+    with _held_lock(out) as holder:
+        for extra in ([], ["--resume"], ["--overwrite"]):
+            assert _run(*args, "--out", str(out), *extra) == 73
+            assert f"is in use by another run (pid {holder})" in capsys.readouterr().err
+        with pytest.raises(RunInUseError):
+            reszoo.finetune("tiny-image", squares / "train", out=out, overwrite=True, progress=False)
+    assert _files(out) == before
+    assert _run(*args, "--out", str(out), "--overwrite") == 0  # released: the folder is usable again
+
+
+def test_out_overlapping_the_data_is_refused(zoo: Path, squares: Path, tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(squares / "train", data)
+    before = _files(data)
+    for out, relation in ((data, "is"), (data / "run", "lies inside"), (data / "class-0", "lies inside")):
+        assert _run("tiny-image", "--data", str(data), "--out", str(out)) == 2
+        assert f"--out {out} {relation} the --data {data}" in capsys.readouterr().err
+    # the data inside the run folder; and the test data as the run folder
+    assert _run("tiny-image", "--data", str(data), "--out", str(tmp_path)) == 2
+    assert "holds the --data" in capsys.readouterr().err
+    assert _run("tiny-image", "--data", str(data), "--test", str(squares / "test"), "--out", str(squares / "test")) == 2
+    assert "is the --test" in capsys.readouterr().err
+    text = _intents(tmp_path / "d.tsv")
+    with pytest.raises(OptionsError, match="holds the --data"):
+        reszoo.finetune("tiny-text", text, out=tmp_path)
+    assert _files(data) == before  # not a file added (no lock either)
+
+
+def _bomb_png(path: Path, width: int = 100_000, height: int = 100_000) -> Path:
+    """A 45-byte PNG whose header claims ``width`` x ``height`` pixels (a decompression bomb)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+                     + chunk(b"IEND", b""))
+    return path
+
+
+def test_a_decompression_bomb_is_an_unreadable_file(zoo: Path, tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    data = _squares(tmp_path / "data", 3, seed=0, classes=2)
+    _bomb_png(data / "class-1" / "bomb.png")
+    result = reszoo.finetune("tiny-image", data, epochs=1, batch_size=8, val_split=0.0, progress=False)
+    assert result.metrics["skipped"]["train"] == 1 and result.metrics["num_train"] == 6
+    assert "bomb.png (DecompressionBombError" in capsys.readouterr().err  # the skipped file, named
+    assert _run("tiny-image", "--data", str(data), "--out", str(tmp_path / "strict"), "--on-bad-file", "error") == 65
+    err = capsys.readouterr().err
+    assert "1 unreadable file(s)" in err and "class-1/bomb.png" in err and err.count("\n") == 1
+    assert not (tmp_path / "strict").exists()
+
+
+def _predict(target: str, texts: list[str]) -> torch.Tensor:
+    model = reszoo.load(target)
+    with torch.no_grad():
+        return model(**model.preprocess(texts))
+
+
+def test_a_text_model_from_its_folder_saves_and_pushes_with_its_tokenizer(zoo: Path, tmp_path: Path, hub) -> None:
+    """The tokenizer of a model loaded from a folder is that folder's: save_pretrained and push
+    copy it from there (not from a Hub repo named after the folder), and so does a fine-tune
+    of the folder's model."""
+    out = tmp_path / "run"
+    assert _run("tiny-text", "--data", str(_intents(tmp_path / "d.tsv")), "--out", str(out), "--epochs", "1") == 0
+    texts = ["where is my refund", "my card is lost please help"]
+    expected = _predict(str(out), texts)
+
+    copy = reszoo.save_pretrained(reszoo.load(str(out)), tmp_path / "copies" / "intents")
+    assert (copy / "tokenizer.json").read_bytes() == (out / "tokenizer.json").read_bytes()
+    assert torch.equal(_predict(str(copy), texts), expected)
+
+    assert cli_main(["push", str(out), "acme/intents"]) == 0
+    assert torch.equal(_predict("hf://acme/intents", texts), expected)
+    from reszoo.hub import fetch_file
+
+    card = fetch_file("acme/intents", "README.md").read_text()
+    assert "reszoo predict hf://acme/intents INPUT" in card and 'reszoo.load("hf://acme/intents")' in card
+    assert str(out) not in card
+
+    again = tmp_path / "again"  # a fine-tune whose base is the folder: its tokenizer comes along
+    assert _run(str(out), "--data", str(tmp_path / "d.tsv"), "--out", str(again), "--epochs", "1") == 0
+    assert (again / "tokenizer.json").read_bytes() == (out / "tokenizer.json").read_bytes()
+    assert _predict(str(again), texts).shape == (2, 2)
+
+
+def test_the_card_of_a_finetuned_model_states_its_own_run(zoo: Path, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """Its metrics, epochs, data, time and max length, not the base's (tiny-text's registry entry
+    has metrics, extra facts, tags and limitations of its own training); every command and
+    snippet it shows works for the folder."""
+    out = tmp_path / "run"
+    assert _run("tiny-text", "--data", str(_intents(tmp_path / "intents.tsv")), "--out", str(out), "--epochs", "2",
+                "--max-length", "12", "--val-split", "0.25") == 0
+    summary = json.loads((out / "summary.json").read_text())
+    card = (out / "README.md").read_text()
+    metadata, body = card.split("\n---\n", 1)
+
+    own = next(m for m in reszoo.load(str(out)).entry.metrics if m.metric == "accuracy")
+    assert own.value == pytest.approx(100 * summary["val_accuracy"], abs=1e-3)
+    assert f"value: {own.value}" in metadata and "- intents" in metadata and "base_model: test/tiny-text" in metadata
+    facts = dict(re.findall(r"^\| ([a-z_ ]+) \| (.+) \|$", body, flags=re.M))
+    assert facts["epochs"] == "2" and facts["train examples"] == str(summary["num_train"]) == "18"
+    assert facts["validation examples"] == "6" and facts["trained on"] == "intents"
+    assert float(facts["wall seconds"]) > 0 and facts["license"] == "apache-2.0"
+    assert "| `max_length` | `12` |" in body
+    for base_fact in ("87.65", "256", "291", "| epochs | 20", "0.9933", "0.9876", "keyword-spotting", "base-tag",
+                      "BASE-LIMITATION", "base-corpus", "residual vs plain"):
+        assert base_fact not in card, base_fact
+    assert "A Tiny Paper" in body  # the architecture's paper still applies
+    assert "reszoo info" not in card  # not a registry name: `reszoo info` cannot show it
+
+    # Every command and snippet shown works, run from another folder than the one the run started in.
+    monkeypatch.chdir(tmp_path / "..")
+    (hint,) = re.findall(r"`(reszoo predict [^`]+)`", body)
+    argv = shlex.split(hint.replace("INPUT...", "'where is my card'"))[1:]
+    capsys.readouterr()
+    assert cli_main(argv) == 0
+    assert re.search(r"(lost_card|refund)\s+[01]\.\d+", capsys.readouterr().out)
+    (snippet,) = re.findall(r"```python\n(.*?)```", body, flags=re.S)
+    exec(compile(snippet, "card-snippet", "exec"), {})
+    assert capsys.readouterr().out.strip() in ("lost_card", "refund")
 
 
 def test_cli_module_is_light_and_finetune_stays_callable() -> None:

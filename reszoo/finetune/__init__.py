@@ -22,7 +22,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .options import DataError, FinetuneError, FinetuneOptions, OptionsError, ResumeError, RunExistsError
+from .options import (
+    DataError,
+    FinetuneError,
+    FinetuneOptions,
+    OptionsError,
+    ResumeError,
+    RunExistsError,
+    RunInUseError,
+)
 
 __all__ = [
     "DataError",
@@ -32,6 +40,7 @@ __all__ = [
     "OptionsError",
     "ResumeError",
     "RunExistsError",
+    "RunInUseError",
     "finetune",
 ]
 
@@ -66,7 +75,8 @@ def finetune(name: str, train_data: str | os.PathLike[str] | list[tuple[Any, str
     ``reszoo.load(DIR)``) and can be resumed with ``resume=True``.
 
     Raises :class:`DataError` for unusable data, :class:`RunExistsError` when ``out`` already
-    holds a run (without ``resume``/``overwrite``), :class:`OptionsError` for bad options.
+    holds a run (without ``resume``/``overwrite``; :class:`RunInUseError` while another run is
+    writing it), :class:`OptionsError` for bad options (``out`` overlapping the data, say).
     """
     from .trainer import run_finetune
 

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
-from .data import LabeledData
+from .data import READ_ERRORS, LabeledData
 from .options import DataError
 
 __all__ = ["Adapter", "Collate", "EncodedDataset", "ImageAdapter", "SpeechAdapter", "TextAdapter", "make_adapter"]
@@ -36,6 +36,11 @@ class Adapter:
             raise DataError(f"{type(model).__name__} has no .preprocess; load the model with reszoo.load")
         self.preprocess = preprocess
 
+    @property
+    def read_errors(self) -> tuple[type[BaseException], ...]:
+        """What :meth:`encode` raises for an unreadable item (skipped or an error by --on-bad-file)."""
+        return READ_ERRORS
+
     def encode(self, item: Any) -> Any:
         raise NotImplementedError
 
@@ -48,6 +53,14 @@ class Adapter:
 
 class ImageAdapter(Adapter):
     domain = "image"
+
+    @property
+    def read_errors(self) -> tuple[type[BaseException], ...]:
+        # A header claiming more pixels than PIL will decode (a decompression bomb): PIL raises
+        # DecompressionBombError (an Exception, not an OSError), or the warning where warnings are errors.
+        from PIL import Image
+
+        return (*READ_ERRORS, Image.DecompressionBombError, Image.DecompressionBombWarning)
 
     def encode(self, item: Any) -> Tensor:
         x = self.preprocess(item)

@@ -2,7 +2,7 @@
 
 Exit status: 0 done (or stopped resumably by --stop-after-epoch), 2 bad options, 65 unusable
 data, 73 ``--out`` already holds a run (or other files) and neither --resume nor --overwrite was
-given, 75 a run that cannot be resumed as asked, 130 interrupted (the run resumes from its last
+given, or another run is writing it, 75 a run that cannot be resumed as asked, 130 interrupted (the run resumes from its last
 epoch checkpoint). Light on import: argparse only; the core CLI builds its parser with it.
 """
 
@@ -29,8 +29,8 @@ several processes (DDP; the same command, started by accelerate or torchrun):
   accelerate launch --multi_gpu --num_processes 8 -m reszoo.cli finetune NAME --data D --out R
   torchrun --nproc_per_node 2 -m reszoo.cli finetune NAME --data D --out R --cpu
 
-exit status: 0 done, 2 bad options, 65 unusable data, 73 --out holds a run or other files,
-75 cannot resume as asked, 130 interrupted (continue with --resume). See docs/finetune.md.
+exit status: 0 done, 2 bad options, 65 unusable data, 73 --out holds a run or other files (or
+another run is writing it), 75 cannot resume as asked, 130 interrupted (continue with --resume). See docs/finetune.md.
 """
 
 

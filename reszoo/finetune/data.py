@@ -24,11 +24,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..errors import InputError
 from .options import DataError
 
 __all__ = [
     "AUDIO_EXTENSIONS",
     "IMAGE_EXTENSIONS",
+    "READ_ERRORS",
     "LabeledData",
     "drop_unreadable",
     "read_data",
@@ -38,6 +40,10 @@ __all__ = [
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"})
 AUDIO_EXTENSIONS = frozenset({".wav", ".flac", ".ogg", ".mp3", ".aif", ".aiff"})
 _SHOWN = 5  # how many offending files an error message lists
+# What decoding a bad file raises: reszoo's input errors (the domains' preprocess), I/O and format
+# errors of the decoders (PIL's are OSError or ValueError, soundfile's RuntimeError). A domain adds
+# its decoder's others (PIL's DecompressionBombError is none of these): Adapter.read_errors.
+READ_ERRORS: tuple[type[BaseException], ...] = (InputError, OSError, ValueError, RuntimeError, TypeError)
 
 
 def natural_key(name: str) -> list[Any]:
@@ -263,8 +269,10 @@ def check_classes(data: LabeledData, role: str) -> None:
 
 
 def drop_unreadable(data: LabeledData, encode: Callable[[Any], Any], *, role: str, on_bad_file: str,
-                    keep: bool = True, budget_bytes: int = 2 << 30) -> tuple[LabeledData, list[Any] | None]:
-    """Encode every item once; items that fail are skipped (counted) or an error, by ``on_bad_file``.
+                    keep: bool = True, budget_bytes: int = 2 << 30,
+                    errors: tuple[type[BaseException], ...] = READ_ERRORS) -> tuple[LabeledData, list[Any] | None]:
+    """Encode every item once; items whose encoding raises one of ``errors`` are unreadable:
+    skipped (counted) or an error, by ``on_bad_file``.
 
     Returns the readable data and, when ``keep`` and the encodings fit ``budget_bytes``, the
     encodings (so training does not decode files again); else None.
@@ -276,7 +284,7 @@ def drop_unreadable(data: LabeledData, encode: Callable[[Any], Any], *, role: st
     for i, item in enumerate(data.items):
         try:
             value = encode(item)
-        except (OSError, ValueError, RuntimeError, TypeError) as err:  # PIL, soundfile, audio checks
+        except errors as err:
             bad.append((data.ids[i], f"{type(err).__name__}: {err}".splitlines()[0][:200]))
             continue
         ok.append(i)

@@ -19,7 +19,11 @@ __all__ = [
     "OptionsError",
     "ResumeError",
     "RunExistsError",
+    "INVOCATION_OPTIONS",
+    "RECORD_OPTIONS",
     "RUNTIME_OPTIONS",
+    "RunInUseError",
+    "saved_options",
 ]
 
 
@@ -45,6 +49,10 @@ class RunExistsError(FinetuneError):
     """``out`` already holds a run (or other files) and neither resume nor overwrite was asked."""
 
     exit_code = 73  # sysexits EX_CANTCREAT
+
+
+class RunInUseError(RunExistsError):
+    """Another run holds the run folder's lock (two runs writing one folder would mix their files)."""
 
 
 class ResumeError(FinetuneError):
@@ -161,9 +169,23 @@ class FinetuneOptions:
         return dataclasses.replace(self, **changes)
 
 
-# Options that say how this invocation runs, not what is trained: they may differ on --resume.
-RUNTIME_OPTIONS = frozenset({
-    "out", "resume", "overwrite", "stop_after_epoch", "keep_checkpoints", "push_to", "private", "cpu",
-    "progress", "num_workers", "log_every", "log_sample_ids", "model_name", "license", "dataset_name", "script",
-    "test_data",
+# Options of one invocation (where and how this process runs, whether it starts, resumes or
+# replaces the run): never saved in run.json, so a --resume does not re-apply them (a run started
+# with --overwrite or --stop-after-epoch would otherwise refuse to resume, or stop again).
+INVOCATION_OPTIONS = frozenset({"out", "resume", "overwrite", "stop_after_epoch", "cpu", "progress", "num_workers"})
+
+# Options that say how the run is recorded and published, not what is trained: saved, so that
+# ``--resume`` from the run folder alone ends the run as it was started, but they may change.
+RECORD_OPTIONS = frozenset({
+    "keep_checkpoints", "push_to", "private", "log_every", "log_sample_ids", "model_name", "license",
+    "dataset_name", "script", "test_data",
 })
+
+# Everything else (model, data, hyper-parameters, seed) defines the run: saved, and a --resume
+# that gives a different value is refused.
+RUNTIME_OPTIONS = INVOCATION_OPTIONS | RECORD_OPTIONS
+
+
+def saved_options(opts: FinetuneOptions) -> dict[str, Any]:
+    """The options run.json keeps: all but the invocation's own."""
+    return {k: v for k, v in opts.to_dict().items() if k not in INVOCATION_OPTIONS}

@@ -15,7 +15,8 @@ uninterrupted run (tests/test_finetune.py checks this bit for bit).
 
 Run folder (``out``)::
 
-    run.json                 what was asked: model, data, options, data fingerprint
+    .lock                    held by the run in progress: one run at a time (see runlock.py)
+    run.json                 what was asked: model, data, the run's options, data fingerprint
     metrics.jsonl            one JSON record per epoch (and per ``log_every`` steps), then a summary
     summary.json             the final metrics
     checkpoints/epoch-NNNN/  accelerate state + trainer_state.json (the last ``keep_checkpoints``)
@@ -42,17 +43,21 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..cards import load_path
 from ..registry import Entry, Metric, Source
 from .adapters import Adapter, Collate, EncodedDataset, make_adapter
 from .data import LabeledData, drop_unreadable, read_data, split_validation
 from .options import (
+    INVOCATION_OPTIONS,
     RUNTIME_OPTIONS,
     FinetuneError,
     FinetuneOptions,
     OptionsError,
     ResumeError,
     RunExistsError,
+    saved_options,
 )
+from .runlock import LOCK_FILES, locked_run_folder
 
 __all__ = ["run_finetune", "RUN_FILE", "METRICS_FILE", "SUMMARY_FILE", "CHECKPOINTS_DIR"]
 
@@ -83,7 +88,7 @@ def _folder_state(folder: Path) -> str:
         return "file"
     if (folder / RUN_FILE).is_file():
         return "run"
-    return "foreign" if any(folder.iterdir()) else "empty"
+    return "foreign" if any(p.name not in LOCK_FILES for p in folder.iterdir()) else "empty"
 
 
 def _check_out(folder: Path, opts: FinetuneOptions) -> str:
@@ -101,6 +106,20 @@ def _check_out(folder: Path, opts: FinetuneOptions) -> str:
         raise RunExistsError(f"{folder} is not empty and holds no run ({RUN_FILE}); choose a new folder, or pass "
                              "--overwrite (only a run's own files are replaced; other files stay)")
     return state
+
+
+def _check_overlap(out: Path, data: dict[str, Any]) -> None:
+    """Refuse a run folder that is, holds or lies inside a data folder or file: the run would
+    write its checkpoints and model into the dataset (and --overwrite would delete from it)."""
+    where = out.expanduser().resolve()
+    for flag, source in data.items():
+        if not isinstance(source, str | os.PathLike):
+            continue  # in-memory pairs
+        path = Path(source).expanduser().resolve()
+        if path == where or where in path.parents or path in where.parents:
+            relation = "is" if path == where else ("holds" if where in path.parents else "lies inside")
+            raise OptionsError(f"--out {out} {relation} the {flag} {source}: the run would write its files "
+                               "into the dataset; choose a run folder outside the data")
 
 
 def _remove_run_artifacts(folder: Path) -> None:
@@ -372,17 +391,19 @@ def _recipe(base: Entry, opts: FinetuneOptions, *, head: str, processes: int, n_
     return "\n".join(parts)
 
 
-def _saved_preprocess(base: Entry, opts: FinetuneOptions) -> dict[str, Any]:
-    """The base's preprocess; for text, the tokenizer pinned to the base's repo and revision (the
-    text domain reads it from the weights' repo, which a saved folder or a new Hub repo is not)."""
+def _saved_preprocess(base: Entry, opts: FinetuneOptions, weights: Any) -> dict[str, Any]:
+    """The base's preprocess; for text, the tokenizer pinned to where the base model was loaded
+    from (``weights``: the loaded base's; a registry repo and revision, an ``hf://`` repo at its
+    commit, or a saved folder), since the text domain reads it from the weights' repo, which the
+    new model's folder or Hub repo is not until save_pretrained copies it there."""
     preprocess = dict(base.preprocess)
     if base.domain == "text":
         spec = preprocess.get("tokenizer", {"file": "tokenizer.json"})
         spec = {"file": spec} if isinstance(spec, str) else dict(spec)
-        if "repo" not in spec and base.weights is not None:
-            spec["repo"] = base.weights.repo
-            if base.weights.revision:
-                spec["revision"] = base.weights.revision
+        if "repo" not in spec and weights is not None:
+            spec["repo"] = weights.repo
+            if weights.revision:
+                spec["revision"] = weights.revision
         preprocess["tokenizer"] = spec
         if opts.max_length is not None:
             preprocess["max_length"] = opts.max_length
@@ -396,20 +417,22 @@ _USAGE = {
 }
 
 
-def _load_path(out: Any) -> str:
-    """How reszoo.load reaches a run folder: a bare name would be taken for a registry name."""
-    text = str(out)
-    return text if os.sep in text or text.startswith(".") else f".{os.sep}{text}"
-
-
 def _usage(domain: str, opts: FinetuneOptions) -> str:
-    where = f"hf://{opts.push_to}" if opts.push_to else (_load_path(opts.out) if opts.out else "path/to/run")
+    # The card replaces the load target with where the model is (its folder or Hub repo).
+    where = f"hf://{opts.push_to}" if opts.push_to else (load_path(opts.out) if opts.out else "path/to/model")
     return f'model = reszoo.load("{where}")\n{_USAGE.get(domain, "")}'.rstrip()
 
 
 def finetuned_entry(base: Entry, *, name: str, classes: tuple[str, ...], dataset: str, metrics: list[Metric],
-                    opts: FinetuneOptions, recipe: str, preprocess: dict[str, Any]) -> Entry:
-    """The base entry, re-labelled for the new classes: what config.json and the card say."""
+                    opts: FinetuneOptions, recipe: str, preprocess: dict[str, Any],
+                    facts: dict[str, Any] | None = None) -> Entry:
+    """The new model's entry: what config.json and the card say.
+
+    It states this run's facts (``metrics``, ``facts``: epochs, examples, time), never the
+    base's: the base's metrics, ``extra`` facts (its epochs, training time, residual-vs-plain
+    scores, token limits), tags and limitations describe the base's own training. What still
+    holds (architecture, license, paper) stays; ``base_model`` links the base for the rest.
+    """
     return dataclasses.replace(
         base,
         name=name,
@@ -426,8 +449,9 @@ def finetuned_entry(base: Entry, *, name: str, classes: tuple[str, ...], dataset
         description=(f"`{base.name}` fine-tuned on {dataset} ({len(classes)} classes)." if opts.pretrained else
                      f"The architecture of `{base.name}` trained from scratch on {dataset} ({len(classes)} classes)."),
         base_model=base.name if opts.pretrained else None,
-        tags=tuple(dict.fromkeys((*base.tags, "fine-tuned" if opts.pretrained else "trained-from-scratch"))),
+        tags=("fine-tuned" if opts.pretrained else "trained-from-scratch",),
         usage=_usage(base.domain, opts),
+        extra=dict(facts or {}),
         limitations=("Fine-tuned and evaluated only on the data named above (validation and test splits as "
                      "listed); accuracy on other data is not measured."),
     )
@@ -455,7 +479,9 @@ def _merge_resume(saved: dict[str, Any], given: dict[str, Any], name: str, train
     for label, now, then in (("--data", train_data, saved["train_data"]), ("--val", val_data, saved["val_data"])):
         if now is not None and _data_ref(now) != then:
             conflicts.append(f"{label} {_data_ref(now)} (the run used {then})")
-    options = dict(saved["options"])
+    # A run.json of an older reszoo also holds the invocation's options (overwrite, stop_after_epoch):
+    # they belong to the invocation that saved them, never to this one.
+    options = {k: v for k, v in saved["options"].items() if k not in INVOCATION_OPTIONS}
     for key, value in given.items():
         if key in RUNTIME_OPTIONS:
             options[key] = value
@@ -499,14 +525,31 @@ def _resolve_mixed_precision(opts: FinetuneOptions) -> str:
 
 
 def run_finetune(name: str, train_data: Any, val_data: Any, given: dict[str, Any]) -> Any:
-    """Fine-tune ``name``; ``given`` are the options passed explicitly (see :class:`FinetuneOptions`)."""
+    """Fine-tune ``name``; ``given`` are the options passed explicitly (see :class:`FinetuneOptions`).
+
+    With a run folder, the run holds its lock from before the folder is first looked at until
+    the end (see :mod:`.runlock`)."""
+    opts = FinetuneOptions.from_kwargs(given)
+    if opts.out is None:
+        return _run(name, train_data, val_data, given, opts)
+    out = Path(opts.out).expanduser()
+    _check_overlap(out, {"--data": train_data, "--val": val_data, "--test": opts.test_data})
+    from accelerate import PartialState
+
+    # The process group (one process without a launcher), so that the processes agree on the lock.
+    # Accelerator() below reuses it; ``cpu`` is an option of the invocation, the same in both.
+    state = PartialState(cpu=opts.cpu)
+    with locked_run_folder(out, state):
+        return _run(name, train_data, val_data, given, opts)
+
+
+def _run(name: str, train_data: Any, val_data: Any, given: dict[str, Any], opts: FinetuneOptions) -> Any:
     from accelerate import Accelerator
     from accelerate.utils import DataLoaderConfiguration, set_seed
 
     from . import FinetuneResult
 
     wall_start = time.perf_counter()
-    opts = FinetuneOptions.from_kwargs(given)
     out = Path(opts.out).expanduser() if opts.out else None
     saved = None
     if out is not None:
@@ -515,6 +558,7 @@ def run_finetune(name: str, train_data: Any, val_data: Any, given: dict[str, Any
             saved = json.loads((out / RUN_FILE).read_text(encoding="utf-8"))
             merged, train_data, val_data = _merge_resume(saved, given, name, train_data, val_data)
             opts = FinetuneOptions.from_kwargs(merged)
+            _check_overlap(out, {"--data": train_data, "--val": val_data, "--test": opts.test_data})
     if train_data is None:
         raise OptionsError("no training data: give --data (train_data=)")
 
@@ -551,12 +595,13 @@ def run_finetune(name: str, train_data: Any, val_data: Any, given: dict[str, Any
     set_seed(opts.seed)  # before the head is initialised: the same head on every process and every run
     model, head = load_model(name, entry, classes, opts)
     adapter = make_adapter(model, entry.domain, max_length=opts.max_length)
-    train, train_enc = drop_unreadable(train, adapter.encode, role="train", on_bad_file=opts.on_bad_file)
+    unreadable = dict(on_bad_file=opts.on_bad_file, errors=adapter.read_errors)
+    train, train_enc = drop_unreadable(train, adapter.encode, role="train", **unreadable)
     val_enc = test_enc = None
     if val is not None:
-        val, val_enc = drop_unreadable(val, adapter.encode, role="validation", on_bad_file=opts.on_bad_file)
+        val, val_enc = drop_unreadable(val, adapter.encode, role="validation", **unreadable)
     if test is not None:
-        test, test_enc = drop_unreadable(test, adapter.encode, role="test", on_bad_file=opts.on_bad_file)
+        test, test_enc = drop_unreadable(test, adapter.encode, role="test", **unreadable)
     fingerprint = _fingerprint(train)
     if saved is not None and saved.get("fingerprint") != fingerprint:
         raise ResumeError(f"the training data changed since the run started ({saved.get('num_train')} examples "
@@ -579,7 +624,7 @@ def run_finetune(name: str, train_data: Any, val_data: Any, given: dict[str, Any
             _write_json(out / RUN_FILE, {
                 "model": name, "train_data": _data_ref(train_data),
                 "val_data": _data_ref(val_data) if val_data is not None else None,
-                "options": opts.to_dict(), "fingerprint": fingerprint, "num_train": len(train),
+                "options": saved_options(opts), "fingerprint": fingerprint, "num_train": len(train),
                 "classes": list(classes), "status": "running",
             })
     accelerator.wait_for_everyone()
@@ -625,6 +670,7 @@ def run_finetune(name: str, train_data: Any, val_data: Any, given: dict[str, Any
             say(f"resuming {out}: no checkpoint was written yet, starting from epoch 1")
         if main:
             log.truncate_after(state["epoch"])
+    prior_wall = float(state.get("wall_seconds", 0.0))  # of the invocations before this one
     log.write({"event": "resume" if opts.resume else "start", "epoch": state["epoch"], "model": name,
                "processes": processes, "device": str(accelerator.device), "mixed_precision": mixed_precision,
                "num_train": len(train), "num_val": len(val) if val else 0, "classes": len(classes),
@@ -717,6 +763,7 @@ def run_finetune(name: str, train_data: Any, val_data: Any, given: dict[str, Any
         log.write(record)
         say(_epoch_line(record, opts.epochs))
         done = epoch >= opts.epochs or state["stopped_early"]
+        state["wall_seconds"] = round(prior_wall + time.perf_counter() - wall_start, 3)
         if out is not None:
             _save_checkpoint(accelerator, out, epoch, state, opts.keep_checkpoints)
         if state["stopped_early"]:
@@ -737,7 +784,9 @@ def run_finetune(name: str, train_data: Any, val_data: Any, given: dict[str, Any
         if out is not None:
             from safetensors.torch import load_file
 
-            unwrapped.load_state_dict(load_file(out / CHECKPOINTS_DIR / BEST_WEIGHTS, device=str(accelerator.device)))
+            # Read on the CPU: load_state_dict copies onto the model's own device. (safetensors
+            # refuses accelerate's "cpu:0", the device of CPU processes under torchrun.)
+            unwrapped.load_state_dict(load_file(out / CHECKPOINTS_DIR / BEST_WEIGHTS))
         elif "best_weights" in state:
             unwrapped.load_state_dict(state.pop("best_weights"))
     chosen = next((r for r in state["history"] if r["epoch"] == state["best_epoch"]), state["history"][-1])
@@ -760,15 +809,21 @@ def run_finetune(name: str, train_data: Any, val_data: Any, given: dict[str, Any
                 metrics.append(Metric(dataset=dataset, split="validation" if split == "val" else "test", metric=key,
                                       value=round(100 * float(final[f"{split}_{key}"]), 4), name=label,
                                       source=Source(kind="measured", script=opts.script, note=note)))
-    preprocess = _saved_preprocess(entry, opts)
+    preprocess = _saved_preprocess(entry, opts, getattr(unwrapped.entry, "weights", None))
+    epochs_run = state["epoch"]
+    # This run's facts for the card, over every invocation of a resumed run (the history is restored).
+    facts = {"epochs": epochs_run, "best_epoch": state["best_epoch"], "train_examples": len(train),
+             "validation_examples": len(val) if val else 0, "test_examples": len(test) if test else None,
+             "skipped_files": sum(skipped.values()), "processes": processes,
+             "train_seconds": round(sum(r["seconds"] for r in state["history"]), 2),
+             "wall_seconds": round(prior_wall + time.perf_counter() - wall_start, 2)}
     new_entry = finetuned_entry(
         entry, name=_model_name(opts, entry), classes=classes, dataset=dataset, metrics=metrics, opts=opts,
         recipe=_recipe(entry, opts, head=head, processes=processes, n_train=len(train), val_note=val_note,
                        steps=total_steps, mixed_precision=mixed_precision),
-        preprocess=preprocess,
+        preprocess=preprocess, facts={k: v for k, v in facts.items() if v is not None},
     )
     unwrapped.entry, unwrapped.labels = new_entry, classes
-    epochs_run = state["epoch"]
     summary = {
         "model": new_entry.name, "base_model": entry.name, "dataset": dataset, "classes": list(classes),
         "num_train": len(train), "num_val": len(val) if val else 0, "num_test": len(test) if test else 0,
@@ -863,7 +918,7 @@ def _summary_line(summary: dict[str, Any]) -> str:
     if "test_accuracy" in summary:
         lines.append(f"test accuracy {_fmt(summary['test_accuracy'])}, macro-F1 {_fmt(summary['test_macro_f1'])}")
     if summary["out"]:
-        lines.append(f"saved to {summary['out']}: reszoo.load({_load_path(summary['out'])!r})")
+        lines.append(f"saved to {summary['out']}: reszoo.load({load_path(summary['out'])!r})")
     if "pushed" in summary:
         lines.append(f"pushed to {summary['pushed']['repo']} at commit {summary['pushed']['commit']}")
     trained = (f"{summary['train_seconds']:.1f} s training ({summary['train_samples_per_s']} samples/s)"
