@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from . import __version__
+from . import __version__, network
 from .domains import arch_builder, aux_files, domain_module
 from .errors import LoadError
 from .hub import entry_state_dict, fetch_file, file_digest, load_state_dict
@@ -258,10 +258,17 @@ def push(
     api = HfApi(token=token, library_name="reszoo", library_version=__version__)
     with tempfile.TemporaryDirectory(prefix="reszoo-push-") as tmp:
         save_pretrained(model, tmp, entry=entry, repo_id=repo_id)
-        api.create_repo(repo_id, exist_ok=True, private=private)
-        info = api.upload_folder(
-            repo_id=repo_id,
-            folder_path=tmp,
-            commit_message=commit_message or f"Upload {entry.name} with reszoo {__version__}",
-        )
+        try:
+            # Every wait bounded by RESZOO_HUB_TIMEOUT; no retries: a commit that failed may still have landed.
+            with network.guarded():
+                api.create_repo(repo_id, exist_ok=True, private=private)
+                info = api.upload_folder(
+                    repo_id=repo_id,
+                    folder_path=tmp,
+                    commit_message=commit_message or f"Upload {entry.name} with reszoo {__version__}",
+                )
+        except Exception as err:
+            if (error := network.push_error(err, repo_id)) is None:
+                raise
+            raise error from err
     return info.oid

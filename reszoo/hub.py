@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from . import __version__
+from . import __version__, network
 from .errors import HubError, IntegrityError, NotCachedError, WeightsNotFoundError
 from .registry import Entry, Weights
 
@@ -156,34 +156,35 @@ def fetch_file(
             logger.debug("%s from mirror %s", what, folder)
             return _verify(candidate, sha256, what, from_hub=False)
 
-    from huggingface_hub import constants, hf_hub_download
+    from huggingface_hub import constants
     from huggingface_hub.errors import (
         EntryNotFoundError,
+        HfHubHTTPError,
         LocalEntryNotFoundError,
         RepositoryNotFoundError,
         RevisionNotFoundError,
     )
 
     try:
-        path = hf_hub_download(
-            repo_id=repo,
-            filename=filename,
-            revision=revision,
-            library_name="reszoo",
-            library_version=__version__,
-        )
+        # Bounded by RESZOO_HUB_TIMEOUT, retried once on a transient failure, the cached copy when the Hub fails.
+        path = network.hub_download(repo, filename, revision=revision, library_name="reszoo", library_version=__version__)
+    except network.TransferFailure as err:
+        raise network.download_error(err, repo, filename, revision) from err
     except LocalEntryNotFoundError as err:
-        offline = "HF_HUB_OFFLINE is set" if constants.HF_HUB_OFFLINE else "the Hub could not be reached"
-        raise NotCachedError(
-            f"{what} is not cached and {offline}. Fill a mirror on a connected machine with "
-            f"`reszoo pull NAME --to DIR` (or copy the file to DIR/{repo}/{filename}), then set RESZOO_MIRROR=DIR"
-        ) from err
+        hint = network.MIRROR_HINT.format(path=f"DIR/{repo}/{filename}")
+        if constants.is_offline_mode():
+            raise NotCachedError(f"{what} is not cached and HF_HUB_OFFLINE is set; {hint}") from err
+        # The Hub answered, but not with the file (HTTP 403, 429, a server that is no Hub, ...).
+        raise network.download_error(err, repo, filename, revision) or NotCachedError(
+            f"{what} is not cached and the Hub at {constants.ENDPOINT} did not provide it; {hint}") from err
     except RepositoryNotFoundError as err:
         raise WeightsNotFoundError(f"Hub repo {repo!r} not found at {constants.ENDPOINT} (private or gated repos need a token: `hf auth login`)") from err
     except RevisionNotFoundError as err:
         raise WeightsNotFoundError(f"revision {revision!r} not found in Hub repo {repo!r} at {constants.ENDPOINT}") from err
     except EntryNotFoundError as err:
         raise WeightsNotFoundError(f"file {filename!r} not found in Hub repo {repo!r} at revision {revision or 'main'}") from err
+    except HfHubHTTPError as err:
+        raise network.download_error(err, repo, filename, revision) from err
     return _verify(Path(path), sha256, what, from_hub=True)
 
 

@@ -6,6 +6,9 @@ basic transfer (batch -> PUT -> verify). Repos hold commits (40-hex ids) of tree
 `main`; revisions are branch names or full commit ids; contents live once on disk by sha256. A file is LFS
 when `.gitattributes` matches it (the Hub's defaults: *.safetensors, *.bin, *.pt, ...), when it is over
 10 MiB, or when its first 512 bytes are binary: the rules of the Hub's preupload.
+
+`fault()` makes matching requests fail the way a real server or network does (an HTTP 5xx, a body cut off
+mid-way, headers then silence), for testing how clients cope.
 """
 
 from __future__ import annotations
@@ -52,6 +55,7 @@ _YAML_BLOCK = re.compile(r"^(\s*---(?:\r\n|\r|\n))([\S\s]*?)((?:\r\n|\r|\n)---[ 
 _REPO_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _API_SUBROUTES = {"revision", "tree", "paths-info", "refs", "commits", "preupload", "commit"}
+_STALL_LIMIT_S = 60  # a stalled answer is released by clear_faults()/stop(), at the latest after this
 
 
 def _now() -> str:
@@ -113,6 +117,30 @@ class Repo:
     lfs_oids: set[str] = field(default_factory=set)  # LFS objects uploaded to (or committed in) this repo
     declared_sizes: dict[str, int] = field(default_factory=dict)  # from LFS batch requests
     tampered: dict[tuple[str, str], Path] = field(default_factory=dict)  # (path, sha256) -> bytes served
+
+
+@dataclass
+class Fault:
+    """How matching requests fail: `kind` is an HTTP status ("500", "503", ...), "cut" (the headers with the
+    full Content-Length, half the body, then the connection closed) or "stall" (the headers, then nothing).
+    A request matches when its method is `method` (None: any) and its path contains `path`; `remaining` is how
+    many more requests fail (None: all)."""
+
+    kind: str
+    method: str | None
+    path: str
+    remaining: int | None
+    hits: int = 0
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("cut", "stall") and not (self.kind.isdigit() and 500 <= int(self.kind) <= 599):
+            raise ValueError(f"fault kind must be an HTTP 5xx status, 'cut' or 'stall', got {self.kind!r}")
+        if self.remaining is not None and self.remaining < 1:
+            raise ValueError(f"a fault applies to at least one request (times >= 1), got {self.remaining}")
+
+    @property
+    def status(self) -> int | None:
+        return int(self.kind) if self.kind.isdigit() else None
 
 
 class HubError(Exception):
@@ -215,6 +243,8 @@ class HubServer:
         self._requests: list[tuple[str, str]] = []
         self._commit_counter = 0
         self._server: ThreadingHTTPServer | None = None
+        self._faults: list[Fault] = []
+        self._release = threading.Event()  # set to end stalled answers
         self.url = ""
 
     def start(self) -> HubServer:
@@ -226,6 +256,7 @@ class HubServer:
         return self
 
     def stop(self) -> None:
+        self.clear_faults()
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
@@ -252,6 +283,34 @@ class HubServer:
     def reset_count(self) -> None:
         with self._lock:
             self._requests.clear()
+
+    def fault(self, kind: str, *, path: str = "", method: str | None = "GET", times: int | None = None) -> Fault:
+        """Make the next `times` requests (None: every request) of `method` whose path contains `path` fail
+        as `kind` describes (see `Fault`); e.g. `hub.fault("500", times=1)`, `hub.fault("cut", path="/resolve/")`,
+        `hub.fault("503", method="POST", path="/commit/")`. Faults stay until used up or `clear_faults()`."""
+        fault = Fault(kind, method.upper() if method else None, path, times)
+        with self._lock:
+            self._faults.append(fault)
+        return fault
+
+    def clear_faults(self) -> None:
+        """Remove every fault and release the answers stalled so far."""
+        with self._lock:
+            self._faults.clear()
+            self._release.set()
+            self._release = threading.Event()
+
+    def _take_fault(self, method: str, path: str) -> tuple[Fault | None, threading.Event]:
+        with self._lock:
+            for fault in self._faults:
+                if fault.method in (None, method) and fault.path in path:
+                    fault.hits += 1
+                    if fault.remaining is not None:
+                        fault.remaining -= 1
+                        if fault.remaining <= 0:
+                            self._faults.remove(fault)
+                    return fault, self._release
+            return None, self._release
 
     def add_repo(self, repo_id: str, files: Mapping[str, bytes | Path], *, message: str = "Add files") -> str:
         """Commit `files` on top of `main` (creating the repo if needed); returns the new commit id."""
@@ -689,14 +748,20 @@ class _Handler(BaseHTTPRequestHandler):
                 self._read_body(spool)
                 spool.seek(0)
                 body = b"" if method == "PUT" else spool.read()
+            fault, release = self.hub._take_fault(method, self.path)
             try:
+                if fault is not None and fault.status is not None:
+                    raise HubError(fault.status, f"Injected fault: HTTP {fault.status}")
                 response = self.hub.handle(method, self.path, self.headers, body, Path(tmp))
             except HubError as err:
                 response = err.response()
             except Exception:  # a server bug: report it to the client instead of hanging it
                 message = traceback.format_exc(limit=4).replace("\n", " | ")
                 response = Response.json({"error": message}, 500, {"X-Error-Message": message[-1500:]})
-            self._respond(method, response)
+            if fault is not None and fault.kind in ("cut", "stall"):
+                self._respond_badly(method, response, fault.kind, release)
+            else:
+                self._respond(method, response)
         finally:
             os.unlink(tmp)
 
@@ -716,7 +781,8 @@ class _Handler(BaseHTTPRequestHandler):
             out.write(chunk)
             remaining -= len(chunk)
 
-    def _respond(self, method: str, response: Response) -> None:
+    def _respond(self, method: str, response: Response, *, limit: int | None = None) -> None:
+        """Send `response`; with `limit`, only its first `limit` body bytes (the headers still promise all)."""
         self.send_response(response.status)
         for key, value in response.headers.items():  # header values must be one latin-1 line
             self.send_header(key, " ".join(value.splitlines()).encode("latin-1", "replace").decode("latin-1"))
@@ -727,9 +793,10 @@ class _Handler(BaseHTTPRequestHandler):
             return
         try:
             if response.file is None:
-                self.wfile.write(response.body)
+                self.wfile.write(response.body[:limit])
                 return
             path, offset, remaining = response.file
+            remaining = remaining if limit is None else min(remaining, limit)
             with path.open("rb") as f:
                 f.seek(offset)
                 while remaining > 0 and (chunk := f.read(min(remaining, _CHUNK))):
@@ -737,3 +804,12 @@ class _Handler(BaseHTTPRequestHandler):
                     remaining -= len(chunk)
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True
+
+    def _respond_badly(self, method: str, response: Response, kind: str, release: threading.Event) -> None:
+        """A "cut" answer: the full headers, half the body, then the connection closed; a "stall": the full
+        headers, then silence until the fault is cleared."""
+        length = response.file[2] if response.file else len(response.body)
+        self._respond(method, response, limit=length // 2 if kind == "cut" else 0)
+        if kind == "stall":
+            release.wait(_STALL_LIMIT_S)
+        self.close_connection = True
