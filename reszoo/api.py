@@ -23,8 +23,9 @@ from torch import nn
 
 from . import __version__, network
 from .domains import arch_builder, aux_files, domain_module
-from .errors import LoadError
-from .hub import entry_state_dict, fetch_file, file_digest, load_state_dict
+from .errors import LoadError, UnknownModelError
+from .hub import LocalRepo, entry_weights, fetch_file, file_digest, load_state_dict
+from .names import check_repo_filename
 from .registry import Entry, RegistryError, Weights, get_entry, parse_entry
 
 __all__ = ["LoadError", "build", "load", "push", "save_pretrained", "CONFIG_FILE", "WEIGHTS_FILE"]
@@ -33,6 +34,8 @@ logger = logging.getLogger(__name__)
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 _HF_URI = re.compile(r"^hf://(?P<repo>[^/@\s]+/[^/@\s]+)(?:@(?P<rev>[^\s]+))?$")
+_MAX_NAME = 200  # registry names and hf:// URIs are far shorter; longer is a mistake, not a model
+_MAX_PATH = 4096  # PATH_MAX: a folder path longer than this cannot be opened
 # Fields of an entry that describe the registry, not the model: they stay out of config.json.
 _NOT_IN_CONFIG = {"aliases", "weights", "usage"}
 
@@ -75,8 +78,33 @@ def _materialize(model: nn.Module, device: torch.device | str) -> list[str]:
     return fresh
 
 
-def _fill(model: nn.Module, state: dict[str, torch.Tensor], *, replace_head: bool, device: torch.device | str, name: str) -> None:
-    """Strict load into a meta-built model, except a head that ``num_classes`` replaced."""
+def _check_values(state: dict[str, torch.Tensor], own: dict[str, torch.Tensor], *, source: str, name: str) -> None:
+    """Refuse what would make a broken model (dtype of another kind, NaN/inf); cast floating
+    tensors to the model's dtype (a float64 checkpoint would make a float64 model that fails on
+    float32 input)."""
+    cast: dict[str, int] = {}
+    for key, value in state.items():
+        want = own[key].dtype
+        if value.dtype != want:
+            if not (value.is_floating_point() and want.is_floating_point):
+                raise LoadError(f"{source}: {key} is {str(value.dtype).removeprefix('torch.')} in the checkpoint but "
+                                f"{str(want).removeprefix('torch.')} in the model; not weights for {name}")
+            what = f"{str(value.dtype).removeprefix('torch.')} -> {str(want).removeprefix('torch.')}"
+            cast[what] = cast.get(what, 0) + 1
+            state[key] = value = value.to(want)
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            raise LoadError(f"{source}: non-finite values (NaN or inf) in {key}; the checkpoint is broken "
+                            "(a diverged training run?): use another file")
+    if cast:
+        logger.info("%s: checkpoint tensors cast to the model's dtype (%s)", name,
+                    ", ".join(f"{n} x {what}" for what, n in cast.items()))
+
+
+def _fill(model: nn.Module, state: dict[str, torch.Tensor], *, replace_head: bool, device: torch.device | str, name: str,
+          source: str | None = None) -> None:
+    """Strict load into a meta-built model, except a head that ``num_classes`` replaced. The one
+    place every checkpoint passes: keys, shapes, dtypes and finiteness are checked here."""
+    source = source or name
     own = model.state_dict()
     head = tuple(getattr(model, "head_prefixes", ()))
     dropped = []
@@ -98,7 +126,9 @@ def _fill(model: nn.Module, state: dict[str, torch.Tensor], *, replace_head: boo
         for label, keys in (("unexpected", unexpected), ("missing", missing), ("wrong shape", mismatched)):
             if keys:
                 parts.append(f"{label}: {', '.join(keys[:8])}{' …' if len(keys) > 8 else ''}")
-        raise LoadError(f"{name}: checkpoint does not fit the architecture ({'; '.join(parts)})")
+        where = f" ({source})" if source != name else ""
+        raise LoadError(f"{name}: checkpoint{where} does not fit the architecture ({'; '.join(parts)})")
+    _check_values(state, own, source=source, name=name)
     model.load_state_dict(state, strict=False, assign=True)
     _materialize(model, device)
 
@@ -125,35 +155,73 @@ def _config_to_entry(config: dict[str, Any], where: str) -> Entry:
     return parse_entry(fields, where=where)
 
 
+def read_config(path: Path) -> dict[str, Any]:
+    """A ``config.json`` as a mapping; anything else is a :class:`RegistryError` naming the file."""
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as err:
+        raise RegistryError(f"{path}: not a reszoo config (not UTF-8 text: {err.reason})") from None
+    except json.JSONDecodeError as err:
+        raise RegistryError(f"{path}: not a reszoo config (invalid JSON: {err.msg} at line {err.lineno} column {err.colno})") from None
+    if not isinstance(config, dict):
+        raise RegistryError(f"{path}: not a reszoo config (expected a JSON object, got a {type(config).__name__})")
+    return config
+
+
 def _resolve_uri(uri: str, *, revision: str | None, mirror: Any) -> tuple[Entry, Path, Any]:
     """(entry, weight file, mirror for auxiliary files) of ``hf://owner/name[@rev]`` or of a
     saved-model folder."""
     if (m := _HF_URI.match(uri)) is not None:
         repo, rev = m["repo"], revision or m["rev"]
-        config_path = fetch_file(repo, CONFIG_FILE, revision=rev, mirror=mirror)
+        config_path = fetch_file(repo, CONFIG_FILE, revision=rev, mirror=mirror, exact_revision=rev is not None)
         snap = config_path.parent.name  # hf cache: .../snapshots/<commit>/config.json
         commit = snap if re.fullmatch(r"[0-9a-f]{40}", snap) else None
         rev = commit or rev  # the rest comes from the very commit the config came from
     elif uri.startswith("hf://"):
         raise ValueError(f"expected hf://owner/name[@revision], got {uri!r}")
     else:
-        # A saved-model folder is one repo of a mirror: <parent>/<folder> under <parent's parent>.
+        # A saved-model folder is local: every file comes from inside it, never from a mirror or the Hub.
         folder = Path(uri).resolve()
         config_path = folder / CONFIG_FILE
         if not config_path.is_file():
             raise FileNotFoundError(f"{uri}: no {CONFIG_FILE}; not a folder written by reszoo.save_pretrained")
-        repo, rev, commit, mirror = f"{folder.parent.name}/{folder.name}", None, None, folder.parent.parent
-    config = json.loads(config_path.read_text(encoding="utf-8"))
-    weights_file = config.get("weights_file", WEIGHTS_FILE) if isinstance(config, dict) else WEIGHTS_FILE
+        if revision is not None:
+            raise ValueError(f"{uri}: a saved-model folder has no revisions (got revision={revision!r})")
+        repo, rev, commit = f"{folder.parent.name}/{folder.name}", None, None
+        mirror = LocalRepo(folder, repo)
+    config = read_config(config_path)
     entry = _config_to_entry(config, uri)
-    weights_path = fetch_file(repo, weights_file, revision=rev, mirror=mirror)
+    weights_file = check_repo_filename(config.get("weights_file", WEIGHTS_FILE), f"{config_path}: weights_file")
+    weights_path = fetch_file(repo, weights_file, revision=rev, mirror=mirror, exact_revision=rev is not None)
     weights = Weights(repo=repo, file=weights_file, revision=commit, sha256=file_digest(weights_path),
                       pin_note="loaded by URI: pinned to what was fetched")
     return dataclasses.replace(entry, weights=weights), weights_path, mirror
 
 
+def _check_name(name: object) -> str:
+    """Refuse what cannot be a model name before it touches the filesystem (an empty name would
+    pick up ./config.json; a very long one fails inside path operations)."""
+    if not isinstance(name, str):
+        raise TypeError(f"a model name is a string, got {type(name).__name__}")
+    if not name.strip():
+        raise UnknownModelError(f"empty model name {name!r}: give a registry name (see `reszoo list`), "
+                                "hf://owner/name or a saved-model folder")
+    looks_like_path = "/" in name or name.startswith(".")
+    if len(name) > (_MAX_PATH if looks_like_path else _MAX_NAME):
+        raise UnknownModelError(f"unknown model {name[:60]!r}… ({len(name)} characters): registry names are short; "
+                                "see `reszoo list`")
+    if "\0" in name:
+        raise UnknownModelError(f"unknown model {name!r}: a name or path never holds a NUL character")
+    return name
+
+
 def _is_uri(name: str) -> bool:
-    return name.startswith("hf://") or "/" in name or name.startswith(".") or Path(name, CONFIG_FILE).is_file()
+    if name.startswith("hf://") or "/" in name or name.startswith("."):
+        return True
+    try:  # a bare name is a folder only if it holds a config.json
+        return Path(name, CONFIG_FILE).is_file()
+    except (OSError, ValueError):
+        return False
 
 
 def load(
@@ -174,12 +242,13 @@ def load(
     head (the dropped keys are logged); everything else loads strictly.
     """
     target = torch.device(device) if device is not None else torch.device("cpu")
+    name = _check_name(name)
     if _is_uri(name):
         entry, path, mirror = _resolve_uri(name, revision=revision, mirror=mirror)
-        state_of = lambda: load_state_dict(path, device=target)  # noqa: E731
+        state_of = lambda: (path, load_state_dict(path, device=target))  # noqa: E731
     else:
         entry = get_entry(name)
-        state_of = lambda: entry_state_dict(entry, revision=revision, mirror=mirror, device=target)  # noqa: E731
+        state_of = lambda: entry_weights(entry, revision=revision, mirror=mirror, device=target)  # noqa: E731
     replace_head = num_classes is not None and num_classes != entry.num_classes
     if replace_head:
         arch_args = {**entry.arch_args, "num_classes": num_classes}
@@ -187,8 +256,8 @@ def load(
     if not pretrained:
         return _finish(build(entry, device=target), entry, dtype=dtype, mirror=mirror)
     model = build(entry, device="meta")  # first: a config naming no known architecture fails before any read
-    state = state_of()
-    _fill(model, state, replace_head=replace_head, device=target, name=entry.name)
+    path, state = state_of()
+    _fill(model, state, replace_head=replace_head, device=target, name=entry.name, source=str(path))
     return _finish(model, entry, dtype=dtype, mirror=mirror)
 
 
@@ -230,6 +299,7 @@ def save_pretrained(model: nn.Module, folder: str | os.PathLike[str], *, entry: 
     folder.mkdir(parents=True, exist_ok=True)
     copied = set()
     for repo, rev, filename in aux_files(entry):
+        (folder / filename).parent.mkdir(parents=True, exist_ok=True)  # checked by fetch_file: inside the folder
         shutil.copyfile(fetch_file(repo, filename, revision=rev, mirror=mirror), folder / filename)
         copied.add(filename)
     if copied:

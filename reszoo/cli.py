@@ -8,8 +8,10 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import shutil
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -100,13 +102,53 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_pull(args: argparse.Namespace) -> int:
+def _same_bytes(a: Path, b: Path) -> bool:
+    import filecmp
+
+    return os.path.samefile(a, b) or filecmp.cmp(a, b, shallow=False)
+
+
+def _copy_into_mirror(src: Path, dest: Path, *, force: bool, label: str) -> bool:
+    """Copy ``src`` to ``dest``; False when ``dest`` already holds the same bytes. An existing,
+    different file is replaced only with ``force``; the copy goes through a temporary file and a
+    rename, so an interrupted pull never leaves half a file where a mirror expects a whole one."""
     from tqdm.auto import tqdm
 
+    from .errors import ReszooError
+    from .hub import regular_file
+
+    if regular_file(dest) is not None:  # a folder, FIFO or dangling link there is reported as such
+        if _same_bytes(src, dest):
+            return False
+        if not force:
+            raise ReszooError(f"{dest} already exists and differs from {label}; pass --force to replace it")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+    try:
+        size = src.stat().st_size
+        with open(src, "rb") as source, os.fdopen(fd, "wb") as out, tqdm(
+            total=size, unit="B", unit_scale=True, desc=label, disable=size < (1 << 20)
+        ) as bar:
+            while chunk := source.read(1 << 20):
+                out.write(chunk)
+                bar.update(len(chunk))
+        shutil.copystat(src, tmp)
+        os.replace(tmp, dest)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return True
+
+
+def cmd_pull(args: argparse.Namespace) -> int:
     from .domains import aux_files
+    from .errors import ReszooError
     from .hub import fetch_file, fetch_weights
+    from .names import check_revision
     from .registry import get_entry
 
+    if args.revision is not None:
+        check_revision(args.revision, "--revision", ReszooError)
     for name in args.names:
         entry = get_entry(name)
         if entry.weights is None:
@@ -115,22 +157,15 @@ def cmd_pull(args: argparse.Namespace) -> int:
         w = entry.weights
         files = [(w.repo, w.file, fetch_weights(w, revision=args.revision))]
         for repo, rev, filename in aux_files(entry):
-            if repo == w.repo and args.revision:
-                rev = args.revision
-            files.append((repo, filename, fetch_file(repo, filename, revision=rev)))
+            # --revision applies to the weights' repo; a mirror copy cannot serve a revision asked for.
+            exact = args.revision is not None and repo == w.repo and args.revision != w.revision
+            files.append((repo, filename, fetch_file(repo, filename, revision=args.revision if exact else rev,
+                                                     exact_revision=exact)))
         for repo, filename, path in files:
             if args.to:
-                dest = Path(args.to) / repo / filename
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                size = path.stat().st_size
-                with open(path, "rb") as src, open(dest, "wb") as dst, tqdm(
-                    total=size, unit="B", unit_scale=True, desc=f"{repo}/{filename}", disable=size < (1 << 20)
-                ) as bar:
-                    while chunk := src.read(1 << 20):
-                        dst.write(chunk)
-                        bar.update(len(chunk))
-                shutil.copystat(path, dest)
-                print(f"{entry.name}: {dest}")
+                dest = Path(args.to) / repo / filename  # repo and file names are checked: inside --to
+                copied = _copy_into_mirror(path, dest, force=args.force, label=f"{repo}/{filename}")
+                print(f"{entry.name}: {dest}" + ("" if copied else " (already there)"))
             else:
                 print(f"{entry.name}: {path}")
     return 0
@@ -210,7 +245,9 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     p = sub.add_parser("pull", help="download and verify weights (into the cache, or a mirror folder)")
     p.add_argument("names", nargs="+")
     p.add_argument("--to", help="fill this mirror folder (<dir>/<owner>/<repo>/<file>) for offline sites")
-    p.add_argument("--revision", default=None)
+    p.add_argument("--revision", default=None,
+                   help="a commit, branch or tag instead of the registry's pin (fetched from the Hub, never from a mirror)")
+    p.add_argument("--force", action="store_true", help="replace files in --to that differ from the pulled ones")
     p.set_defaults(func=cmd_pull)
 
     p = sub.add_parser("push", help="publish a model (weights, config, card) to the Hub")
@@ -246,8 +283,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"reszoo: error: {err}", file=sys.stderr)
         return 1
     except BrokenPipeError:  # `reszoo list | head`: the reader left; not an error of ours
-        import os
-
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     except KeyboardInterrupt:

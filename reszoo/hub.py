@@ -3,8 +3,12 @@
 A file is looked up, in order, in the mirror given (``mirror=`` or ``$RESZOO_MIRROR``), in the
 mirror bundled with reszoo (``weights/``: models trained here), then through
 ``huggingface_hub.hf_hub_download`` (its cache first; ``HF_HUB_OFFLINE=1`` never touches the
-network). A mirror is a folder laid out ``<dir>/<owner>/<repo>/<file>``. Whatever the origin, a
-file with a pinned sha256 is verified before use; a bad Hub download is removed from the cache.
+network). A mirror is a folder laid out ``<dir>/<owner>/<repo>/<file>`` and holds the registry's
+pinned revision of each file: it never serves a revision asked for explicitly. A saved-model
+folder (:class:`LocalRepo`) is one repo whose files come from that folder only. Whatever the
+origin, a file with a pinned sha256 is verified before use; a bad Hub download is removed from
+the cache. Repo ids, file names and revisions are checked (:mod:`reszoo.names`) before any of
+them touches a path: a repo's data never picks a local file outside the repo.
 """
 
 from __future__ import annotations
@@ -13,29 +17,42 @@ import hashlib
 import json
 import logging
 import os
+import re
+import stat
+import tempfile
+import time
+import warnings
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from . import __version__, network
-from .errors import HubError, IntegrityError, NotCachedError, WeightsNotFoundError
+from .errors import HubError, IntegrityError, LoadError, NotCachedError, WeightsNotFoundError
+from .names import check_repo_filename, check_repo_id, check_revision
 from .registry import Entry, Weights
 
 __all__ = [
     "HubError",
     "IntegrityError",
+    "LocalRepo",
     "NotCachedError",
     "WeightsNotFoundError",
     "bundled_mirror",
     "cache_dir",
+    "check_repo_filename",
+    "entry_state_dict",
+    "entry_weights",
     "fetch_file",
-    "file_digest",
-    "mirror_dirs",
     "fetch_weights",
+    "file_digest",
     "load_state_dict",
+    "mirror_dirs",
+    "regular_file",
     "sha256_of",
+    "write_atomic",
 ]
 
 logger = logging.getLogger(__name__)
@@ -88,25 +105,53 @@ def _record_path(real: Path) -> Path:
     return cache_dir() / "verified" / hashlib.sha1(str(real).encode()).hexdigest()
 
 
+# A record is trusted only for a file whose last change is this much older than the look that
+# recorded it (git's "racily clean" rule): a write within the same timestamp tick as the previous
+# one (coarse clocks, 1 s on some filesystems) would otherwise leave the stamp unchanged.
+_SETTLED_NS = 2_000_000_000
+
+
+def _stamp(st: os.stat_result) -> str:
+    """What a writer cannot put back, as in git's index: ctime changes on any write or utime and
+    cannot be set by a user; device and inode catch a file swapped for another."""
+    return f"{st.st_dev} {st.st_ino} {st.st_size} {st.st_mtime_ns} {st.st_ctime_ns}"
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write ``path`` through a unique temporary file in its folder and an atomic rename: readers
+    and concurrent writers never see a half-written file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 def file_digest(path: Path) -> str:
-    """sha256 of ``path``, hashed once per (file, size, mtime): a warm load does not re-read
-    100 MB to check it. ``reszoo verify`` re-hashes regardless."""
+    """sha256 of ``path``, hashed once per version of the file (see :func:`_stamp`): a warm load
+    does not re-read 100 MB to check it. ``reszoo verify`` re-hashes regardless."""
     real = path.resolve()
+    looked_at = time.time_ns()
     st = real.stat()
-    stamp = f"{st.st_size} {st.st_mtime_ns}"
+    stamp = _stamp(st)
     record = _record_path(real)
     try:
         saved_stamp, digest = record.read_text().rsplit(" ", 1)
-        if saved_stamp == stamp:
+        if saved_stamp == stamp and len(digest) == 64:
             return digest
     except (OSError, ValueError):
         pass
     digest = sha256_of(real)
-    try:
-        record.parent.mkdir(parents=True, exist_ok=True)
-        record.write_text(f"{stamp} {digest}")
-    except OSError:  # a read-only cache only costs a re-hash next time
-        pass
+    settled = looked_at - st.st_ctime_ns > _SETTLED_NS
+    if settled and _stamp(real.stat()) == stamp:  # and unchanged while it was being hashed
+        try:
+            write_atomic(record, f"{stamp} {digest}".encode())
+        except OSError:  # a read-only cache only costs a re-hash next time
+            pass
     return digest
 
 
@@ -139,23 +184,93 @@ def _verify(path: Path, expected: str | None, what: str, *, from_hub: bool) -> P
 # --------------------------------------------------------------------------- fetching
 
 
+@dataclass(frozen=True)
+class LocalRepo:
+    """A saved-model folder standing for the repo ``repo``: its files are read from ``folder``
+    and nowhere else (never completed from a mirror or the Hub)."""
+
+    folder: Path
+    repo: str
+
+
+def regular_file(candidate: Path) -> Path | None:
+    """``candidate`` if it is a regular file (or a link to one), None if nothing is there; anything
+    else (a folder, a dangling link, a FIFO that would block a reader) is reported as what it is."""
+    try:
+        st = candidate.stat()  # follows links; never opens, so a FIFO cannot block
+    except (FileNotFoundError, NotADirectoryError):
+        if candidate.is_symlink():
+            raise HubError(f"{candidate} is a dangling symlink, not a file; fix or remove the link") from None
+        return None
+    except OSError as err:
+        raise HubError(f"{candidate}: cannot be read ({err.strerror})") from None
+    if stat.S_ISREG(st.st_mode):
+        return candidate
+    kind = ("a directory" if stat.S_ISDIR(st.st_mode) else "a FIFO (named pipe)" if stat.S_ISFIFO(st.st_mode)
+            else "a socket" if stat.S_ISSOCK(st.st_mode) else "a device")
+    raise HubError(f"{candidate} is {kind}, not a file; replace it with the file (e.g. `reszoo pull NAME --to DIR`)")
+
+
+def _from_folder(local: LocalRepo, repo: str, filename: str, revision: str | None, sha256: str | None) -> Path:
+    where = local.folder
+    if repo != local.repo:
+        raise HubError(f"{where}/config.json refers to {repo}/{filename}, outside the folder; a saved-model folder "
+                       f"reads only its own files: copy {filename!r} into {where} and drop its 'repo'")
+    if revision is not None:
+        raise HubError(f"{where}: a saved-model folder has no revisions (asked for {filename!r} at {revision!r})")
+    path = regular_file(where / filename)
+    if path is None:
+        raise WeightsNotFoundError(f"{where}: no file {filename!r}; a saved-model folder holds all its files "
+                                   "(it is never completed from the Hub): copy it there, or save the model again")
+    return _verify(path, sha256, f"{where}/{filename}", from_hub=False)
+
+
 def fetch_file(
     repo: str,
     filename: str,
     *,
     revision: str | None = None,
     sha256: str | None = None,
-    mirror: str | os.PathLike[str] | None = None,
+    mirror: str | os.PathLike[str] | LocalRepo | None = None,
+    exact_revision: bool = False,
 ) -> Path:
     """A local path to ``repo``'s ``filename``, from a mirror, the cache or the Hub; verified
-    against ``sha256`` when one is given."""
-    what = f"{repo}/{filename}" + (f"@{revision}" if revision else "")
-    for folder in mirror_dirs(mirror):
-        candidate = folder / repo / filename
-        if candidate.is_file():
-            logger.debug("%s from mirror %s", what, folder)
-            return _verify(candidate, sha256, what, from_hub=False)
+    against ``sha256`` when one is given.
 
+    ``exact_revision``: ``revision`` was asked for explicitly, not the registry's pin, so a mirror
+    copy (which records no revision) cannot serve it. ``mirror`` may be a :class:`LocalRepo`.
+    """
+    # Defence in depth: whoever called, a name never leaves the repo it names.
+    check_repo_filename(filename, f"file of {repo!r}", HubError)
+    if isinstance(mirror, LocalRepo):
+        return _from_folder(mirror, repo, filename, revision, sha256)
+    check_repo_id(repo, f"repo of {filename!r}", HubError)
+    if revision is not None:
+        check_revision(revision, f"{repo}/{filename}", HubError)
+    what = f"{repo}/{filename}" + (f"@{revision}" if revision else "")
+    unusable = None  # a mirror copy that cannot be shown to be the revision asked for
+    for folder in mirror_dirs(mirror):
+        candidate = regular_file(folder / repo / filename)
+        if candidate is None:
+            continue
+        if exact_revision and revision is not None:
+            unusable = unusable or candidate
+            continue
+        logger.debug("%s from mirror %s", what, folder)
+        return _verify(candidate, sha256, what, from_hub=False)
+    try:
+        path = _download(repo, filename, revision, what)
+    except HubError as err:
+        if unusable is None:
+            raise
+        raise type(err)(f"revision {revision!r} of {repo}/{filename} was asked for and the mirror copy {unusable} "
+                        f"cannot be shown to be that revision (a mirror records none; drop the revision to use it); "
+                        f"fetching it from the Hub failed: {err}") from err
+    return _verify(path, sha256, what, from_hub=True)
+
+
+def _download(repo: str, filename: str, revision: str | None, what: str) -> Path:
+    """``hf_hub_download`` (cache first), its failures as reszoo errors."""
     from huggingface_hub import constants
     from huggingface_hub.errors import (
         EntryNotFoundError,
@@ -185,7 +300,7 @@ def fetch_file(
         raise WeightsNotFoundError(f"file {filename!r} not found in Hub repo {repo!r} at revision {revision or 'main'}") from err
     except HfHubHTTPError as err:
         raise network.download_error(err, repo, filename, revision) from err
-    return _verify(Path(path), sha256, what, from_hub=True)
+    return Path(path)
 
 
 def fetch_weights(weights: Weights, *, revision: str | None = None, mirror: str | os.PathLike[str] | None = None) -> Path:
@@ -199,18 +314,109 @@ def fetch_weights(weights: Weights, *, revision: str | None = None, mirror: str 
         revision=weights.revision if pinned else revision,
         sha256=weights.sha256 if pinned else None,
         mirror=mirror,
+        exact_revision=not pinned,
     )
 
 
 # --------------------------------------------------------------------------- state dicts
 
 
+def _reason(err: BaseException) -> str:
+    """The part of a reader's error worth one line (torch's unpickler messages are paragraphs of advice)."""
+    text = str(err)
+    if m := re.search(r"unsupported GLOBAL:? (?:GLOBAL )?([\w.]+)", text, re.IGNORECASE):
+        return f"it references {m[1]}, which is code, not data"
+    if m := re.search(r"WeightsUnpickler error:\s*(\S[^\n]*)", text):
+        return f"it holds something other than tensors and plain containers ({m[1].strip().rstrip('.')})"
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[0].rstrip(".") if lines else type(err).__name__
+
+
+def _read_safetensors(path: Path, device: str | torch.device) -> dict[str, torch.Tensor]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(path, device=str(device))
+    except SafetensorError as err:
+        raise LoadError(f"{path}: not a valid safetensors file ({_reason(err)}); the file is damaged or is not "
+                        "weights: replace it with a good copy") from err
+
+
 def _read_pickled_state_dict(path: Path) -> dict[str, Any]:
-    # weights_only=True: a checkpoint is data, never code.
-    obj = torch.load(path, map_location="cpu", weights_only=True)
+    import pickle
+
+    try:
+        with warnings.catch_warnings():  # e.g. "Detected pickle protocol 4": noise on the way to our error
+            warnings.simplefilter("ignore")
+            # weights_only=True: a checkpoint is data, never code.
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        # `from None`: torch's message advises turning the safety off; it must not reach the user.
+        raise LoadError(f"{path}: refused to read this pickled checkpoint: {_reason(err)}; reszoo reads "
+                        "checkpoints as data only and never runs code from them") from None
+    except (RuntimeError, EOFError, ValueError, OSError) as err:
+        reason = _reason(err) if str(err) else "the file is empty or cut short"
+        raise LoadError(f"{path}: not a readable torch checkpoint ({reason}); the file is damaged or is not "
+                        "a checkpoint: replace it with a good copy") from None
     if not isinstance(obj, dict):
-        raise HubError(f"{path}: expected a pickled state dict (a mapping of tensors), got {type(obj).__name__}")
+        raise LoadError(f"{path}: expected a pickled state dict (a mapping of names to tensors), got {type(obj).__name__}")
     return obj
+
+
+def _check_tensors(state: Any, path: Path) -> dict[str, torch.Tensor]:
+    """``state`` if it maps names to tensors (what a converter or a checkpoint must give)."""
+    if not isinstance(state, dict):
+        raise LoadError(f"{path}: expected a state dict (a mapping of names to tensors), got {type(state).__name__}")
+    for key, value in state.items():
+        if not isinstance(key, str) or not isinstance(value, torch.Tensor):
+            raise LoadError(f"{path}: not a state dict: entry {str(key)[:80]!r} holds {type(value).__name__!r}, not "
+                            "a tensor (a training checkpoint? save its model's state_dict() alone)")
+    return state
+
+
+def _convert_pickle(path: Path, convert: Callable[[dict[str, Any]], dict[str, torch.Tensor]] | None) -> dict[str, torch.Tensor]:
+    state = _read_pickled_state_dict(path)
+    return _check_tensors(convert(state) if convert else state, path)
+
+
+def _convert_once(path: Path, converted: Path, convert: Callable[[dict[str, Any]], dict[str, torch.Tensor]] | None,
+                  device: str | torch.device) -> dict[str, torch.Tensor]:
+    """Convert ``path`` into the safetensors file ``converted`` unless it is there: one process
+    converts (a file lock) and the file appears whole or not at all (unique temp file + rename)."""
+    from filelock import FileLock
+    from safetensors.torch import save_file
+
+    if converted.is_file():
+        try:
+            return _read_safetensors(converted, device)
+        except LoadError:  # a damaged cache file is only a cache: convert again
+            logger.warning("re-converting %s: cached copy %s is unreadable", path, converted)
+    try:
+        converted.parent.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(f"{converted}.lock")
+        lock.acquire()
+    except OSError as err:  # a read-only cache: convert in memory, every time
+        logger.debug("cannot cache the conversion of %s: %s", path, err)
+        return {k: v.to(device) for k, v in _convert_pickle(path, convert).items()}
+    try:
+        if converted.is_file():  # another process converted it while this one waited
+            try:
+                return _read_safetensors(converted, device)
+            except LoadError:
+                converted.unlink(missing_ok=True)
+        state = _convert_pickle(path, convert)
+        fd, tmp = tempfile.mkstemp(dir=converted.parent, prefix=f".{converted.name}.", suffix=".tmp")
+        os.close(fd)
+        try:
+            save_file({k: v.contiguous() for k, v in state.items()}, tmp)
+            os.replace(tmp, converted)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+    finally:
+        lock.release()
+    return {k: v.to(device) for k, v in state.items()}
 
 
 def load_state_dict(
@@ -221,36 +427,32 @@ def load_state_dict(
     cache_key: str | None = None,
     device: str | torch.device = "cpu",
 ) -> dict[str, torch.Tensor]:
-    """A reszoo-layout state dict from a weight file.
+    """A reszoo-layout state dict from a weight file; an unreadable or unsafe file is a
+    :class:`LoadError` naming it.
 
     Pickled torch checkpoints are read with ``weights_only=True``, converted, and written once
     as safetensors under the cache (keyed by ``cache_key``, e.g. the file's sha256 and the
     converter), so later loads read safetensors only.
     """
-    from safetensors.torch import load_file, save_file
-
     if fmt == "safetensors":
-        state = load_file(path, device=str(device))
-        return convert(state) if convert else state
+        state = _read_safetensors(path, device)
+        return _check_tensors(convert(state), path) if convert else state
     if fmt != "torch":
-        raise HubError(f"unknown weight format {fmt!r}")
-    converted = cache_dir() / "converted" / f"{cache_key}.safetensors" if cache_key else None
-    if converted is not None and converted.is_file():
-        return load_file(converted, device=str(device))
-    state = _read_pickled_state_dict(path)
-    if convert:
-        state = convert(state)
-    if converted is not None:
-        converted.parent.mkdir(parents=True, exist_ok=True)
-        tmp = converted.with_suffix(".tmp")
-        save_file({k: v.contiguous() for k, v in state.items()}, tmp)
-        tmp.replace(converted)
-    return {k: v.to(device) for k, v in state.items()}
+        raise LoadError(f"{path}: unknown weight format {fmt!r} (expected 'safetensors' or 'torch')")
+    if cache_key is None:
+        return {k: v.to(device) for k, v in _convert_pickle(path, convert).items()}
+    return _convert_once(path, cache_dir() / "converted" / f"{cache_key}.safetensors", convert, device)
 
 
 def entry_state_dict(entry: Entry, *, revision: str | None = None, mirror: str | os.PathLike[str] | None = None,
                      device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
     """Fetch, verify and convert the weights of a registry entry."""
+    return entry_weights(entry, revision=revision, mirror=mirror, device=device)[1]
+
+
+def entry_weights(entry: Entry, *, revision: str | None = None, mirror: str | os.PathLike[str] | None = None,
+                  device: str | torch.device = "cpu") -> tuple[Path, dict[str, torch.Tensor]]:
+    """(local weight file, state dict) of a registry entry: fetched, verified and converted."""
     from .domains import converter
 
     if entry.weights is None:
@@ -262,7 +464,7 @@ def entry_state_dict(entry: Entry, *, revision: str | None = None, mirror: str |
     if w.format == "torch":
         digest = w.sha256 if (revision is None and w.sha256) else file_digest(path)
         key = f"{digest}-{w.converter or 'none'}"
-    return load_state_dict(path, fmt=w.format, convert=convert, cache_key=key, device=device)
+    return path, load_state_dict(path, fmt=w.format, convert=convert, cache_key=key, device=device)
 
 
 # --------------------------------------------------------------------------- cache inspection

@@ -21,6 +21,7 @@ from typing import Any
 import yaml
 
 from .errors import RegistryError, UnknownModelError
+from .names import filename_problem, repo_id_problem
 
 __all__ = [
     "DOMAINS",
@@ -40,6 +41,7 @@ DOMAINS = ("image", "text", "speech", "rl", "gan")
 WEIGHT_FORMATS = ("safetensors", "torch")
 _HEX40 = re.compile(r"^[0-9a-f]{40}$")
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
+_LABEL_FILE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*(?:\.[A-Za-z0-9_-]+)*$")  # no '/', no '..'
 _PACKAGE_DIR = Path(__file__).resolve().parent
 
 
@@ -161,8 +163,11 @@ def _parse_weights(raw: Any, entry: str) -> Weights | None:
         if key not in known:
             raise _fail(entry, f"weights.{key}", f"unknown field (known: {', '.join(sorted(known))})")
     repo = _take(raw, "repo", str, entry)
-    if repo.count("/") != 1 or repo.startswith("/") or repo.endswith("/"):
-        raise _fail(entry, "weights.repo", f"expected 'owner/name', got {repo!r}")
+    if (problem := repo_id_problem(repo)) is not None:
+        raise _fail(entry, "weights.repo", f"{problem}, got {repo!r}")
+    file = _take(raw, "file", str, entry)
+    if (problem := filename_problem(file)) is not None:  # joined onto mirror folders: must stay inside the repo
+        raise _fail(entry, "weights.file", f"unsafe file name {file[:80]!r}: {problem}")
     revision = raw.get("revision")
     sha256 = raw.get("sha256")
     pin_note = raw.get("pin_note")
@@ -181,7 +186,7 @@ def _parse_weights(raw: Any, entry: str) -> Weights | None:
         raise _fail(entry, "weights.size", f"expected an integer byte count, got {size!r}")
     return Weights(
         repo=repo,
-        file=_take(raw, "file", str, entry),
+        file=file,
         revision=revision,
         sha256=sha256,
         format=fmt,
@@ -223,6 +228,8 @@ def _parse_labels(raw: Any, entry: str) -> tuple[str, ...] | None:
     if raw is None:
         return None
     if isinstance(raw, str):  # a bundled label file, e.g. "imagenet-1k"
+        if len(raw) > 100 or not _LABEL_FILE.match(raw):  # joined onto reszoo/labels/: a plain name, never a path
+            raise _fail(entry, "labels", f"expected a list of names or a bundled label file name of [A-Za-z0-9._-], got {raw[:80]!r}")
         path = _PACKAGE_DIR / "labels" / f"{raw}.txt"
         if not path.is_file():
             raise _fail(entry, "labels", f"no bundled label file {raw!r} (looked for {path})")
@@ -230,6 +237,17 @@ def _parse_labels(raw: Any, entry: str) -> tuple[str, ...] | None:
     if isinstance(raw, list) and all(isinstance(v, str) for v in raw):
         return tuple(raw)
     raise _fail(entry, "labels", f"expected a list of names or a bundled label file name, got {raw!r}")
+
+
+def _check_file_refs(preprocess: dict[str, Any], entry: str) -> None:
+    """``{file, repo?, revision?}`` references in ``preprocess`` (a tokenizer) name files inside a repo."""
+    for key, value in preprocess.items():
+        if not (isinstance(value, dict) and "file" in value):
+            continue
+        if (problem := filename_problem(value["file"])) is not None:
+            raise _fail(entry, f"preprocess.{key}.file", f"unsafe file name {str(value['file'])[:80]!r}: {problem}")
+        if "repo" in value and (problem := repo_id_problem(value["repo"])) is not None:
+            raise _fail(entry, f"preprocess.{key}.repo", f"{problem}, got {str(value['repo'])[:80]!r}")
 
 
 _ENTRY_FIELDS = {
@@ -260,6 +278,8 @@ def parse_entry(raw: Any, where: str = "?") -> Entry:
         raise _fail(name, "metrics", f"expected a list, got {metrics!r}")
     labels = _parse_labels(raw.get("labels"), name)
     arch_args = _take(raw, "arch_args", dict, name, required=False, default={})
+    preprocess = dict(_take(raw, "preprocess", dict, name, required=False, default={}))
+    _check_file_refs(preprocess, name)
     if labels and "num_classes" in arch_args and arch_args["num_classes"] != len(labels):
         raise _fail(name, "labels", f"{len(labels)} labels but arch_args.num_classes = {arch_args['num_classes']}")
     return Entry(
@@ -270,7 +290,7 @@ def parse_entry(raw: Any, where: str = "?") -> Entry:
         arch=_take(raw, "arch", str, name),
         arch_args=dict(arch_args),
         weights=_parse_weights(raw.get("weights"), name),
-        preprocess=dict(_take(raw, "preprocess", dict, name, required=False, default={})),
+        preprocess=preprocess,
         labels=labels,
         metrics=tuple(_parse_metric(m, name, i) for i, m in enumerate(metrics)),
         license=_take(raw, "license", str, name),
@@ -381,9 +401,11 @@ def get_entry(name: str) -> Entry:
     reg = load_registry()
     if name in reg:
         return reg[name]
-    close = difflib.get_close_matches(name, list(reg), n=3, cutoff=0.5)
+    # Names are short: no fuzzy matching over a long string (slow, and never a near miss).
+    close = difflib.get_close_matches(name, list(reg), n=3, cutoff=0.5) if len(name) <= 100 else []
     hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else "; see `reszoo list`"
-    raise UnknownModelError(f"unknown model {name!r}{hint}")
+    shown = repr(name) if len(name) <= 100 else f"{name[:60]!r}… ({len(name)} characters)"
+    raise UnknownModelError(f"unknown model {shown}{hint}")
 
 
 def info(name: str) -> Entry:

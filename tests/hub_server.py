@@ -497,6 +497,8 @@ class HubServer:
             config = json.loads(config_file.content.path.read_bytes()) if config_file else None
         except ValueError:
             config = None
+        if not isinstance(config, dict):  # a config.json holding a list or a number is served, not parsed
+            config = None
         library = card.get("library_name") or (config or {}).get("library_name")
         tags = [str(t) for t in _as_list(card.get("tags"))] + ([library] if library else [])
         tags += [f"license:{x}" for x in _as_list(card.get("license"))]
