@@ -253,7 +253,7 @@ def save_pretrained(model: nn.Module, folder: str | os.PathLike[str], *, entry: 
     from safetensors.torch import save_file
 
     from .cards import card_for_entry
-    from .lora import adapter_entry, is_adapter_model, write_adapter
+    from .lora import ADAPTER_CONFIG_FILE, adapter_entry, is_adapter_model, write_adapter
 
     entry = _entry_of(model, entry)
     if is_adapter_model(model):
@@ -264,6 +264,8 @@ def save_pretrained(model: nn.Module, folder: str | os.PathLike[str], *, entry: 
     folder.mkdir(parents=True, exist_ok=True)
     copied = set()
     for repo, rev, filename in aux_files(entry):
+        if filename == ADAPTER_CONFIG_FILE and is_adapter_model(model):
+            continue  # written from the model by write_adapter, below
         shutil.copyfile(fetch_file(repo, filename, revision=rev, mirror=mirror), folder / filename)
         copied.add(filename)
     if copied:

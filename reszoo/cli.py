@@ -107,7 +107,12 @@ def cmd_pull(args: argparse.Namespace) -> int:
     from .hub import fetch_file, fetch_weights
     from .registry import get_entry
 
-    for name in args.names:
+    names = list(args.names)
+    for name in names:  # a LoRA adapter is nothing without its base: pulled too (appended once)
+        base = get_entry(name).base
+        if base is not None and base not in names:
+            names.append(base)
+    for name in names:
         entry = get_entry(name)
         if entry.weights is None:
             print(f"{entry.name}: no weights to pull")

@@ -294,7 +294,10 @@ def write_adapter(model: nn.Module, folder: Path, config: dict[str, Any]) -> dic
         raise RegistryError(f"the adapter's base {base_name!r} is not in the registry; save it with the registry "
                             "it was trained with") from err
     wrapped = peft_model(model)
-    wrapped.save_pretrained(str(folder))  # also writes peft's README.md; reszoo's card replaces it
+    # save_embedding_layers=False: peft's "auto" would look the base repo up on the Hub (saving never goes
+    # online); embedding layers are saved anyway when they are LoRA targets. peft's README.md is replaced
+    # by reszoo's card.
+    wrapped.save_pretrained(str(folder), save_embedding_layers=False)
     path = folder / ADAPTER_CONFIG_FILE
     # Stable bytes: sorted keys, lists sorted where peft saves sets.
     data = json.loads(path.read_text(encoding="utf-8"))

