@@ -175,9 +175,9 @@ def load(
     model input) and ``model.labels``. ``num_classes`` different from the checkpoint replaces the
     head (the dropped keys are logged); everything else loads strictly.
 
-    A LoRA adapter (an entry with ``base:``, or a folder/repo with ``adapter_config.json``) loads
-    its base, verified, and applies the adapter; ``merge=True`` folds it into the weights (a plain
-    module; no effect on other models). See :mod:`reszoo.lora`.
+    A LoRA adapter (a registry entry, or a saved folder's/repo's config.json, naming a ``base``)
+    loads its base, verified, and applies the adapter; ``merge=True`` folds it into the weights (a
+    plain module; no effect on other models). See :mod:`reszoo.lora`.
     """
     target = torch.device(device) if device is not None else torch.device("cpu")
     adapter_path, given_mirror = None, mirror

@@ -190,6 +190,8 @@ def test_push_and_hf_load_round_trip(zoo: Path, intents: dict, hub) -> None:
     card = ModelCard.load("acme/intents-lora")
     card.validate()  # the loopback Hub checks the metadata, base_model_relation included
     assert card.data.base_model == "test/tiny-text" and card.data.base_model_relation == "adapter"
+    with pytest.raises(ValueError, match="base_model_relation"):  # what the loopback Hub checks
+        ModelCard("---\nlicense: mit\nbase_model: test/tiny-text\nbase_model_relation: plugin\n---\n# x\n").validate()
     pulled = reszoo.load("hf://acme/intents-lora")
     assert pulled.entry.base == "tiny-text" and pulled.labels == ("lost_card", "refund", "transfer")
     assert torch.equal(_logits(pulled, intents["texts"]), _logits(reszoo.load(str(intents["out"])), intents["texts"]))
