@@ -153,8 +153,6 @@ class FinetuneOptions:
         need(not self.resume or self.out is not None, "resume needs out= (the run folder to continue)")
         self._validate_lora(need)
 
-    _LORA_DEFAULTS = {"lora_rank": 8, "lora_alpha": None, "lora_dropout": 0.0, "lora_targets": None}
-
     def _validate_lora(self, need: Any) -> None:
         if isinstance(self.lora_targets, str):
             self.lora_targets = [self.lora_targets]
@@ -168,7 +166,7 @@ class FinetuneOptions:
                                                                                for t in self.lora_targets)),
              f"lora_targets must be one or more module names, got {self.lora_targets!r}")
         if not self.lora:
-            given = [k for k, v in self._LORA_DEFAULTS.items() if getattr(self, k) != v]
+            given = [f.name for f in fields(self) if f.name.startswith("lora_") and getattr(self, f.name) != f.default]
             need(not given, f"{', '.join(given)} given without lora (pass --lora / lora=True to train an adapter)")
             return
         need(not self.freeze_backbone, "lora and freeze_backbone exclude each other: LoRA already freezes the base "
