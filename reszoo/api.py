@@ -141,7 +141,7 @@ def _finish(model: nn.Module, entry: Entry, *, dtype: torch.dtype | None, mirror
     domain = domain_module(entry.domain)
     model.entry = entry
     model.labels = entry.labels
-    model.mirror = mirror  # where load found its files; save_pretrained copies the aux files from there too
+    model.source_mirror = mirror  # where load found its files; save_pretrained copies the aux files from there too
     model.preprocess = domain.build_preprocess(entry)
     if hasattr(domain, "prepare"):
         domain.prepare(model, entry, mirror=mirror)
@@ -151,7 +151,7 @@ def _finish(model: nn.Module, entry: Entry, *, dtype: torch.dtype | None, mirror
 def _config_to_entry(config: dict[str, Any], where: str) -> Entry:
     if not isinstance(config, dict) or "arch" not in config or "domain" not in config:
         raise RegistryError(f"{where}: not a reszoo config (needs 'domain' and 'arch'); reszoo never runs code from a repo")
-    fields = {k: v for k, v in config.items() if k not in {"reszoo_version", "weights_file"}}
+    fields = {k: v for k, v in config.items() if k not in {"reszoo_version", "weights_file", "base_weights"}}
     return parse_entry(fields, where=where)
 
 
@@ -233,6 +233,7 @@ def load(
     device: torch.device | str | None = None,
     dtype: torch.dtype | None = None,
     mirror: str | os.PathLike[str] | None = None,
+    merge: bool = False,
 ) -> nn.Module:
     """A ready model: ``name`` is a registry name or alias, ``hf://owner/name[@revision]`` (a repo
     in reszoo's format) or a folder written by :func:`save_pretrained`.
@@ -240,15 +241,29 @@ def load(
     The model is in eval mode and carries ``model.entry``, ``model.preprocess`` (raw input to
     model input) and ``model.labels``. ``num_classes`` different from the checkpoint replaces the
     head (the dropped keys are logged); everything else loads strictly.
+
+    A LoRA adapter (a registry entry, or a saved folder's/repo's config.json, naming a ``base``)
+    loads its base, verified, and applies the adapter; ``merge=True`` folds it into the weights (a
+    plain module; no effect on other models). See :mod:`reszoo.lora`.
     """
     target = torch.device(device) if device is not None else torch.device("cpu")
     name = _check_name(name)
+    adapter_path, given_mirror = None, mirror
     if _is_uri(name):
         entry, path, mirror = _resolve_uri(name, revision=revision, mirror=mirror)
         state_of = lambda: (path, load_state_dict(path, device=target))  # noqa: E731
+        adapter_path = path
     else:
         entry = get_entry(name)
         state_of = lambda: entry_weights(entry, revision=revision, mirror=mirror, device=target)  # noqa: E731
+    # --- LoRA adapters (reszoo/lora.py): the base, fetched and verified, with the adapter applied
+    if entry.base is not None and pretrained:
+        from .lora import load_adapter
+
+        return load_adapter(entry, adapter_path=adapter_path, base_weights=_saved_base_weights(entry, adapter_path, mirror),
+                            num_classes=num_classes, revision=None if adapter_path else revision, device=target,
+                            dtype=dtype, mirror=mirror, base_mirror=given_mirror, merge=merge)
+    # ---
     replace_head = num_classes is not None and num_classes != entry.num_classes
     if replace_head:
         arch_args = {**entry.arch_args, "num_classes": num_classes}
@@ -259,6 +274,19 @@ def load(
     path, state = state_of()
     _fill(model, state, replace_head=replace_head, device=target, name=entry.name, source=str(path))
     return _finish(model, entry, dtype=dtype, mirror=mirror)
+
+
+def _saved_base_weights(entry: Entry, adapter_path: Path | None, mirror: Any) -> dict[str, Any] | None:
+    """The ``base_weights`` pins in the config.json of an adapter loaded from a folder or repo
+    (registry adapters take their base from the same registry: None)."""
+    if adapter_path is None or entry.weights is None:
+        return None
+    config = json.loads(fetch_file(entry.weights.repo, CONFIG_FILE, revision=entry.weights.revision,
+                                   mirror=mirror).read_text(encoding="utf-8"))
+    pins = config.get("base_weights")
+    if pins is not None and not (isinstance(pins, dict) and set(pins) <= {"repo", "revision", "sha256"}):
+        raise RegistryError(f"{entry.weights.repo}/{CONFIG_FILE}: base_weights must be {{repo, revision, sha256}}, got {pins!r}")
+    return pins
 
 
 def _entry_of(model: nn.Module, entry: Entry | None) -> Entry:
@@ -287,26 +315,41 @@ def _localize(preprocess: dict[str, Any], files: set[str]) -> dict[str, Any]:
 def save_pretrained(model: nn.Module, folder: str | os.PathLike[str], *, entry: Entry | None = None,
                     repo_id: str | None = None, mirror: str | os.PathLike[str] | None = None) -> Path:
     """Write ``model.safetensors``, ``config.json``, a generated ``README.md`` card, and the files
-    the domain loads besides the weights (a tokenizer), to ``folder``: a self-contained repo."""
+    the domain loads besides the weights (a tokenizer), to ``folder``: a self-contained repo.
+    A LoRA adapter model is saved as its adapter (:func:`reszoo.lora.write_adapter`: PEFT's
+    ``adapter_config.json`` and ``adapter_model.safetensors``), its config naming the base."""
     from safetensors.torch import save_file
 
     from .cards import card_for_entry
+    from .lora import ADAPTER_CONFIG_FILE, adapter_entry, is_adapter_model, write_adapter
 
     entry = _entry_of(model, entry)
-    if mirror is None:  # a model loaded from a folder has its tokenizer there, not on the Hub
-        mirror = getattr(model, "mirror", None)
+    if is_adapter_model(model):
+        entry = adapter_entry(model, entry)
+    if mirror is None:  # a model loaded from a folder finds its tokenizer and figures there
+        mirror = getattr(model, "source_mirror", None)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     copied = set()
     for repo, rev, filename in aux_files(entry):
+        if filename == ADAPTER_CONFIG_FILE and is_adapter_model(model):
+            continue  # written from the model by write_adapter, below
         (folder / filename).parent.mkdir(parents=True, exist_ok=True)  # checked by fetch_file: inside the folder
         shutil.copyfile(fetch_file(repo, filename, revision=rev, mirror=mirror), folder / filename)
         copied.add(filename)
     if copied:
         entry = dataclasses.replace(entry, preprocess=_localize(entry.preprocess, copied))
-    state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
-    save_file(state, folder / WEIGHTS_FILE, metadata={"format": "pt", "reszoo_version": __version__})
-    (folder / CONFIG_FILE).write_text(json.dumps(model_config(entry), indent=2) + "\n", encoding="utf-8")
+    # Figures that travel with the model (a fine-tuning run's plots), named in entry.extra.
+    for filename, source in getattr(model, "figure_files", {}).items():
+        if Path(source).resolve() != (folder / filename).resolve():
+            shutil.copyfile(source, folder / filename)
+    config = model_config(entry)
+    if is_adapter_model(model):  # --- a LoRA adapter (reszoo/lora.py): PEFT's files instead of the weights
+        config = write_adapter(model, folder, config)
+    else:
+        state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+        save_file(state, folder / WEIGHTS_FILE, metadata={"format": "pt", "reszoo_version": __version__})
+    (folder / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
     repo = repo_id or (entry.weights.repo if entry.weights else entry.name)
     card_for_entry(entry, repo_id=repo, location=None if repo_id else folder).save(folder / "README.md")
     return folder

@@ -78,7 +78,9 @@ def _metadata(entry: Entry, repo_id: str | None) -> ModelCardData:
         datasets=list(entry.dataset) or None,
         tags=list(dict.fromkeys(tags)),
         pipeline_tag=entry.task if entry.task in _PIPELINE_TAGS else None,
-        base_model=_base_model_repo(entry.base_model),
+        # An adapter's base is the model it applies to: the Hub links the two ("adapter" relation).
+        base_model=_base_model_repo(entry.base or entry.base_model),
+        base_model_relation="adapter" if entry.base else None,
         model_name=repo_id or entry.name,
         eval_results=_eval_results(entry),
     )
@@ -182,7 +184,10 @@ def render_markdown(entry: Entry, repo_id: str | None = None, location: str | os
         ]
     if entry.dataset:
         facts.append(("trained on", ", ".join(entry.dataset)))
-    if entry.base_model:
+    if entry.base:
+        facts.append(("LoRA adapter of", f"`{entry.base}` (`reszoo.load` fetches and verifies the base, then applies "
+                                          "the adapter; `merge=True` folds it into the weights)"))
+    elif entry.base_model:
         facts.append(("fine-tuned from", f"`{entry.base_model}`"))
     facts.append(("license", entry.license))
     figs = figures(entry)

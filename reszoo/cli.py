@@ -149,7 +149,12 @@ def cmd_pull(args: argparse.Namespace) -> int:
 
     if args.revision is not None:
         check_revision(args.revision, "--revision", ReszooError)
-    for name in args.names:
+    names = list(args.names)
+    for name in names:  # a LoRA adapter is nothing without its base: pulled too (appended once)
+        base = get_entry(name).base
+        if base is not None and base not in names:
+            names.append(base)
+    for name in names:
         entry = get_entry(name)
         if entry.weights is None:
             print(f"{entry.name}: no weights to pull")

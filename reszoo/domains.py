@@ -21,6 +21,10 @@ inside the functions that need them) and defines:
     Called once a model is built and loaded, to attach what the domain's methods need (a
     tokenizer, say): ``load`` has already set ``model.entry``, ``model.preprocess`` and
     ``model.labels``.
+``LORA_TARGETS: str`` (optional; fine-tunable domains)
+    The layers a LoRA adapter adapts by default (:mod:`reszoo.lora`, ``reszoo finetune --lora``):
+    a regex over module names, full match. ``LORA_EXCLUDE: str`` (optional) names layers LoRA must
+    not wrap (e.g. ones whose weight the model reads directly, bypassing their forward).
 ``aux_files(entry) -> list[tuple[str, str | None, str]]`` (optional)
     ``(repo, revision, file)`` of the files besides the weights that ``prepare`` reads (a
     tokenizer). ``reszoo pull --to`` mirrors them; ``save_pretrained`` copies them next to the
@@ -74,4 +78,6 @@ def aux_files(entry: Any) -> list[tuple[str, str | None, str]]:
     files = list(module.aux_files(entry)) if hasattr(module, "aux_files") else []
     if entry.weights is not None:
         files += [(entry.weights.repo, entry.weights.revision, f) for f in figures(entry).values()]
+        if getattr(entry, "base", None):  # a LoRA adapter: peft's config beside the adapter file
+            files.append((entry.weights.repo, entry.weights.revision, "adapter_config.json"))
     return files

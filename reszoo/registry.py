@@ -104,6 +104,9 @@ class Entry:
     recipe: str | None = None
     description: str | None = None
     base_model: str | None = None
+    # A LoRA adapter entry (reszoo/lora.py): the registry entry of its base model; ``weights`` is then the
+    # adapter file (adapter_model.safetensors), applied to the base's own verified weights.
+    base: str | None = None
     tags: tuple[str, ...] = ()
     usage: str | None = None
     limitations: str | None = None
@@ -252,7 +255,7 @@ def _check_file_refs(preprocess: dict[str, Any], entry: str) -> None:
 
 _ENTRY_FIELDS = {
     "name", "aliases", "domain", "task", "arch", "arch_args", "weights", "preprocess", "labels",
-    "metrics", "license", "dataset", "paper", "recipe", "description", "base_model", "tags",
+    "metrics", "license", "dataset", "paper", "recipe", "description", "base_model", "base", "tags",
     "usage", "limitations", "extra",
 }
 
@@ -277,6 +280,9 @@ def parse_entry(raw: Any, where: str = "?") -> Entry:
     if not isinstance(metrics, list):
         raise _fail(name, "metrics", f"expected a list, got {metrics!r}")
     labels = _parse_labels(raw.get("labels"), name)
+    base = _take(raw, "base", str, name, required=False)
+    if base is not None and (base == name or not re.match(r"^[a-z0-9][a-z0-9._-]*$", base)):
+        raise _fail(name, "base", f"expected the registry name of another entry (the adapter's base model), got {base!r}")
     arch_args = _take(raw, "arch_args", dict, name, required=False, default={})
     preprocess = dict(_take(raw, "preprocess", dict, name, required=False, default={}))
     _check_file_refs(preprocess, name)
@@ -299,6 +305,7 @@ def parse_entry(raw: Any, where: str = "?") -> Entry:
         recipe=_take(raw, "recipe", str, name, required=False),
         description=_take(raw, "description", str, name, required=False),
         base_model=_take(raw, "base_model", str, name, required=False),
+        base=base,
         tags=_str_list(raw, "tags", name),
         usage=_take(raw, "usage", str, name, required=False),
         limitations=_take(raw, "limitations", str, name, required=False),
@@ -381,7 +388,30 @@ def _load(path: Path, mtime_ns: int) -> dict[str, Entry]:
             if key in by_name:
                 raise _fail(entry.name, "name" if key == entry.name else "aliases", f"{key!r} is already used by {by_name[key].name!r}")
             by_name[key] = entry
+    for entry in {e.name: e for e in by_name.values()}.values():
+        if entry.base is not None:
+            _check_adapter_entry(entry, by_name)
     return by_name
+
+
+def _check_adapter_entry(entry: Entry, by_name: Mapping[str, Entry]) -> None:
+    """An adapter entry (``base: NAME``) is its base's architecture with a LoRA adapter file: the base
+    must be a full model of this registry, of the same domain and architecture."""
+    base = by_name.get(entry.base)
+    if base is None:
+        raise _fail(entry.name, "base", f"no entry named {entry.base!r} in this registry (an adapter's base must be one)")
+    if base.base is not None:
+        raise _fail(entry.name, "base", f"{base.name!r} is itself an adapter (of {base.base!r}); name a full model")
+    if base.domain != entry.domain:
+        raise _fail(entry.name, "base", f"{base.name!r} is a {base.domain} model; this entry's domain is {entry.domain}")
+    if base.arch != entry.arch:
+        raise _fail(entry.name, "arch", f"an adapter has its base's architecture: {base.arch!r} ({base.name}), got {entry.arch!r}")
+    mine = {k: v for k, v in entry.arch_args.items() if k != "num_classes"}
+    theirs = {k: v for k, v in base.arch_args.items() if k != "num_classes"}
+    if mine != theirs:
+        raise _fail(entry.name, "arch_args", f"an adapter has its base's arch_args (num_classes aside): {theirs} ({base.name}), got {mine}")
+    if entry.weights is None or entry.weights.format != "safetensors":
+        raise _fail(entry.name, "weights", "an adapter entry names its adapter file (safetensors, e.g. adapter_model.safetensors)")
 
 
 def load_registry(path: str | os.PathLike[str] | None = None) -> dict[str, Entry]:

@@ -214,6 +214,12 @@ def validate_card(content: str) -> tuple[list[str], list[str]]:
         return ["Metadata must be a YAML mapping"], []
     licenses = _as_list(meta.get("license"))
     errors = [f'"license" must be a Hub license id, got {x!r}' for x in licenses if x not in HUB_LICENSES]
+    relation = meta.get("base_model_relation")
+    if relation is not None:  # how a model derives from its base_model (the Hub's model tree)
+        if relation not in ("adapter", "merge", "quantized", "finetune"):
+            errors.append(f'"base_model_relation" must be one of adapter, merge, quantized, finetune, got {relation!r}')
+        if not meta.get("base_model"):
+            errors.append('"base_model_relation" needs a "base_model"')
     models = meta.get("model-index", [])
     for i, model in enumerate(models if isinstance(models, list) else [None]):
         if not isinstance(model, dict) or not isinstance(model.get("name"), str):

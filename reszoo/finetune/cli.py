@@ -23,6 +23,7 @@ examples:
   reszoo finetune resnet-mnist --data fashion/train --test fashion/test --epochs 3 --out runs/fashion
   reszoo finetune minilm-l6-sentence --data train.tsv --val test.tsv --out runs/intents
   reszoo finetune tdnn-fsdd-digits --data speakers/train --out runs/speakers --freeze-backbone
+  reszoo finetune minilm-l6-sentence --data train.tsv --out runs/intents-lora --lora --lora-rank 16
   reszoo finetune resnet-mnist --data fashion/train --out runs/fashion --resume      # continue a run
 
 several processes (DDP; the same command, started by accelerate or torchrun):
@@ -91,6 +92,15 @@ def add_parser(subparsers: Any) -> None:
     _opt(train, "--head", "auto: a new head unless the data has the base's own classes", choices=("auto", "new", "keep"))
     _opt(train, "--from-scratch", "random init instead of the pretrained weights (a baseline)",
          action="store_false", dest="pretrained")
+    lora = p.add_argument_group("LoRA (low-rank adapters through peft; the head is trained in full)")
+    _opt(lora, "--lora", "train LoRA adapters on the base's layers (and the head) instead of every weight; "
+                         "saved as a PEFT adapter naming its base", action="store_true")
+    _opt(lora, "--lora-rank", "rank of the adapters", type=int)
+    _opt(lora, "--lora-alpha", "scale numerator: updates are scaled by alpha/rank (default 2 x rank)", type=float)
+    _opt(lora, "--lora-dropout", "dropout on the adapters' input", type=float)
+    _opt(lora, "--lora-targets", "module names to adapt, e.g. qkv proj (default: the domain's: attention and "
+                                 "feed-forward linears for text, convolutions for ResNets, 1x1 TDNN convolutions for speech)",
+         nargs="+", metavar="NAME")
     _opt(train, "--early-stopping", "stop after this many epochs without validation improvement", type=int)
     _opt(train, "--monitor", "validation metric for the best epoch and early stopping", choices=("accuracy", "loss"))
     _opt(train, "--cpu", "train on CPU even where a GPU is present", action="store_true")

@@ -91,6 +91,12 @@ class FinetuneOptions:
     batchnorm: str = "train"  # train | frozen (running stats fixed) | sync (SyncBatchNorm across GPUs)
     head: str = "auto"  # auto (new head unless the classes are the base's own) | new | keep
     pretrained: bool = True  # False: the same architecture from random init (a from-scratch baseline)
+    # --- LoRA (reszoo/lora.py, through peft): low-rank adapters on the base's layers + the head in full
+    lora: bool = False
+    lora_rank: int = 8
+    lora_alpha: float | None = None  # scale alpha/rank; default 2 x rank
+    lora_dropout: float = 0.0  # dropout on the adapters' input
+    lora_targets: list[str] | None = None  # module names (peft's suffix match); default: the domain's LORA_TARGETS
     # --- validation
     val_split: float = 0.1  # fraction of train held out (stratified, seeded) when no val data is given
     early_stopping: int | None = None  # patience in epochs without improvement of `monitor`
@@ -153,6 +159,29 @@ class FinetuneOptions:
         need(self.push_to is None or self.push_to.count("/") == 1, f"push_to must be a Hub repo id 'owner/name', got {self.push_to!r}")
         need(self.stop_after_epoch is None or self.out is not None, "stop_after_epoch needs out= (a run folder to resume from)")
         need(not self.resume or self.out is not None, "resume needs out= (the run folder to continue)")
+        self._validate_lora(need)
+
+    def _validate_lora(self, need: Any) -> None:
+        if isinstance(self.lora_targets, str):
+            self.lora_targets = [self.lora_targets]
+        elif isinstance(self.lora_targets, tuple):
+            self.lora_targets = list(self.lora_targets)
+        rank = self.lora_rank
+        need(isinstance(rank, int) and not isinstance(rank, bool) and rank >= 1, f"lora_rank must be an integer >= 1, got {rank!r}")
+        need(self.lora_alpha is None or self.lora_alpha > 0, f"lora_alpha must be > 0, got {self.lora_alpha!r}")
+        need(0 <= self.lora_dropout < 1, f"lora_dropout must be in [0, 1), got {self.lora_dropout!r}")
+        need(self.lora_targets is None or (len(self.lora_targets) > 0 and all(isinstance(t, str) and t.strip()
+                                                                               for t in self.lora_targets)),
+             f"lora_targets must be one or more module names, got {self.lora_targets!r}")
+        if not self.lora:
+            given = [f.name for f in fields(self) if f.name.startswith("lora_") and getattr(self, f.name) != f.default]
+            need(not given, f"{', '.join(given)} given without lora (pass --lora / lora=True to train an adapter)")
+            return
+        need(not self.freeze_backbone, "lora and freeze_backbone exclude each other: LoRA already freezes the base "
+                                       "and trains adapters and the head; freeze_backbone trains the head only")
+        need(self.pretrained, "lora adapts pretrained weights; it does not combine with from_scratch (pretrained=False)")
+        need(self.batchnorm != "sync", "lora keeps the base's BatchNorm statistics (the adapter holds none): "
+                                       "batchnorm='sync' does not apply")
 
     @classmethod
     def from_kwargs(cls, options: dict[str, Any]) -> FinetuneOptions:

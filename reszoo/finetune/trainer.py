@@ -72,7 +72,8 @@ TRAINER_STATE = "trainer_state.json"
 BEST_WEIGHTS = "best.safetensors"
 # Everything a run writes into its folder: --overwrite removes these, and nothing else.
 RUN_ARTIFACTS = (RUN_FILE, METRICS_FILE, SUMMARY_FILE, SAMPLE_IDS_FILE, CHECKPOINTS_DIR, "model.safetensors",
-                 "config.json", "README.md")
+                 "config.json", "README.md", "adapter_config.json", "adapter_model.safetensors",
+                 "learning_curve.png", "confusion_matrix.png")
 _SPLIT_NAMES = {"train", "training", "trn", "val", "valid", "validation", "dev", "test", "data"}
 TASKS = {"image": "image-classification", "text": "text-classification", "speech": "audio-classification"}
 
@@ -217,7 +218,8 @@ def load_model(name: str, entry: Entry, classes: tuple[str, ...], opts: Finetune
     same_classes = entry.labels is not None and tuple(entry.labels) == classes
     if opts.head == "keep" and entry.num_classes != n:
         raise OptionsError(f"head='keep' needs the base's {entry.num_classes} classes; the data has {n}")
-    model = load(name, num_classes=n, pretrained=opts.pretrained)  # a headless base gets a new head
+    # A headless base gets a new head; a LoRA adapter base is merged first (a plain model to train).
+    model = load(name, num_classes=n, pretrained=opts.pretrained, merge=True)
     if not hasattr(model, "head_prefixes") or not _head_modules(model):
         raise FinetuneError(f"{entry.name}: {type(model).__name__} names no classifier head (head_prefixes); "
                             "only classification models can be fine-tuned")
@@ -234,7 +236,21 @@ def load_model(name: str, entry: Entry, classes: tuple[str, ...], opts: Finetune
     return model, f"the base's head kept (the data has the base's {n} classes)"
 
 
+def _apply_lora(model: nn.Module, opts: FinetuneOptions, head: str) -> tuple[nn.Module, str]:
+    """LoRA adapters (reszoo/lora.py) on the base's layers; the head stays trainable in full."""
+    from ..errors import InputError
+    from ..lora import apply_lora, lora_summary
+
+    try:
+        apply_lora(model, rank=opts.lora_rank, alpha=opts.lora_alpha, dropout=opts.lora_dropout, targets=opts.lora_targets)
+    except InputError as err:
+        raise OptionsError(str(err)) from None
+    return model, f"{head}; {lora_summary(model)}"
+
+
 def _configure_trainable(model: nn.Module, opts: FinetuneOptions) -> int:
+    if opts.lora:  # peft chose: the LoRA matrices and the head's trainable copy, nothing else
+        return sum(p.numel() for p in model.parameters() if p.requires_grad)
     prefixes = tuple(model.head_prefixes)
     count = 0
     for name, param in model.named_parameters():
@@ -253,7 +269,9 @@ def _set_train_mode(model: nn.Module, opts: FinetuneOptions) -> None:
     for name, module in model.named_modules():
         if opts.freeze_backbone and name and not _is_head(name, prefixes):
             module.eval()
-        if opts.batchnorm == "frozen" and isinstance(module, nn.modules.batchnorm._BatchNorm):
+        # With LoRA the statistics stay the base's too: the adapter saves none, so the saved model
+        # would otherwise not be the one trained.
+        if (opts.batchnorm == "frozen" or opts.lora) and isinstance(module, nn.modules.batchnorm._BatchNorm):
             module.eval()
 
 
@@ -308,7 +326,8 @@ def _schedule(opts: FinetuneOptions, total_steps: int) -> tuple[Any, int]:
 # =========================================================================== metrics
 
 
-def _summarise(loss_sum: float, preds: Tensor, targets: Tensor, num_classes: int) -> dict[str, float]:
+def _summarise(loss_sum: float, preds: Tensor, targets: Tensor, num_classes: int,
+               with_confusion: bool = False) -> dict[str, Any]:
     n = int(targets.numel())
     if n == 0:
         return {"loss": float("nan"), "accuracy": float("nan"), "macro_f1": float("nan"), "n": 0}
@@ -318,15 +337,19 @@ def _summarise(loss_sum: float, preds: Tensor, targets: Tensor, num_classes: int
     recall = tp / confusion.sum(1).clamp(min=1)
     f1 = torch.where(tp > 0, 2 * precision * recall / (precision + recall), torch.zeros_like(tp))
     present = confusion.sum(1) > 0  # macro average over the classes this split holds
-    return {
+    summary: dict[str, Any] = {
         "loss": loss_sum / n,
         "accuracy": float((preds == targets).double().mean()),
         "macro_f1": float(f1[present].mean()),
         "n": n,
     }
+    if with_confusion:  # rows: true class, columns: predicted (for the run's figure)
+        summary["confusion"] = confusion.tolist()
+    return summary
 
 
-def _evaluate(accelerator: Any, model: nn.Module, loader: Any, adapter: Adapter, num_classes: int) -> dict[str, float]:
+def _evaluate(accelerator: Any, model: nn.Module, loader: Any, adapter: Adapter, num_classes: int,
+              with_confusion: bool = False) -> dict[str, Any]:
     model.eval()
     losses, preds, targets = [], [], []
     with torch.no_grad():
@@ -338,7 +361,8 @@ def _evaluate(accelerator: Any, model: nn.Module, loader: Any, adapter: Adapter,
             losses.append(loss.cpu())
             preds.append(pred.cpu())
             targets.append(target.cpu())
-    return _summarise(float(torch.cat(losses).double().sum()), torch.cat(preds), torch.cat(targets), num_classes)
+    return _summarise(float(torch.cat(losses).double().sum()), torch.cat(preds), torch.cat(targets), num_classes,
+                      with_confusion)
 
 
 # =========================================================================== the entry of the result
@@ -374,6 +398,10 @@ def _recipe(base: Entry, opts: FinetuneOptions, *, head: str, processes: int, n_
             steps: int, mixed_precision: str) -> str:
     warm = f"{opts.warmup:g} of the steps" if opts.warmup < 1 else f"{int(opts.warmup)} steps"
     what = "the new head only (backbone frozen)" if opts.freeze_backbone else "all layers"
+    if opts.lora:
+        what = (f"LoRA adapters (rank {opts.lora_rank}, alpha {opts.lora_alpha or 2 * opts.lora_rank:g}, dropout "
+                f"{opts.lora_dropout:g}, on {' '.join(opts.lora_targets) if opts.lora_targets else 'the domain default layers'}) "
+                "and the head in full, the base's weights and BatchNorm statistics frozen")
     parts = [
         (f"Fine-tuned from `{base.name}` with `{opts.script}` ({head}), training {what}." if opts.pretrained else
          f"Trained from scratch (random init) with the architecture of `{base.name}` by `{opts.script}`."),
@@ -449,7 +477,8 @@ def finetuned_entry(base: Entry, *, name: str, classes: tuple[str, ...], dataset
         description=(f"`{base.name}` fine-tuned on {dataset} ({len(classes)} classes)." if opts.pretrained else
                      f"The architecture of `{base.name}` trained from scratch on {dataset} ({len(classes)} classes)."),
         base_model=base.name if opts.pretrained else None,
-        tags=("fine-tuned" if opts.pretrained else "trained-from-scratch",),
+        base=base.name if opts.lora else None,  # a LoRA adapter over the base (reszoo/lora.py)
+        tags=("fine-tuned" if opts.pretrained else "trained-from-scratch", *(("lora", "peft") if opts.lora else ())),
         usage=_usage(base.domain, opts),
         extra=dict(facts or {}),
         limitations=("Fine-tuned and evaluated only on the data named above (validation and test splits as "
@@ -594,6 +623,9 @@ def _run(name: str, train_data: Any, val_data: Any, given: dict[str, Any], opts:
 
     set_seed(opts.seed)  # before the head is initialised: the same head on every process and every run
     model, head = load_model(name, entry, classes, opts)
+    if opts.lora:
+        model, head = _apply_lora(model, opts, head)
+        say(head)
     adapter = make_adapter(model, entry.domain, max_length=opts.max_length)
     unreadable = dict(on_bad_file=opts.on_bad_file, errors=adapter.read_errors)
     train, train_enc = drop_unreadable(train, adapter.encode, role="train", **unreadable)
@@ -792,9 +824,14 @@ def _run(name: str, train_data: Any, val_data: Any, given: dict[str, Any], opts:
     chosen = next((r for r in state["history"] if r["epoch"] == state["best_epoch"]), state["history"][-1])
     final: dict[str, Any] = {k: v for k, v in chosen.items() if k.startswith("val_")}
     final["best_epoch"] = state["best_epoch"]
+    confusion = None  # (split, matrix) for the run's figure: the test split's, else the validation's
     if "test" in eval_loaders:
-        final.update({f"test_{k}": v for k, v in
-                      _evaluate(accelerator, wrapped, eval_loaders["test"], adapter, len(classes)).items()})
+        test_metrics = _evaluate(accelerator, wrapped, eval_loaders["test"], adapter, len(classes), with_confusion=True)
+        confusion = ("test", test_metrics.pop("confusion"))
+        final.update({f"test_{k}": v for k, v in test_metrics.items()})
+    elif "validation" in eval_loaders and out is not None:
+        confusion = ("validation", _evaluate(accelerator, wrapped, eval_loaders["validation"], adapter, len(classes),
+                                             with_confusion=True)["confusion"])
     unwrapped.eval()
 
     dataset = _dataset_name(opts, train_data)
@@ -823,6 +860,15 @@ def _run(name: str, train_data: Any, val_data: Any, given: dict[str, Any], opts:
                        steps=total_steps, mixed_precision=mixed_precision),
         preprocess=preprocess, facts={k: v for k, v in facts.items() if v is not None},
     )
+    figure_paths: dict[str, Path] = {}
+    if main and out is not None:  # --- the figures (reszoo/finetune/plots.py), carried with the model and its card
+        from ..domains import figures
+        from .plots import write_figures
+
+        figure_paths = write_figures(out, state["history"], confusion, classes, model_name=new_entry.name)
+        extra = {k: v for k, v in new_entry.extra.items() if k not in figures(new_entry)}
+        new_entry = dataclasses.replace(new_entry, extra={**extra, **{k: p.name for k, p in figure_paths.items()}})
+        unwrapped.figure_files = {p.name: p for p in figure_paths.values()}
     unwrapped.entry, unwrapped.labels = new_entry, classes
     summary = {
         "model": new_entry.name, "base_model": entry.name, "dataset": dataset, "classes": list(classes),
@@ -839,7 +885,7 @@ def _run(name: str, train_data: Any, val_data: Any, given: dict[str, Any], opts:
 
         before = {p.name for p in out.iterdir()}
         save_pretrained(unwrapped, out, entry=new_entry, repo_id=opts.push_to)
-        written = sorted({p.name for p in out.iterdir()} - before)
+        written = sorted({p.name for p in out.iterdir()} - before | {p.name for p in figure_paths.values()})
         if opts.push_to:
             from ..api import push
 

@@ -79,6 +79,10 @@ CONVERTERS: dict[str, Callable[[dict[str, Tensor]], dict[str, Tensor]]] = {
     "timm": from_torchvision,  # timm's ResNet uses torchvision's names
 }
 
+# LoRA (reszoo.lora, `reszoo finetune --lora`): the layers adapted by default, a regex over module
+# names (full match): the stem and every convolution of the residual blocks, projection shortcuts included.
+LORA_TARGETS = r"conv1|layer\d+\.\d+\.(conv\d+|downsample\.0)"
+
 
 def build_preprocess(entry: Entry) -> ImagePreprocess:
     """The entry's ``preprocess`` as a callable: path / PIL image / tensor -> float NCHW batch."""

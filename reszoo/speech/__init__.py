@@ -47,6 +47,15 @@ CONVERTERS: dict[str, Callable[[dict[str, Tensor]], dict[str, Tensor]]] = {
     "speechbrain-ecapa": convert_speechbrain_ecapa,
 }
 
+# LoRA (reszoo.lora, `reszoo finetune --lora`): the layers adapted by default, a regex over module
+# names (full match): the 1x1 TDNN convolutions of every SE-Res2Net block and of the multi-layer
+# aggregation. The stem and the Res2Net convolutions are dilated and reflect-padded, which peft's
+# LoRA convolution does not reproduce (reszoo.lora refuses such layers).
+LORA_TARGETS = r"blocks\.\d+\.(tdnn1|tdnn2)\.conv|mfa\.conv"
+# Layers LoRA must not wrap: attentive pooling reads this convolution's weight directly (to save
+# a concatenation), so a LoRA wrapper there would be bypassed.
+LORA_EXCLUDE = r"pool\.tdnn\.conv"
+
 
 def build_preprocess(entry: Any) -> SpeechPreprocess:
     """``entry.preprocess`` (an fbank description, see FbankConfig) -> raw audio to features."""

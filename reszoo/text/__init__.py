@@ -56,6 +56,10 @@ ARCHS["transformer_encoder"] = transformer_encoder
 
 CONVERTERS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {"bert": convert_bert}
 
+# LoRA (reszoo.lora, `reszoo finetune --lora`): the layers adapted by default, a regex over module
+# names (full match): every attention (fused q/k/v, output) and feed-forward linear of each layer.
+LORA_TARGETS = r"layers\.\d+\.(attn\.fn\.(qkv|proj)|ffn\.fn\.(fc1|fc2))"
+
 
 def _tokenizer_spec(entry: Any) -> tuple[str, str | None, str | None]:
     """(file, repo, revision) of an entry's tokenizer; repo/revision default to the weights'."""
