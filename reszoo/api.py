@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import numbers
 import os
 import re
 import shutil
@@ -23,7 +24,7 @@ from torch import nn
 
 from . import __version__, network
 from .domains import arch_builder, aux_files, domain_module
-from .errors import LoadError, UnknownModelError
+from .errors import InputError, LoadError, UnknownModelError
 from .hub import LocalRepo, entry_weights, fetch_file, file_digest, load_state_dict
 from .names import check_repo_filename
 from .registry import Entry, RegistryError, Weights, get_entry, parse_entry
@@ -40,19 +41,83 @@ _MAX_PATH = 4096  # PATH_MAX: a folder path longer than this cannot be opened
 _NOT_IN_CONFIG = {"aliases", "weights", "usage"}
 
 
+# The most memory (parameters and buffers, in bytes) a model may need: ~40x the largest zoo model.
+# An absurd num_classes or width is refused by this check before anything is allocated.
+MAX_MODEL_BYTES = 16 * 2**30
+
+
 def build(entry: Entry, *, num_classes: int | None = None, device: torch.device | str | None = None) -> nn.Module:
-    """The architecture of ``entry`` (``num_classes`` overriding its head), on ``device``."""
+    """The architecture of ``entry`` (``num_classes`` overriding its head), on ``device``.
+
+    It is first built on the meta device (nothing allocated), to refuse a model over
+    :data:`MAX_MODEL_BYTES` or arguments the architecture cannot be built from.
+    """
+    num_classes = _checked_num_classes(num_classes)
+    target = _resolve_device(device)
     builder = arch_builder(entry.domain, entry.arch)
     args = dict(entry.arch_args)
     if num_classes is not None:
-        if num_classes < 1:
-            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
         args["num_classes"] = num_classes
-    with torch.device(device or "cpu"):
+
+    with torch.device("meta"):  # arguments are checked here, where a wrong size allocates nothing
         try:
-            return builder(**args)
-        except TypeError as err:
-            raise RegistryError(f"{entry.name!r}: architecture {entry.arch!r} does not take arguments {sorted(args)}: {err}") from err
+            model = builder(**args)
+        except (TypeError, RuntimeError, OverflowError) as err:  # unknown argument, negative or huge size
+            detail = (str(err).strip().splitlines() or [type(err).__name__])[0]
+            raise RegistryError(f"{entry.name!r}: architecture {entry.arch!r} cannot be built from arguments "
+                                f"{args}: {detail}") from err
+    tensors = [*model.parameters(), *model.buffers()]
+    size = sum(t.numel() * t.element_size() for t in tensors)
+    if size > MAX_MODEL_BYTES:
+        count = sum(t.numel() for t in tensors)
+        raise InputError(f"{entry.name!r}: architecture {entry.arch!r} with arguments {args} would take "
+                         f"{size / 2**30:,.1f} GiB ({count:,} parameter and buffer values), over reszoo's limit of "
+                         f"{MAX_MODEL_BYTES / 2**30:g} GiB (reszoo.api.MAX_MODEL_BYTES); check num_classes and the "
+                         "size arguments (widths, layers) of arch_args")
+    if target.type == "meta":
+        return model
+    with torch.device(target):
+        return builder(**args)
+
+
+def _checked_num_classes(num_classes: Any) -> int | None:
+    """``num_classes`` as given to load/build: None (keep the head) or a positive integer."""
+    if num_classes is None:
+        return None
+    if isinstance(num_classes, bool) or not isinstance(num_classes, numbers.Integral) or num_classes < 1:
+        raise InputError(f"num_classes must be a positive integer (the size of the new classifier head), got {num_classes!r}")
+    if num_classes > MAX_MODEL_BYTES // 4:  # a head this wide cannot fit even with one input feature
+        raise InputError(f"num_classes={num_classes} would need a classifier head over reszoo's limit of "
+                         f"{MAX_MODEL_BYTES / 2**30:g} GiB (reszoo.api.MAX_MODEL_BYTES)")
+    return int(num_classes)
+
+
+def _resolve_device(device: torch.device | str | int | None) -> torch.device:
+    """``device`` as a torch.device that exists here (default: the CPU), or one clear error."""
+    if device is None:
+        return torch.device("cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError) as err:
+        raise InputError(f"unknown device {device!r}: expected cpu, cuda, cuda:N, mps, xpu or meta") from err
+    if dev.type in ("cpu", "meta"):
+        return dev
+    backend = torch.backends.mps if dev.type == "mps" else getattr(torch, dev.type, None)
+    is_available = getattr(backend, "is_available", None)
+    if is_available is None:  # an out-of-tree backend: it exists if it can hold a tensor
+        try:
+            torch.empty(0, device=dev)
+        except Exception as err:
+            detail = (str(err).strip().splitlines() or [type(err).__name__])[0]
+            raise InputError(f"device {str(device)!r} is not available here ({detail})") from err
+        return dev
+    where = "torch.backends.mps" if dev.type == "mps" else f"torch.{dev.type}"
+    if not is_available():
+        raise InputError(f"device {str(device)!r} is not available here ({where}.is_available() is False)")
+    count = getattr(backend, "device_count", None)
+    if dev.index is not None and count is not None and dev.index >= count():
+        raise InputError(f"device {str(device)!r} is not available here ({where}.device_count() is {count()})")
+    return dev
 
 
 def _materialize(model: nn.Module, device: torch.device | str) -> list[str]:
@@ -246,7 +311,8 @@ def load(
     loads its base, verified, and applies the adapter; ``merge=True`` folds it into the weights (a
     plain module; no effect on other models). See :mod:`reszoo.lora`.
     """
-    target = torch.device(device) if device is not None else torch.device("cpu")
+    target = _resolve_device(device)
+    num_classes = _checked_num_classes(num_classes)
     name = _check_name(name)
     adapter_path, given_mirror = None, mirror
     if _is_uri(name):

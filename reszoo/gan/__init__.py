@@ -6,7 +6,8 @@ seed=None)`` -> images in [0, 1], shape (n, C, H, W). This module is light: torc
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import numbers
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ __all__ = [
     "predict",
     "prepare",
     "save_grid",
+    "write_grid",
 ]
 
 ARCHS: dict[str, Callable[..., nn.Module]] = {
@@ -53,7 +55,9 @@ def build_preprocess(entry: Entry) -> Callable[[Any], Tensor]:
     def preprocess(labels: Any) -> Tensor:
         if not num_classes:
             raise ValueError(f"{entry.name} is unconditional: it takes no class labels")
-        if isinstance(labels, int | str):
+        if isinstance(labels, Tensor):
+            labels = labels.tolist()
+        if isinstance(labels, numbers.Number | str):  # one label (a bad one is refused below)
             labels = [labels]
         out = []
         for label in labels:
@@ -62,6 +66,8 @@ def build_preprocess(entry: Entry) -> Callable[[Any], Tensor]:
                     raise ValueError(f"{entry.name}: unknown label {label!r}")
                 out.append(names.index(label))
             else:
+                if isinstance(label, bool) or not isinstance(label, numbers.Integral | str):  # int(3.7) would be a silent 3
+                    raise ValueError(f"{entry.name}: labels must be class indices or names, got {label!r}")
                 index = int(label)
                 if not 0 <= index < num_classes:
                     raise ValueError(f"{entry.name}: label {index} out of range 0..{num_classes - 1}")
@@ -80,25 +86,46 @@ def prepare(model: nn.Module, entry: Entry, *, mirror: str | Path | None = None)
 
 def save_grid(images: Tensor, path: str | Path, *, nrow: int | None = None, padding: int = 2) -> Path:
     """Write images in [0, 1] (N, C, H, W) as one PNG grid, ``nrow`` per row (default: ~square)."""
+    if images.ndim != 4 or images.shape[1] not in (1, 3):
+        raise ValueError(f"expected images of shape (N, 1|3, H, W), got {tuple(images.shape)}")
+    return write_grid([images], images.shape[0], path, nrow=nrow, padding=padding)
+
+
+def write_grid(chunks: Iterable[Tensor], n: int, path: str | Path, *, nrow: int | None = None, padding: int = 2) -> Path:
+    """Write ``n`` images, arriving as chunks (N_i, C, H, W) in [0, 1], as one PNG grid (the layout
+    of :func:`save_grid`), holding only the 8-bit grid and one chunk in memory at a time."""
     import math
 
     import numpy as np
     from PIL import Image
 
-    if images.ndim != 4 or images.shape[1] not in (1, 3):
-        raise ValueError(f"expected images of shape (N, 1|3, H, W), got {tuple(images.shape)}")
-    n, c, h, w = images.shape
+    if n < 1:
+        raise ValueError(f"a grid needs at least one image, got n={n}")
+    if isinstance(nrow, bool) or (nrow is not None and (not isinstance(nrow, int) or nrow < 1)):
+        raise ValueError(f"nrow must be a positive integer, got {nrow!r}")
     nrow = nrow or math.ceil(math.sqrt(n))
     rows = math.ceil(n / nrow)
-    grid = torch.ones(c, rows * (h + padding) + padding, nrow * (w + padding) + padding)
-    for i, img in enumerate(images.detach().float().cpu().clamp(0, 1)):
-        r, col = divmod(i, nrow)
-        top, left = padding + r * (h + padding), padding + col * (w + padding)
-        grid[:, top:top + h, left:left + w] = img
-    array = (grid.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+    grid: Any = None
+    done = 0
+    for chunk in chunks:
+        if chunk.ndim != 4 or chunk.shape[1] not in (1, 3):
+            raise ValueError(f"expected images of shape (N, 1|3, H, W), got {tuple(chunk.shape)}")
+        _, c, h, w = chunk.shape
+        if grid is None:  # white background and padding, as the images' 1.0
+            grid = np.full((rows * (h + padding) + padding, nrow * (w + padding) + padding, c), 255, dtype=np.uint8)
+        pixels = (chunk.detach().float().cpu().clamp(0, 1).permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)
+        for img in pixels:
+            if done == n:
+                raise ValueError(f"got more than the n={n} images announced")
+            r, col = divmod(done, nrow)
+            top, left = padding + r * (h + padding), padding + col * (w + padding)
+            grid[top:top + h, left:left + w] = img
+            done += 1
+    if done != n:
+        raise ValueError(f"got {done} images, expected n={n}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(array[:, :, 0] if c == 1 else array).save(path)
+    Image.fromarray(grid[:, :, 0] if grid.shape[2] == 1 else grid).save(path)
     return path
 
 

@@ -9,6 +9,7 @@ network builds it. Every residual block derives from :class:`reszoo.nn.ResidualB
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -160,7 +161,6 @@ class GeneratorMixin:
             return z.normal_(generator=generator)
         return nn.init.trunc_normal_(z, 0.0, 1.0, -2.0, 2.0, generator=generator) * truncation
 
-    @torch.no_grad()
     def sample(self, n: int, labels: Any = None, truncation: float | None = None, seed: int | None = None) -> Tensor:
         """``n`` generated images in [0, 1], shape (n, C, H, W).
 
@@ -168,6 +168,13 @@ class GeneratorMixin:
         None draws random classes). ``truncation`` in (0, 1]: smaller trades variety for
         fidelity (None: the model's default). ``seed``: the same seed gives the same images.
         """
+        return torch.cat(list(self.iter_sample(n, labels, truncation, seed)))
+
+    def iter_sample(self, n: int, labels: Any = None, truncation: float | None = None,
+                    seed: int | None = None) -> Iterator[Tensor]:
+        """The images of :meth:`sample`, identical, in consecutive chunks of at most
+        ``sample_batch_size``: many images in bounded memory (only the noise is drawn up front).
+        Arguments are checked when it is called, not when the first chunk is asked for."""
         if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
             raise ValueError(f"n must be a positive integer, got {n!r}")
         if truncation is None:
@@ -179,19 +186,21 @@ class GeneratorMixin:
         z = self.sample_noise(n, truncation, generator)
         if self.num_classes and y is None:
             y = torch.randint(self.num_classes, (n,), generator=generator)
+        return self._generate_chunks(z, y, truncation)
+
+    @torch.no_grad()
+    def _generate_chunks(self, z: Tensor, y: Tensor | None, truncation: float | None) -> Iterator[Tensor]:
         module: nn.Module = self  # type: ignore[assignment]
         param = next(module.parameters())
         was_training = module.training
         module.eval()  # sampling must not touch batch-norm statistics
         try:
-            chunks = []
-            for start in range(0, n, self.sample_batch_size):
+            for start in range(0, z.shape[0], self.sample_batch_size):
                 zb = z[start:start + self.sample_batch_size].to(param.device, param.dtype)
                 yb = y[start:start + self.sample_batch_size].to(param.device) if y is not None else None
-                chunks.append(self.generate(zb, yb, truncation))
+                yield self.generate(zb, yb, truncation).add(1).div(2).clamp(0, 1)
         finally:
             module.train(was_training)
-        return torch.cat(chunks).add(1).div(2).clamp(0, 1)
 
     def generate(self, z: Tensor, y: Tensor | None, truncation: float | None) -> Tensor:
         raise NotImplementedError

@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..errors import InputError
+
 __all__ = ["add_parser", "run"]
 
 
@@ -31,6 +33,18 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def _check_options(args: argparse.Namespace) -> None:
+    """Refuse counts that would make ``play`` run nothing, run forever or fail deep inside gymnasium."""
+    if args.episodes < 1:
+        raise InputError(f"--episodes must be at least 1, got {args.episodes}")
+    if args.max_steps is not None and args.max_steps < 1:
+        raise InputError(f"--max-steps must be at least 1 (or left out: episodes run to their end), got {args.max_steps}")
+    if args.fps < 1:
+        raise InputError(f"--fps must be at least 1, got {args.fps}")
+    if args.seed < 0:  # gymnasium's seeding refuses negative seeds
+        raise InputError(f"--seed must be 0 or more, got {args.seed}")
+
+
 def run(args: argparse.Namespace) -> int:
     import json
 
@@ -40,17 +54,16 @@ def run(args: argparse.Namespace) -> int:
 
     from .rollout import run_episodes
 
-    if args.episodes < 1:
-        raise ValueError(f"--episodes must be at least 1, got {args.episodes}")
+    _check_options(args)
     video = Path(args.video) if args.video else None
     if video is not None and video.suffix.lower() not in (".gif", ".mp4"):
-        raise ValueError(f"--video must end in .gif or .mp4, got {video}")
+        raise InputError(f"--video must end in .gif or .mp4, got {video}")
     model = reszoo.load(args.name, mirror=args.mirror)
     if model.entry.domain != "rl":
-        raise ValueError(f"{args.name!r} is a {model.entry.domain} model; `reszoo play` runs rl agents (see `reszoo list --domain rl`)")
+        raise InputError(f"{args.name!r} is a {model.entry.domain} model; `reszoo play` runs rl agents (see `reszoo list --domain rl`)")
     env_id = args.env or model.entry.preprocess.get("env_id")
     if not env_id:
-        raise ValueError(f"{args.name!r} names no environment (preprocess.env_id); pass --env")
+        raise InputError(f"{args.name!r} names no environment (preprocess.env_id); pass --env")
 
     frames: list[np.ndarray] = []
     returns = run_episodes(model, env_id, args.episodes, args.seed, deterministic=not args.stochastic,

@@ -17,6 +17,7 @@ integer number of Hz or outside that range, audio shorter than the model's minim
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,8 @@ def read_audio(path: str | os.PathLike[str]) -> tuple[Tensor, int]:
     import soundfile
 
     p = Path(path)
+    if p.is_dir():
+        raise IsADirectoryError(f"expected an audio file, got a directory: {p}")
     if not p.is_file():
         raise FileNotFoundError(f"no audio file at {p}")
     try:
@@ -97,17 +100,17 @@ def _downmix(wave: Tensor) -> Tensor:
     return wave.mean(dim=0)
 
 
-def _check_sample_rate(sample_rate: Any) -> int:
+def _check_sample_rate(sample_rate: Any, where: str = "audio") -> int:
     if sample_rate is None:
-        raise AudioError("a waveform needs its sample rate: pass sample_rate=... (in Hz, e.g. 16000)")
+        raise AudioError(f"{where}: a waveform needs its sample rate: pass sample_rate=... (in Hz, e.g. 16000)")
     if isinstance(sample_rate, bool) or not isinstance(sample_rate, int | float | np.integer | np.floating):
-        raise AudioError(f"sample_rate must be a number of Hz, got {sample_rate!r}")
-    if float(sample_rate) != int(sample_rate):
-        raise AudioError(f"sample_rate must be a whole number of Hz, got {sample_rate!r}")
+        raise AudioError(f"{where}: sample_rate must be a number of Hz, got {sample_rate!r}")
+    if not math.isfinite(sample_rate) or float(sample_rate) != int(sample_rate):
+        raise AudioError(f"{where}: sample_rate must be a whole number of Hz, got {sample_rate!r}")
     rate = int(sample_rate)
     if not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
         hint = " (it looks like kHz; pass Hz, e.g. 16000)" if 0 < rate < 200 else ""
-        raise AudioError(f"sample_rate {rate} Hz is outside the supported {MIN_SAMPLE_RATE}..{MAX_SAMPLE_RATE} Hz{hint}")
+        raise AudioError(f"{where}: sample_rate {rate} Hz is outside the supported {MIN_SAMPLE_RATE}..{MAX_SAMPLE_RATE} Hz{hint}")
     return rate
 
 
@@ -129,10 +132,10 @@ def as_waveform(audio: Any, sample_rate: int | None = None, *, target_rate: int 
         sample_rate = file_rate
     else:
         wave = _to_float_tensor(audio)
-    rate = _check_sample_rate(sample_rate)
+    rate = _check_sample_rate(sample_rate, where)
+    if wave.numel() == 0:  # before the downmix, whose mean over no samples would be NaN
+        raise AudioError(f"{where}: no samples (empty audio, shape {tuple(wave.shape)}); give a recording of speech")
     wave = _downmix(wave)
-    if wave.numel() == 0:
-        raise AudioError(f"{where}: empty audio (0 samples)")
     if not torch.isfinite(wave).all():
         raise AudioError(f"{where}: audio contains NaN or infinite samples")
     peak = float(wave.abs().max())

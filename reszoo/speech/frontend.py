@@ -183,7 +183,9 @@ class SpeechPreprocess:
 
     def batch(self, audios: list[Any], sample_rate: int | None = None) -> tuple[Tensor, Tensor]:
         if not audios:
-            raise ValueError("expected at least one audio input")
+            from .audio import AudioError
+
+            raise AudioError("expected at least one audio input, got an empty list")
         feats = [self(a, sample_rate) for a in audios]
         frames = max(f.shape[0] for f in feats)
         out = feats[0].new_zeros(len(feats), frames, feats[0].shape[1])

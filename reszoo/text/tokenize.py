@@ -8,12 +8,16 @@ fixed 128) and the truncation length (``max_length`` of the registry entry's ``p
 
 Over-long texts are truncated on the right to ``max_length`` tokens, ``[CLS]`` and ``[SEP]``
 included (what sentence-transformers does); ``truncate=False`` makes them an error instead.
-Empty or blank strings, non-strings and an empty list are errors.
+Empty or blank strings, non-strings and an empty list are errors (:class:`TextInputError`). Blank
+means no printable character after Unicode (NFKC) normalisation: only spaces, control or format
+characters (NUL, BEL, zero-width spaces, ...); a text the tokenizer reduces to no token at all
+(e.g. only combining accents, which BERT's normaliser strips) is refused the same way.
 """
 
 from __future__ import annotations
 
 import os
+import unicodedata
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -21,22 +25,38 @@ from typing import Any
 import torch
 from torch import Tensor
 
-__all__ = ["TextPreprocess", "check_texts"]
+from ..errors import InputError
+
+__all__ = ["TextInputError", "TextPreprocess", "TextTypeError", "check_texts"]
+
+
+class TextInputError(InputError):
+    """A text input cannot be used: no texts, a blank text, a text too long with ``truncate=False``."""
+
+
+class TextTypeError(TextInputError, TypeError):
+    """A text input is not a string (also a ``TypeError``)."""
+
+
+def _is_blank(text: str) -> bool:
+    """No printable character: only whitespace, control, format (zero-width) or unassigned code points."""
+    return not any(ch.isprintable() and not ch.isspace() for ch in unicodedata.normalize("NFKC", text))
 
 
 def check_texts(texts: Any) -> list[str]:
-    """``texts`` as a non-empty list of non-blank strings, or a clear ``TypeError``/``ValueError``."""
+    """``texts`` as a non-empty list of non-blank strings, or a clear :class:`TextInputError`."""
     if isinstance(texts, str):
         texts = [texts]
     elif not isinstance(texts, Sequence) or isinstance(texts, bytes | bytearray):
-        raise TypeError(f"expected a string or a list of strings, got {type(texts).__name__}")
+        raise TextTypeError(f"expected a string or a list of strings, got {type(texts).__name__}")
     if len(texts) == 0:
-        raise ValueError("no texts given: expected a string or a non-empty list of strings")
+        raise TextInputError("no texts given: expected a string or a non-empty list of strings")
     for i, text in enumerate(texts):
         if not isinstance(text, str):
-            raise TypeError(f"text #{i} is a {type(text).__name__} ({text!r:.60}), expected a string")
-        if not text.strip():
-            raise ValueError(f"text #{i} is empty or blank; every text needs at least one non-space character")
+            raise TextTypeError(f"text #{i} is a {type(text).__name__} ({text!r:.60}), expected a string")
+        if _is_blank(text):
+            raise TextInputError(f"text #{i} is empty or blank ({text!r:.40}): it has no printable character (only spaces, "
+                                 "control or format characters); every text needs at least one")
     return list(texts)
 
 
@@ -116,11 +136,17 @@ class TextPreprocess:
         """One ``tokenizers.Encoding`` per text (special tokens added, truncated, unpadded)."""
         texts = check_texts(texts)
         encodings = self._tok().encode_batch(texts)
+        # Only special tokens left: the tokenizer's normaliser dropped every character.
+        empty = [i for i, e in enumerate(encodings) if all(e.special_tokens_mask)]
+        if empty:
+            raise TextInputError(f"text #{empty[0]} ({texts[empty[0]]!r:.40}) has no token after the tokenizer's "
+                                 "normalisation (it holds only characters the tokenizer drops, such as accents or control "
+                                 "characters); every text needs at least one")
         if not truncate:
             long = [i for i, e in enumerate(encodings) if e.overflowing]
             if long:
-                raise ValueError(f"text(s) #{', #'.join(map(str, long[:10]))} are longer than max_length="
-                                 f"{self.max_length} tokens; shorten them or pass truncate=True to cut them there")
+                raise TextInputError(f"text(s) #{', #'.join(map(str, long[:10]))} are longer than max_length="
+                                     f"{self.max_length} tokens; shorten them or pass truncate=True to cut them there")
         return encodings
 
     def collate(self, encodings: Sequence[Any], *, device: torch.device | str | None = None) -> dict[str, Tensor]:
