@@ -370,7 +370,7 @@ def test_cli_predict_prints_the_digit() -> None:
 
 def test_speaker_model_verifies_bundled_recordings(hub, offline) -> None:
     model = reszoo.load("ecapa-fsdd-speakers")
-    assert model.verify_threshold == reszoo.info("ecapa-fsdd-speakers").extra["verify_threshold"]
+    assert model.verify_threshold == reszoo.info("ecapa-fsdd-speakers").runtime["verify_threshold"]
     a, b, other = (EXAMPLES / n for n in ("7_jackson_0.wav", "7_jackson_1.wav", "3_theo_0.wav"))
     same_score, _ = model.verify(a, b)
     diff_score, _ = model.verify(a, other)
