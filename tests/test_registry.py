@@ -422,3 +422,85 @@ def test_project_registry_uses_the_explicit_fields():
     for item in raw["models"]:
         assert not any(k in (item.get("preprocess") or {}) for k in ("env_id", "truncation")), item["name"]
         assert "verify_threshold" not in (item.get("extra") or {}), item["name"]
+
+
+# --------------------------------------------------------------------------- recipes writing the new layout
+
+
+_WRITTEN = """\
+# header comment, kept
+defaults:
+  trained-here:
+    weights: {file: model.safetensors, format: safetensors, pin_note: "trained here; not pushed"}
+    license: apache-2.0
+models:
+# ------------------------------------------------ rl
+  - name: fam-net
+    defaults: trained-here
+    domain: rl
+    task: reinforcement-learning
+    arch: resmlp-discrete
+    arch_args: {obs_dim: 4, n_actions: 2}
+    weights: {repo: org/fam-net, sha256: %s, size: 10}
+    runtime: {env_id: CartPole-v1}
+    extra:
+      params: 10
+      shared: same for both
+    figures: {learning_curve: learning_curve.png}
+    plain:
+      weights: {file: plain.safetensors, sha256: %s, size: 10}
+      figures: {learning_curve: learning_curve.png}
+# ------------------------------------------------ next section
+  - name: other-net
+    domain: image
+    task: image-classification
+    arch: resnet18
+    license: mit
+""" % ("a" * 64, "b" * 64)
+
+
+def _registry_io():
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        import registry_io
+    finally:
+        sys.path.remove(str(ROOT / "scripts"))
+    return registry_io
+
+
+def test_recipes_write_a_plain_twin_into_its_entry_and_only_what_differs(tmp_path):
+    rio = _registry_io()
+    path = tmp_path / "registry.yaml"
+    path.write_text(_WRITTEN)
+    metric = {"dataset": "CartPole-v1", "split": "evaluation", "metric": "mean_reward", "value": 480.0,
+              "source": {"kind": "measured", "script": "scripts/train_rl.py"}}
+    twin = rio.read_entry("fam-net-plain", path)
+    assert twin["name"] == "fam-net-plain" and twin["weights"]["file"] == "plain.safetensors"  # read as expanded
+    # what train_rl writes for the twin: its full arch_args, extra and runtime; the pins of its file
+    rio.update_entry("fam-net-plain", path, arch_args={"obs_dim": 4, "n_actions": 2, "residual": False},
+                     metrics=[metric], weights={"sha256": "c" * 64, "size": 10}, runtime={"env_id": "CartPole-v1"},
+                     extra={"params": 10, "shared": "same for both", "residual_twin": "fam-net"}, license="apache-2.0")
+    doc = yaml.safe_load(path.read_text())
+    assert [m["name"] for m in doc["models"]] == ["fam-net", "other-net"]  # no entry of its own
+    plain = doc["models"][0]["plain"]
+    assert plain["weights"] == {"file": "plain.safetensors", "sha256": "c" * 64, "size": 10}  # pins written out
+    assert plain["extra"] == {"residual_twin": "fam-net"} and plain["metrics"] == [metric]  # only what differs
+    assert not {"arch_args", "runtime", "license"} & set(plain)  # inherited as given: not repeated
+    text = path.read_text()
+    for comment in ("# header comment, kept\n", "# ------------------------------------------------ rl\n  - name: fam-net\n",
+                    "# ------------------------------------------------ next section\n  - name: other-net\n"):
+        assert comment in text  # comments stay where they were
+    # the same results again: the file does not change
+    rio.update_entry("fam-net-plain", path, metrics=[metric], weights={"sha256": "c" * 64, "size": 10},
+                     extra={"params": 10, "shared": "same for both", "residual_twin": "fam-net"})
+    assert path.read_text() == text
+    twin_before = load_registry(path)["fam-net-plain"]
+    # the residual entry retrained: its twin stays exactly what it was
+    rio.update_entry("fam-net", path, weights={"sha256": "d" * 64}, extra={"params": 12, "shared": "changed", "new": 1},
+                     license="apache-2.0")
+    reg = load_registry(path)
+    assert reg["fam-net"].extra == {"params": 12, "shared": "changed", "new": 1} and reg["fam-net"].weights.sha256 == "d" * 64
+    assert reg["fam-net-plain"] == twin_before
+    doc = yaml.safe_load(path.read_text())
+    assert "license" not in doc["models"][0]  # equal to its defaults set: not repeated
+    assert doc["models"][0]["plain"]["extra"] == {"residual_twin": "fam-net", "params": 10, "shared": "same for both", "new": None}
