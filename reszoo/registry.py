@@ -284,7 +284,7 @@ class RuntimeSetting:
 
 RUNTIME_SETTINGS: dict[str, dict[str, RuntimeSetting]] = {
     "rl": {"env_id": RuntimeSetting(
-        "the Gymnasium environment the agent was trained for (`reszoo play`/`evaluate`, `agent.env_id`)",
+        "the Gymnasium environment the agent was trained for (`agent.env_id`, `reszoo play`)",
         lambda v: None if isinstance(v, str) and v.strip() and len(v) <= 200 else "expected an environment id such as 'CartPole-v1'",
         "preprocess")},
     "gan": {"truncation": RuntimeSetting(
