@@ -14,7 +14,6 @@ from typing import Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-from .domains import figures
 from .registry import Entry, Metric, get_entry
 
 __all__ = ["card", "card_for_entry", "load_path", "render_markdown"]
@@ -190,8 +189,12 @@ def render_markdown(entry: Entry, repo_id: str | None = None, location: str | os
     elif entry.base_model:
         facts.append(("fine-tuned from", f"`{entry.base_model}`"))
     facts.append(("license", entry.license))
-    figs = figures(entry)
-    facts += [(k.replace("_", " "), _plain(v)) for k, v in entry.extra.items() if k not in figs]
+    if entry.twin and _is_registry_model(entry):  # the residual-vs-plain pair, each card naming the other
+        plain = not entry.arch_args.get("residual", True)
+        facts.append(("residual twin" if plain else "plain twin",
+                      f"`{entry.twin}` (the same network {'with' if plain else 'without'} residual connections)"))
+    facts += [(k.replace("_", " "), _plain(v)) for k, v in entry.runtime.items()]  # settings used at run time
+    facts += [(k.replace("_", " "), _plain(v)) for k, v in entry.extra.items()]
     out += [_table(facts, ("", "")), ""]
 
     code, hint = _how_to_use(entry, repo_id, location)
@@ -215,7 +218,7 @@ def render_markdown(entry: Entry, repo_id: str | None = None, location: str | os
                 "were not reproduced here.", ""]
     else:
         out += ["No results recorded yet.", ""]
-    for key, file in figs.items():  # stored beside the weights in the model's repo
+    for key, file in entry.figures.items():  # stored beside the weights in the model's repo
         out += [f"![{key.replace('_', ' ')}]({file})", ""]
     if entry.recipe:
         out += ["## Training recipe", "", entry.recipe.strip(), ""]

@@ -14,7 +14,9 @@ inside the functions that need them) and defines:
     Upstream checkpoint layouts onto reszoo's (``weights.converter`` in an entry names one).
 ``build_preprocess(entry: Entry) -> Callable``
     Raw input (a path, PIL image, text, waveform, observation …) to model input, from
-    ``entry.preprocess``.
+    ``entry.preprocess``. Settings used at run time that are not preprocessing (an RL agent's
+    environment, a GAN's default truncation, a verification threshold) are in ``entry.runtime``
+    (the keys each domain accepts: ``reszoo.registry.RUNTIME_SETTINGS``), read by ``prepare``.
 ``predict(model, inputs: list[str], top_k: int) -> list[dict]``
     What ``reszoo predict`` prints for the inputs given on the command line.
 ``prepare(model, entry, *, mirror=None) -> None`` (optional)
@@ -43,7 +45,7 @@ from torch import nn
 
 from .registry import DOMAINS, RegistryError
 
-__all__ = ["domain_module", "arch_builder", "converter", "aux_files", "figures"]
+__all__ = ["domain_module", "arch_builder", "converter", "aux_files"]
 
 
 def domain_module(domain: str) -> ModuleType:
@@ -66,18 +68,13 @@ def converter(domain: str, name: str) -> Callable[[dict[str, Any]], dict[str, An
     return converters[name]
 
 
-def figures(entry: Any) -> dict[str, str]:
-    """Figures stored beside the weights: ``extra`` facts whose value is a bare ``*.png`` file name."""
-    return {k: v for k, v in entry.extra.items() if isinstance(v, str) and v.endswith(".png") and "/" not in v}
-
-
 def aux_files(entry: Any) -> list[tuple[str, str | None, str]]:
     """``(repo, revision, file)`` of what travels with the weights: what the domain loads besides
-    them (e.g. a tokenizer), and the entry's figures."""
+    them (e.g. a tokenizer), and the entry's ``figures`` (image files in the weights repo)."""
     module = domain_module(entry.domain)
     files = list(module.aux_files(entry)) if hasattr(module, "aux_files") else []
     if entry.weights is not None:
-        files += [(entry.weights.repo, entry.weights.revision, f) for f in figures(entry).values()]
-        if getattr(entry, "base", None):  # a LoRA adapter: peft's config beside the adapter file
+        files += [(entry.weights.repo, entry.weights.revision, f) for f in entry.figures.values()]
+        if entry.base:  # a LoRA adapter: peft's config beside the adapter file
             files.append((entry.weights.repo, entry.weights.revision, "adapter_config.json"))
     return files

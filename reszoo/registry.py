@@ -2,17 +2,26 @@
 
 An entry says what to build (``domain``, ``arch``, ``arch_args``), which bytes to load
 (``weights``: Hub repo, pinned revision, file, sha256, format, converter), how to turn raw
-input into model input (``preprocess``), and what the model is (labels, metrics with their
-source, license, dataset, paper, recipe). Bad entries fail when read, naming entry and field.
+input into model input (``preprocess``), the settings the domain uses at run time (``runtime``),
+the figures stored beside the weights (``figures``), and what the model is (labels, metrics with
+their source, license, dataset, paper, recipe). Bad entries fail when read, naming entry and field.
+
+Two things keep the file short without hiding anything (docs/registry.md):
+
+* ``defaults:`` — named sets of shared facts; an entry names the sets it uses
+  (``defaults: [trained-here, mnist]``) and states only what differs.
+* ``plain:`` — inside an entry, what its plain twin (the same network without residual
+  connections) changes; it is expanded on read into a complete entry ``<name>-plain``.
 """
 
 from __future__ import annotations
 
+import copy
 import difflib
 import fnmatch
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -25,11 +34,14 @@ from .names import filename_problem, repo_id_problem
 
 __all__ = [
     "DOMAINS",
+    "PLAIN_TAG",
+    "RUNTIME_SETTINGS",
     "Entry",
     "Metric",
     "RegistryError",
     "UnknownModelError",
     "Weights",
+    "expand_registry",
     "get_entry",
     "info",
     "list_models",
@@ -110,7 +122,10 @@ class Entry:
     tags: tuple[str, ...] = ()
     usage: str | None = None
     limitations: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)  # domain-specific card facts
+    extra: dict[str, Any] = field(default_factory=dict)  # domain-specific card facts (no behaviour)
+    runtime: dict[str, Any] = field(default_factory=dict)  # settings the domain uses at run time (RUNTIME_SETTINGS)
+    figures: dict[str, str] = field(default_factory=dict)  # figure name -> image file in the weights repo
+    twin: str | None = None  # the residual entry of a plain twin, or the plain twin of a residual entry
 
     @property
     def num_classes(self) -> int | None:
@@ -253,11 +268,87 @@ def _check_file_refs(preprocess: dict[str, Any], entry: str) -> None:
             raise _fail(entry, f"preprocess.{key}.repo", f"{problem}, got {str(value['repo'])[:80]!r}")
 
 
+# --------------------------------------------------------------------------- runtime settings and figures
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+@dataclass(frozen=True)
+class RuntimeSetting:
+    """A setting a domain reads at run time: what it means, its check, and where files written
+    before ``runtime`` existed kept it (``config.json`` on the Hub is read with the same meaning)."""
+
+    meaning: str
+    problem: Callable[[Any], str | None]  # why a value is not acceptable, or None
+    legacy: str  # "preprocess" or "extra"
+
+
+RUNTIME_SETTINGS: dict[str, dict[str, RuntimeSetting]] = {
+    "rl": {"env_id": RuntimeSetting(
+        "the Gymnasium environment the agent was trained for (`agent.env_id`, `reszoo play`)",
+        lambda v: None if isinstance(v, str) and v.strip() and len(v) <= 200 else "expected an environment id such as 'CartPole-v1'",
+        "preprocess")},
+    "gan": {"truncation": RuntimeSetting(
+        "the sampler's default truncation (`model.sample(truncation=None)`); absent: plain z ~ N(0, 1)",
+        lambda v: None if _is_number(v) and 0 < v <= 1 else "expected a number in (0, 1]",
+        "preprocess")},
+    "speech": {"verify_threshold": RuntimeSetting(
+        "the cosine score at or above which `model.verify` says 'same speaker'",
+        lambda v: None if _is_number(v) and -1 <= v <= 1 else "expected a cosine score in [-1, 1]",
+        "extra")},
+}
+
+FIGURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".svg", ".webp")
+_FIGURE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.-]{0,63}$")
+
+
+def _parse_runtime(raw: Mapping[str, Any], domain: str, entry: str, preprocess: dict[str, Any],
+                   extra: dict[str, Any]) -> dict[str, Any]:
+    """``runtime``, checked against the domain's settings. A setting still in its old place
+    (``preprocess.env_id``, ``preprocess.truncation``, ``extra.verify_threshold``: a config.json
+    saved before ``runtime`` existed) is moved here, so such a model keeps behaving as it did."""
+    runtime = dict(_take(raw, "runtime", dict, entry, required=False, default={}))
+    known = RUNTIME_SETTINGS.get(domain, {})
+    for key, setting in known.items():
+        old_place = preprocess if setting.legacy == "preprocess" else extra
+        if key not in old_place:
+            continue
+        old = old_place.pop(key)
+        if key in runtime and old is not None and runtime[key] != old:
+            raise _fail(entry, f"{setting.legacy}.{key}", f"{old!r} disagrees with runtime.{key} = {runtime[key]!r}; keep only runtime.{key}")
+        runtime.setdefault(key, old)
+    for key in list(runtime):
+        if key not in known:
+            have = f"known for domain {domain!r}: {', '.join(sorted(known))}" if known else f"domain {domain!r} has none"
+            raise _fail(entry, f"runtime.{key}", f"unknown runtime setting ({have})")
+        if runtime[key] is None:  # null: not set (the domain's default applies)
+            del runtime[key]
+        elif (problem := known[key].problem(runtime[key])) is not None:
+            raise _fail(entry, f"runtime.{key}", f"{problem}, got {runtime[key]!r}")
+    return runtime
+
+
+def _parse_figures(raw: Mapping[str, Any], entry: str) -> dict[str, str]:
+    """``figures``: name -> an image file inside the weights repo (shown in the card, mirrored with the weights)."""
+    figures = _take(raw, "figures", dict, entry, required=False, default={})
+    for key, file in figures.items():
+        if not isinstance(key, str) or not _FIGURE_NAME.match(key):
+            raise _fail(entry, "figures", f"a figure name is up to 64 letters, digits, spaces and '_.-', got {key!r}")
+        if (problem := filename_problem(file)) is not None:
+            raise _fail(entry, f"figures.{key}", f"unsafe file name {str(file)[:80]!r}: {problem}")
+        if not file.lower().endswith(FIGURE_SUFFIXES):
+            raise _fail(entry, f"figures.{key}", f"expected an image file ({', '.join(FIGURE_SUFFIXES)}), got {file!r}")
+    return dict(figures)
+
+
 _ENTRY_FIELDS = {
     "name", "aliases", "domain", "task", "arch", "arch_args", "weights", "preprocess", "labels",
     "metrics", "license", "dataset", "paper", "recipe", "description", "base_model", "base", "tags",
-    "usage", "limitations", "extra",
+    "usage", "limitations", "extra", "runtime", "figures", "twin",
 }
+_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 
 
 def parse_entry(raw: Any, where: str = "?") -> Entry:
@@ -265,7 +356,7 @@ def parse_entry(raw: Any, where: str = "?") -> Entry:
     if not isinstance(raw, dict):
         raise RegistryError(f"registry entry {where}: expected a mapping, got {raw!r}")
     name = raw.get("name")
-    if not isinstance(name, str) or not re.match(r"^[a-z0-9][a-z0-9._-]*$", name):
+    if not isinstance(name, str) or not _NAME.match(name):
         raise _fail(where, "name", f"expected a lowercase name of [a-z0-9._-], got {name!r}")
     for key in raw:
         if key not in _ENTRY_FIELDS:
@@ -286,6 +377,11 @@ def parse_entry(raw: Any, where: str = "?") -> Entry:
     arch_args = _take(raw, "arch_args", dict, name, required=False, default={})
     preprocess = dict(_take(raw, "preprocess", dict, name, required=False, default={}))
     _check_file_refs(preprocess, name)
+    extra = dict(_take(raw, "extra", dict, name, required=False, default={}))
+    runtime = _parse_runtime(raw, domain, name, preprocess, extra)
+    twin = _take(raw, "twin", str, name, required=False)
+    if twin is not None and not _NAME.match(twin):
+        raise _fail(name, "twin", f"expected the name of the twin entry, got {twin!r}")
     if labels and "num_classes" in arch_args and arch_args["num_classes"] != len(labels):
         raise _fail(name, "labels", f"{len(labels)} labels but arch_args.num_classes = {arch_args['num_classes']}")
     return Entry(
@@ -309,7 +405,10 @@ def parse_entry(raw: Any, where: str = "?") -> Entry:
         tags=_str_list(raw, "tags", name),
         usage=_take(raw, "usage", str, name, required=False),
         limitations=_take(raw, "limitations", str, name, required=False),
-        extra=dict(_take(raw, "extra", dict, name, required=False, default={})),
+        extra=extra,
+        runtime=runtime,
+        figures=_parse_figures(raw, name),
+        twin=twin,
     )
 
 
@@ -374,16 +473,193 @@ def read_yaml(path: Path) -> Any:
         loader.dispose()
 
 
-@lru_cache(maxsize=4)
-def _load(path: Path, mtime_ns: int) -> dict[str, Entry]:
-    raw = read_yaml(path) or {}
-    models = raw.get("models", ...) if isinstance(raw, dict) else ...
+# --------------------------------------------------------------------------- defaults and plain twins
+
+PLAIN_SUFFIX = "-plain"
+PLAIN_TAG = "plain-twin"
+# Mapping fields are layered key by key (a default preprocess block, an entry changing one key of it);
+# every other field is replaced whole. In a layer, null removes what the layer below gave.
+LAYERED = ("arch_args", "weights", "preprocess", "extra", "runtime", "figures")
+# What belongs to one set of weights, or names it, is never shared through defaults.
+_NOT_DEFAULTS = ("name", "aliases", "metrics", "twin", "base")
+WEIGHT_PINS = ("revision", "sha256", "size")
+# A plain twin is the same model without its skips: it cannot be another domain, task or architecture.
+_TWIN_FIXED = ("name", "domain", "task", "arch")
+# What describes one model and not its twin: not inherited (description and limitations get a default).
+_TWIN_OWN = ("aliases", "metrics", "usage", "description", "limitations", "figures", "base")
+_TOP_LEVEL = ("models", "defaults")
+
+
+def overlay(base: Mapping[str, Any], layer: Mapping[str, Any]) -> dict[str, Any]:
+    """``layer`` on top of ``base``: a value replaces the base's, a mapping field (``LAYERED``) is
+    overlaid key by key, and null removes what ``base`` gave (a null for anything ``base`` lacks
+    stays as written). Key order: the base's, then what the layer adds."""
+    out = dict(base)
+    for key, value in layer.items():
+        if key in LAYERED and isinstance(value, dict) and isinstance(out.get(key), dict):
+            inner = dict(out[key])
+            for k, v in value.items():
+                if v is None and k in inner:
+                    del inner[k]
+                else:
+                    inner[k] = v
+            out[key] = inner
+        elif value is None and key in out:
+            del out[key]
+        else:
+            out[key] = value
+    return out
+
+
+def _in_set(where: str, set_name: str, field_name: str) -> str:
+    return f"{where}: defaults {set_name!r}, field {field_name!r}"
+
+
+def defaults_table(doc: Mapping[str, Any], where: str = "registry") -> dict[str, dict[str, Any]]:
+    """The ``defaults:`` table of a registry document: set name -> the entry fields it gives."""
+    table = doc.get("defaults")
+    if table is None:
+        return {}
+    if not isinstance(table, dict):
+        raise RegistryError(f"{where}: 'defaults:' must map set names to entry fields, got {type(table).__name__}")
+    for set_name, fields in table.items():
+        if not isinstance(set_name, str) or not _NAME.match(set_name):
+            raise RegistryError(f"{where}: defaults set name {set_name!r}: expected a lowercase name of [a-z0-9._-]")
+        if not isinstance(fields, dict):
+            raise RegistryError(f"{where}: defaults {set_name!r}: expected a mapping of entry fields, got {fields!r}")
+        for key in fields:
+            if key in _NOT_DEFAULTS or key in ("plain", "defaults") or key not in _ENTRY_FIELDS:
+                why = ("belongs to one entry, never to a defaults set" if key in _ENTRY_FIELDS or key in ("plain", "defaults")
+                       else f"unknown field (known: {', '.join(sorted(set(_ENTRY_FIELDS) - set(_NOT_DEFAULTS)))})")
+                raise RegistryError(f"{_in_set(where, set_name, key)}: {why}")
+        weights = fields.get("weights")
+        if isinstance(weights, dict):
+            for pin in WEIGHT_PINS:
+                if pin in weights:
+                    raise RegistryError(f"{_in_set(where, set_name, 'weights.' + pin)}: a pin names one file; give it in the entry")
+    return table
+
+
+def apply_defaults(raw: Mapping[str, Any], table: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """An entry with the defaults sets it names (``defaults: NAME`` or a list, in order) under it."""
+    name = raw.get("name", "?")
+    sets = raw.get("defaults")
+    body = {k: v for k, v in raw.items() if k != "defaults"}
+    if sets is None:
+        return body
+    sets = [sets] if isinstance(sets, str) else sets
+    if not isinstance(sets, list) or not all(isinstance(s, str) for s in sets):
+        raise _fail(name, "defaults", f"expected a defaults set name or a list of them, got {sets!r}")
+    merged: dict[str, Any] = {}
+    for set_name in sets:
+        if set_name not in table:
+            known = ", ".join(sorted(table)) or "none"
+            raise _fail(name, "defaults", f"no defaults set {set_name!r} in the registry's 'defaults:' (defined: {known})")
+        merged = overlay(merged, copy.deepcopy(table[set_name]))
+    return overlay(merged, body)
+
+
+def plain_twin_base(entry: Mapping[str, Any]) -> dict[str, Any]:
+    """What the plain twin of ``entry`` (defaults applied) inherits, before its ``plain:`` layer:
+    everything but what describes one model only (aliases, metrics, usage, description,
+    limitations, figures), with ``arch_args.residual: false``, the tag ``plain-twin``, a default
+    description and limitations, and ``twin`` naming the entry."""
+    name = str(entry.get("name", "?"))
+    base = {k: copy.deepcopy(v) for k, v in entry.items() if k not in _TWIN_OWN and k not in ("plain", "twin")}
+    tags = base.get("tags") or []
+    tags = [tags] if isinstance(tags, str) else list(tags)
+    base.update(
+        name=name + PLAIN_SUFFIX,
+        arch_args={**(entry.get("arch_args") or {}), "residual": False},
+        description=(f"The plain twin of {name}: the same network without its residual connections "
+                     "(residual=False), trained with the same recipe, for the residual-vs-plain comparison."),
+        limitations=f"An ablation baseline, trained like {name} (see its card).",
+        tags=tags if PLAIN_TAG in tags else [*tags, PLAIN_TAG],
+        twin=name,
+    )
+    return base
+
+
+def expand_plain(raw: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """``(entry, twin)``: an entry (defaults applied) and, where its ``plain:`` declares one, its
+    plain twin as a complete entry ``<name>-plain`` (:func:`plain_twin_base` with the ``plain:``
+    mapping laid over it); ``twin`` is None without ``plain:``. Both name each other in ``twin``."""
+    entry = {k: v for k, v in raw.items() if k != "plain"}
+    name = str(raw.get("name", "?"))
+    if "twin" in raw:
+        raise _fail(name, "twin", "set by the registry, not written: declare a plain twin with a 'plain:' mapping")
+    if "plain" not in raw:
+        return entry, None
+    layer = raw["plain"]
+    if not isinstance(layer, dict):
+        raise _fail(name, "plain", f"expected a mapping of what the plain twin changes, got {layer!r}")
+    for key in layer:
+        if key in _TWIN_FIXED:
+            raise _fail(name, f"plain.{key}", f"a plain twin keeps its entry's {', '.join(_TWIN_FIXED[1:])} and is named "
+                                              f"'{name}{PLAIN_SUFFIX}'; declare a separate entry for another model")
+        if key not in _ENTRY_FIELDS or key == "twin":
+            raise _fail(name, f"plain.{key}", "not a field a plain twin can set (known: "
+                                              f"{', '.join(sorted(set(_ENTRY_FIELDS) - set(_TWIN_FIXED) - {'twin'}))})")
+    if not isinstance(layer.get("weights"), dict):
+        raise _fail(name, "plain.weights", "a plain twin has weights of its own: give their file (or repo) and sha256")
+    twin = overlay(plain_twin_base(entry), copy.deepcopy(layer))
+    tags = twin.get("tags") or []
+    tags = [tags] if isinstance(tags, str) else list(tags)
+    twin["tags"] = tags if PLAIN_TAG in tags else [*tags, PLAIN_TAG]
+    mine, theirs = entry.get("weights") or {}, twin.get("weights") or {}
+    if isinstance(mine, dict) and all(mine.get(k) == theirs.get(k) for k in ("repo", "file", "revision")):
+        raise _fail(name, "plain.weights", f"the twin would load {name}'s own file {mine.get('repo')}/{mine.get('file')}; "
+                                           "give the twin's own 'file' (same repo) or 'repo'")
+    entry["twin"] = twin["name"]
+    return entry, twin
+
+
+def expand_registry(doc: Any, where: str = "registry") -> list[dict[str, Any]]:
+    """The ``models:`` of a registry document as complete, standalone entry mappings: defaults
+    applied, each plain twin right after its entry. What :func:`parse_entry` reads."""
+    if doc is None:
+        doc = {}
+    models = doc.get("models", ...) if isinstance(doc, dict) else ...
     models = [] if models is None else models  # a registry with no entries yet
     if not isinstance(models, list):
-        raise RegistryError(f"{path}: expected a top-level 'models:' list")
-    by_name: dict[str, Entry] = {}
+        raise RegistryError(f"{where}: expected a top-level 'models:' list")
+    for key in doc:
+        if key not in _TOP_LEVEL and not (isinstance(key, str) and key.startswith("x-")):
+            raise RegistryError(f"{where}: unknown top-level key {key!r} (known: {', '.join(_TOP_LEVEL)}; "
+                                "'x-...' keys may hold YAML anchors)")
+    table = defaults_table(doc, where)
+    out: list[dict[str, Any]] = []
     for i, item in enumerate(models):
-        entry = parse_entry(item, where=f"#{i}")
+        if not isinstance(item, dict):
+            raise RegistryError(f"registry entry #{i}: expected a mapping, got {item!r}")
+        entry, twin = expand_plain(apply_defaults(item, table))
+        out.append(entry)
+        if twin is not None:
+            out.append(twin)
+    return out
+
+
+def _is_twin(item: Mapping[str, Any]) -> bool:
+    """Whether an expanded entry is a plain twin (named after the entry it links to)."""
+    return isinstance(item.get("twin"), str) and item.get("name") == item["twin"] + PLAIN_SUFFIX
+
+
+@lru_cache(maxsize=4)
+def _load(path: Path, mtime_ns: int) -> dict[str, Entry]:
+    expanded = expand_registry(read_yaml(path), str(path))
+    written = {item.get("name") for item in expanded if not _is_twin(item)}
+    by_name: dict[str, Entry] = {}
+    for i, item in enumerate(expanded):
+        twin = _is_twin(item)
+        if twin and item["name"] in written:
+            raise _fail(item["twin"], "plain", f"declares the plain twin {item['name']!r}, which is also an entry of "
+                                               "its own; keep one of the two")
+        try:
+            entry = parse_entry(item, where=f"#{i}")
+        except RegistryError as err:
+            if not twin:
+                raise
+            raise RegistryError(f"{err} (the plain twin declared by {item['twin']!r}'s 'plain:')") from None
         for key in (entry.name, *entry.aliases):
             if key in by_name:
                 raise _fail(entry.name, "name" if key == entry.name else "aliases", f"{key!r} is already used by {by_name[key].name!r}")

@@ -52,8 +52,10 @@ def main(argv: list[str] | None = None) -> int:
     import reszoo
     from reszoo.hub import sha256_of
 
+    from reszoo.registry import expand_registry  # the entry as read: its defaults sets applied
+
     raw = yaml.safe_load((ROOT / "registry.yaml").read_text(encoding="utf-8"))
-    entry = next(e for e in raw["models"] if e["name"] == "resnet50-imagenet")
+    entry = next(e for e in expand_registry(raw) if e["name"] == "resnet50-imagenet")
     entry["weights"]["sha256"] = sha256_of(weights)
     registry = tmp / "registry.yaml"
     registry.write_text(yaml.safe_dump({"models": [entry]}), encoding="utf-8")

@@ -228,8 +228,9 @@ def save_weights(model: nn.Module, name: str) -> dict[str, Any]:
     return written
 
 
-def merge_into_entry(name: str, metrics: list[dict[str, Any]], extra: dict[str, Any], weights: dict[str, Any] | None = None) -> None:
-    """Replace this run's metrics (same dataset/split/metric/name) and extra keys; keep the rest."""
+def merge_into_entry(name: str, metrics: list[dict[str, Any]], extra: dict[str, Any], weights: dict[str, Any] | None = None,
+                     runtime: dict[str, Any] | None = None) -> None:
+    """Replace this run's metrics (same dataset/split/metric/name), extra keys and runtime settings; keep the rest."""
     entry = read_entry(name)
     key = lambda m: (m["dataset"], m["split"], m["metric"], m.get("name"))  # noqa: E731
     new_keys = {key(m) for m in metrics}
@@ -238,6 +239,8 @@ def merge_into_entry(name: str, metrics: list[dict[str, Any]], extra: dict[str, 
     fields: dict[str, Any] = {"metrics": kept + metrics, "extra": merged_extra}
     if weights:
         fields["weights"] = weights
+    if runtime:
+        fields["runtime"] = {**dict(entry.get("runtime") or {}), **runtime}
     update_entry(name, **fields)
     log(f"registry.yaml: updated {name}")
 
@@ -401,14 +404,14 @@ def cmd_speakers(items: list[dict[str, Any]], args: argparse.Namespace) -> None:
             "train_seconds": round(r["train_seconds"]),
             "epochs": r["epochs"],
             "seed": r["seed"],
-            "verify_threshold": round(r["threshold"], 4),
             "verify_threshold_source": f"EER point on the dev split (take index 5-9; dev EER {100 * r['dev_eer']:.2f}%); "
                                        f"on test it gives FAR {100 * r['far']:.2f}% / FRR {100 * r['frr']:.2f}%",
             "split": "train: take index 10-49 (2,400); dev: 5-9 (300, threshold); test: 0-4 (300)",
         }
         if len(results) == 2:
             extra["test_eer_percent_residual_vs_plain"] = {v: round(100 * results[v]["test_eer"], 3) for v in VARIANTS}
-        merge_into_entry(r["name"], [metric], extra, r["weights"])
+        # The threshold changes what model.verify answers: a runtime setting, not a card fact.
+        merge_into_entry(r["name"], [metric], extra, r["weights"], runtime={"verify_threshold": round(r["threshold"], 4)})
     if len(results) < 2:
         log("the other twin has not been trained with these settings yet; run it to complete the comparison")
 

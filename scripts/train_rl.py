@@ -247,7 +247,6 @@ def write_registry(name: str, runs: dict[str, dict[str, Any]], plot_path: Path) 
                           name=f"std of the episode return ({res['eval_episodes']} deterministic episodes)",
                           dataset_type=res["env_id"])
     extra = {
-        "env_id": res["env_id"],
         "observation_space": spaces["observation_space"],
         "action_space": spaces["action_space"],
         "algorithm": f"{res['algo'].upper()} (Stable-Baselines3 {res['sb3']}, reszoo networks)",
@@ -267,7 +266,6 @@ def write_registry(name: str, runs: dict[str, dict[str, Any]], plot_path: Path) 
             "sha256": plain["sha256"],
             "note": "same budget, seed and hyper-parameters; residual=False (no skip additions)",
         },
-        "learning_curve": plot_path.name,
         "train_seconds": {"residual": res["train_seconds"], "plain": plain["train_seconds"]},
         "parameters": res["parameters"],
         "versions": {"torch": res["torch"], "stable_baselines3": res["sb3"], "gymnasium": res["gymnasium"]},
@@ -287,19 +285,24 @@ def write_registry(name: str, runs: dict[str, dict[str, Any]], plot_path: Path) 
                for v in ("residual", "plain")},
             "note": "mean over seeds of each run's 20-episode evaluation mean; same budget and hyper-parameters",
         }
+    figures = {"learning_curve": plot_path.name}  # both variants' curves, beside the weights in the agent's repo
     update_entry(
         name,
         arch_args=res["arch_args"],
         metrics=[metric, std_metric],
         weights={"sha256": res["sha256"], "size": res["size"]},
+        runtime={"env_id": res["env_id"]},
         extra=extra,
+        figures=figures,
     )
     print(f"registry.yaml: {name} mean_reward {res['eval_mean']:.3f} (plain twin {plain['eval_mean']:.3f})", flush=True)
-    write_plain_entry(name, plain, res, extra, protocol)
+    write_plain_entry(name, plain, res, extra, protocol, figures)
 
 
-def write_plain_entry(name: str, plain: dict[str, Any], res: dict[str, Any], residual_extra: dict[str, Any], protocol: str) -> None:
-    """The plain twin's own entry (``<name>-plain``: same repo, ``plain.safetensors``), so it loads by name."""
+def write_plain_entry(name: str, plain: dict[str, Any], res: dict[str, Any], residual_extra: dict[str, Any], protocol: str,
+                      figures: dict[str, str]) -> None:
+    """The plain twin ``<name>-plain`` (same repo, ``plain.safetensors``), so it loads by name. The
+    registry keeps it in the agent's ``plain:``, holding only what differs from the agent's entry."""
     from registry_io import measured, update_entry
 
     dataset = dict(dataset=plain["env_id"], split="evaluation", dataset_type=plain["env_id"])
@@ -310,8 +313,8 @@ def write_plain_entry(name: str, plain: dict[str, Any], res: dict[str, Any], res
         measured(SCRIPT, metric="std_reward", value=plain["eval_std"],
                  name=f"std of the episode return ({n} deterministic episodes)", **dataset),
     ]
-    shared = ("env_id", "observation_space", "action_space", "algorithm", "training_steps", "n_envs", "seed",
-              "hyperparameters", "reward_normalisation", "learning_curve", "versions")
+    shared = ("observation_space", "action_space", "algorithm", "training_steps", "n_envs", "seed",
+              "hyperparameters", "reward_normalisation", "versions")
     extra = {key: residual_extra[key] for key in shared}
     extra.update({
         "evaluation_protocol": protocol,
@@ -324,7 +327,8 @@ def write_plain_entry(name: str, plain: dict[str, Any], res: dict[str, Any], res
     if "over_seeds" in residual_extra:
         extra["over_seeds"] = residual_extra["over_seeds"]
     update_entry(f"{name}-plain", arch_args={**plain["arch_args"], "residual": False}, metrics=metrics,
-                 weights={"sha256": plain["sha256"], "size": plain["size"]}, extra=extra)
+                 weights={"sha256": plain["sha256"], "size": plain["size"]}, runtime={"env_id": plain["env_id"]},
+                 extra=extra, figures=figures)
     print(f"registry.yaml: {name}-plain mean_reward {plain['eval_mean']:.3f}", flush=True)
 
 

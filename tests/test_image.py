@@ -304,7 +304,9 @@ def test_load_timm_layout_from_the_hub(hub, tmp_path: Path, monkeypatch: pytest.
     file = tmp_path / "model.safetensors"
     save_file({k: v.contiguous() for k, v in ref.state_dict().items() if not k.endswith("num_batches_tracked")}, file)
     commit = hub.add_repo("timm-test/resnet18.tv_in1k", {"model.safetensors": file})
-    entry = yaml.safe_load((ROOT / "registry.yaml").read_text())["models"]
+    from reszoo.registry import expand_registry  # the entry as read: its defaults sets applied
+
+    entry = expand_registry(yaml.safe_load((ROOT / "registry.yaml").read_text()))
     raw = next(e for e in entry if e["name"] == "resnet18-imagenet")
     raw["weights"] = {**raw["weights"], "repo": "timm-test/resnet18.tv_in1k", "revision": commit, "sha256": sha256_of(file)}
     registry = tmp_path / "registry.yaml"

@@ -292,7 +292,7 @@ def test_committed_agent_loads_and_reaches_its_registry_return(name: str) -> Non
     mean_metric = next(m for m in entry.metrics if m.metric == "mean_reward")
     std = entry.extra.get("std_reward", 0.0)
     # the first episodes of the registry's own evaluation protocol
-    returns = run_episodes(agent, entry.preprocess["env_id"], 3, seed=10_000)
+    returns = run_episodes(agent, entry.runtime["env_id"], 3, seed=10_000)
     assert abs(np.mean(returns) - mean_metric.value) <= 2 * std + 1.0, (returns, mean_metric.value, std)
 
 

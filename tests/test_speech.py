@@ -281,7 +281,9 @@ def _fake_voxceleb_entry(hub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     ckpt = tmp_path / "embedding_model.ckpt"
     torch.save(sb.state_dict(), ckpt)  # SpeechBrain's checkpoint format: a pickled state dict
     commit = hub.add_repo("speechbrain-test/spkrec-ecapa-voxceleb", {"embedding_model.ckpt": ckpt})
-    raw = next(e for e in yaml.safe_load((ROOT / "registry.yaml").read_text())["models"] if e["name"] == "ecapa-voxceleb")
+    from reszoo.registry import expand_registry  # the entry as read: its defaults sets applied
+
+    raw = next(e for e in expand_registry(yaml.safe_load((ROOT / "registry.yaml").read_text())) if e["name"] == "ecapa-voxceleb")
     raw["arch_args"] = {"input_size": 80, **SMALL}
     raw["weights"] = {**raw["weights"], "repo": "speechbrain-test/spkrec-ecapa-voxceleb", "revision": commit, "sha256": sha256_of(ckpt)}
     registry = tmp_path / "registry.yaml"
@@ -370,7 +372,7 @@ def test_cli_predict_prints_the_digit() -> None:
 
 def test_speaker_model_verifies_bundled_recordings(hub, offline) -> None:
     model = reszoo.load("ecapa-fsdd-speakers")
-    assert model.verify_threshold == reszoo.info("ecapa-fsdd-speakers").extra["verify_threshold"]
+    assert model.verify_threshold == reszoo.info("ecapa-fsdd-speakers").runtime["verify_threshold"]
     a, b, other = (EXAMPLES / n for n in ("7_jackson_0.wav", "7_jackson_1.wav", "3_theo_0.wav"))
     same_score, _ = model.verify(a, b)
     diff_score, _ = model.verify(a, other)

@@ -481,6 +481,11 @@ def finetuned_entry(base: Entry, *, name: str, classes: tuple[str, ...], dataset
         tags=("fine-tuned" if opts.pretrained else "trained-from-scratch", *(("lora", "peft") if opts.lora else ())),
         usage=_usage(base.domain, opts),
         extra=dict(facts or {}),
+        # The base's plain twin, figures (files of its repo) and run-time settings measured for its
+        # weights (a verification threshold) are not this model's.
+        twin=None,
+        figures={},
+        runtime={},
         limitations=("Fine-tuned and evaluated only on the data named above (validation and test splits as "
                      "listed); accuracy on other data is not measured."),
     )

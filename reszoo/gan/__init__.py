@@ -78,10 +78,10 @@ def build_preprocess(entry: Entry) -> Callable[[Any], Tensor]:
 
 
 def prepare(model: nn.Module, entry: Entry, *, mirror: str | Path | None = None) -> None:
-    """The entry's default truncation (``preprocess.truncation``) becomes the sampler's default.
+    """The entry's default truncation (``runtime.truncation``) becomes the sampler's default.
     (``mirror``: part of the domain contract; generators read no files besides their weights.)"""
-    if isinstance(model, GeneratorMixin) and "truncation" in entry.preprocess:
-        model.default_truncation = entry.preprocess["truncation"]
+    if isinstance(model, GeneratorMixin) and "truncation" in entry.runtime:
+        model.default_truncation = entry.runtime["truncation"]
 
 
 def save_grid(images: Tensor, path: str | Path, *, nrow: int | None = None, padding: int = 2) -> Path:

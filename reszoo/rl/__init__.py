@@ -3,8 +3,9 @@
 Light on import (torch and numpy only): gymnasium and stable_baselines3 are imported inside the
 functions that run environments or train (see :mod:`reszoo.rl.rollout`, :mod:`reszoo.rl.sb3`).
 
-Registry entries of this domain carry in ``preprocess``: ``env_id``, ``observation_shape`` and
-``observation_dtype``; in ``extra``: the spaces, the evaluation protocol and the plain twin's result.
+Registry entries of this domain carry in ``preprocess``: ``observation_shape`` and
+``observation_dtype``; in ``runtime``: ``env_id``; in ``extra``: the spaces, the evaluation
+protocol and the plain twin's result.
 """
 
 from __future__ import annotations
@@ -170,4 +171,4 @@ def predict(model: nn.Module, inputs: list[str], top_k: int = 5) -> list[dict]:
 
 def prepare(model: nn.Module, entry: Any, *, mirror: object = None) -> None:
     """Attach the environment id so ``play``/``evaluate`` know where the agent belongs."""
-    model.env_id = (entry.preprocess or {}).get("env_id")
+    model.env_id = entry.runtime.get("env_id")

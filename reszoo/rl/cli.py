@@ -61,9 +61,9 @@ def run(args: argparse.Namespace) -> int:
     model = reszoo.load(args.name, mirror=args.mirror)
     if model.entry.domain != "rl":
         raise InputError(f"{args.name!r} is a {model.entry.domain} model; `reszoo play` runs rl agents (see `reszoo list --domain rl`)")
-    env_id = args.env or model.entry.preprocess.get("env_id")
+    env_id = args.env or model.entry.runtime.get("env_id")
     if not env_id:
-        raise InputError(f"{args.name!r} names no environment (preprocess.env_id); pass --env")
+        raise InputError(f"{args.name!r} names no environment (runtime.env_id); pass --env")
 
     frames: list[np.ndarray] = []
     returns = run_episodes(model, env_id, args.episodes, args.seed, deterministic=not args.stochastic,

@@ -32,7 +32,7 @@ __all__ = [
 ]
 
 # SpeechBrain's SpeakerRecognition.verify_batch default; entries may give their own
-# (extra.verify_threshold), e.g. the equal-error-rate point measured on a dev set.
+# (runtime.verify_threshold), e.g. the equal-error-rate point measured on a dev set.
 DEFAULT_VERIFY_THRESHOLD = 0.25
 
 ARCHS: dict[str, Callable[..., nn.Module]] = {
@@ -65,8 +65,7 @@ def build_preprocess(entry: Any) -> SpeechPreprocess:
 def prepare(model: nn.Module, entry: Any, *, mirror: str | os.PathLike[str] | None = None) -> None:
     """Attach the verification threshold the entry documents (or SpeechBrain's default).
     (``mirror``: part of the domain contract; speech models read no files besides their weights.)"""
-    extra = dict(getattr(entry, "extra", None) or {})
-    model.verify_threshold = float(extra.get("verify_threshold", DEFAULT_VERIFY_THRESHOLD))
+    model.verify_threshold = float(entry.runtime.get("verify_threshold", DEFAULT_VERIFY_THRESHOLD))
 
 
 def predict(model: nn.Module, inputs: list[str], top_k: int = 5) -> list[dict[str, Any]]:

@@ -249,7 +249,7 @@ class ECAPATDNN(nn.Module):
         """Cosine similarity of the two utterances' embeddings, and whether it reaches the threshold.
 
         The threshold defaults to ``self.verify_threshold`` (from the registry entry's
-        ``extra.verify_threshold``; 0.25, SpeechBrain's default, where the entry gives none).
+        ``runtime.verify_threshold``; 0.25, SpeechBrain's default, where the entry gives none).
         """
         emb = self.embed([a, b], sample_rate)
         score = float(F.cosine_similarity(emb[0], emb[1], dim=0))
