@@ -867,12 +867,10 @@ def _run(name: str, train_data: Any, val_data: Any, given: dict[str, Any], opts:
     )
     figure_paths: dict[str, Path] = {}
     if main and out is not None:  # --- the figures (reszoo/finetune/plots.py), carried with the model and its card
-        from ..domains import figures
         from .plots import write_figures
 
         figure_paths = write_figures(out, state["history"], confusion, classes, model_name=new_entry.name)
-        extra = {k: v for k, v in new_entry.extra.items() if k not in figures(new_entry)}
-        new_entry = dataclasses.replace(new_entry, extra={**extra, **{k: p.name for k, p in figure_paths.items()}})
+        new_entry = dataclasses.replace(new_entry, figures={k: p.name for k, p in figure_paths.items()})
         unwrapped.figure_files = {p.name: p for p in figure_paths.values()}
     unwrapped.entry, unwrapped.labels = new_entry, classes
     summary = {
