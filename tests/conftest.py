@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from hub_server import HubServer  # noqa: E402
+from hub import HubServer  # noqa: E402  (tests/hub/, beside this file)
 
 if "huggingface_hub" in sys.modules:
     raise RuntimeError(

@@ -26,7 +26,7 @@ import pytest
 import yaml
 
 import reszoo
-from hub_server import HubServer
+from hub import HubServer
 from reszoo.cli import main as cli
 from reszoo.errors import HubError, NotCachedError
 from reszoo.hub import fetch_file
