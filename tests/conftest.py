@@ -1,9 +1,14 @@
-"""Test session set-up: an isolated Hugging Face environment talking to a loopback Hub.
+"""Test session set-up: an isolated Hugging Face environment talking to a loopback Hub, and the
+fixtures and helpers the test files share.
 
 huggingface_hub reads its settings (endpoint, cache, offline, xet) into `huggingface_hub.constants` when it
 is imported, so everything below runs at conftest import time, before any test module imports it:
-a fresh `HF_HOME`, xet/telemetry/progress bars off, and `HF_ENDPOINT` pointing at a `HubServer` started
-here for the whole session. No request leaves 127.0.0.1 and no developer token or cache is used.
+a fresh `HF_HOME`, xet/telemetry/progress bars off, and `HF_ENDPOINT` pointing at a `HubServer` (tests/hub/)
+started here for the whole session. No request leaves 127.0.0.1 and no developer token or cache is used.
+
+Fixtures: `hub` (the loopback Hub), `offline`, `registry` (a temporary registry), `upstream` (a checkpoint
+published on the loopback Hub and pinned by a temporary registry). Helpers without side effects, which test
+modules import, are in helpers.py.
 """
 
 from __future__ import annotations
@@ -12,13 +17,15 @@ import os
 import shutil
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from hub_server import HubServer  # noqa: E402
+from helpers import FileData, Upstream, publish_upstream, write_registry  # noqa: E402
+from hub import HubServer  # noqa: E402  (tests/hub/, beside this file)
 
 if "huggingface_hub" in sys.modules:
     raise RuntimeError(
@@ -86,3 +93,30 @@ def offline(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", True)
     yield
+
+
+@pytest.fixture
+def registry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[..., Path]:
+    """``registry(*entries)``: a temporary registry.yaml of these raw entries, which reszoo then reads
+    (``RESZOO_REGISTRY``) for the rest of the test."""
+
+    def write(*entries: Mapping[str, Any]) -> Path:
+        path = write_registry(tmp_path / "registry.yaml", entries)
+        monkeypatch.setenv("RESZOO_REGISTRY", str(path))
+        return path
+
+    return write
+
+
+@pytest.fixture
+def upstream(hub: HubServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[..., Upstream]:
+    """``upstream(entry, files, *, repo=None, weights=None, **fields)``: :func:`publish_upstream` into a
+    temporary registry, which reszoo then reads (``RESZOO_REGISTRY``) for the rest of the test; e.g.
+    ``upstream("resnet18-imagenet", {"model.safetensors": state_dict}, repo="timm-test/resnet18")``."""
+
+    def publish(entry: str | Mapping[str, Any], files: Mapping[str, FileData], **kwargs: Any) -> Upstream:
+        published = publish_upstream(hub, tmp_path / "upstream-registry.yaml", entry, files, **kwargs)
+        monkeypatch.setenv("RESZOO_REGISTRY", str(published.registry))
+        return published
+
+    return publish

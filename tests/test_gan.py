@@ -1,14 +1,13 @@
 """GAN domain: SNGAN-style residual G/D and their plain twins, spectral norm against torch's,
 BigGAN-deep 128 against pytorch-pretrained-BigGAN (random weights, through the converter and
 through the loopback Hub + reszoo.load), sampling contract, metrics, `reszoo generate`, and the
-generators trained here."""
+generators trained here. (What every architecture and entry promises, plain twins included, is checked
+in test_contract.py.)"""
 
 from __future__ import annotations
 
-import hashlib
 import io
 import math
-import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +15,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from reszoo.gan import ARCHS, CONVERTERS, save_grid
+from reszoo.gan import CONVERTERS, save_grid
 from reszoo.gan.biggan import biggan_deep_128
 from reszoo.gan.convert import convert_biggan_pretrained
 from reszoo.gan.metrics import class_accuracy, frechet_distance, inception_style_score, within_class_pixel_std
@@ -44,12 +43,10 @@ def test_sngan_shapes_and_twins(resolution, g_fn, d_fn, channels, num_classes):
         assert x.shape == (4, channels, resolution, resolution)
         assert x.abs().max() <= 1
         assert d(x, y).shape == (4,)
-    # up-blocks in G, down-blocks in D; the plain twin has the same blocks but no shortcut weights
+    # up-blocks in G (learned 1x1 shortcuts: the channels change), down-blocks in D
     assert len(list(residual_blocks(G))) == len(list(residual_blocks(Gp))) == {28: 2, 32: 3}[resolution]
     assert len(list(residual_blocks(D))) == 4
-    assert all(not b.residual for b in residual_blocks(Gp)) and all(b.residual for b in residual_blocks(G))
-    assert any("shortcut" in k for k in G.state_dict()) and not any("shortcut" in k for k in Gp.state_dict())
-    assert not any("shortcut" in k for k in Dp.state_dict())
+    assert any("shortcut" in k for k in G.state_dict())
     if num_classes:  # conditional BN in G, projection embedding in D
         assert any(k.endswith("gain.weight") for k in G.state_dict()) and "embed.weight" in D.state_dict()
         assert G.state_dict()["class_embed.weight"].shape == (num_classes, 8)
@@ -169,13 +166,7 @@ def test_biggan_converter_is_strict(biggan_reference):
     assert set(converted) == set(biggan_deep_128().state_dict())
 
 
-def _temp_registry(tmp_path: Path, body: str) -> Path:
-    path = tmp_path / "registry.yaml"
-    path.write_text("models:\n" + textwrap.indent(textwrap.dedent(body), "  "), encoding="utf-8")
-    return path
-
-
-def test_biggan_through_loopback_hub_and_load(hub, tmp_path, monkeypatch):
+def test_biggan_through_loopback_hub_and_load(upstream):
     """The pickled upstream file served by the Hub, pinned, verified, converted and loaded by name.
     At channel width 8 instead of 128 (same layout, 1/250 of the bytes) to stay fast."""
     import reszoo
@@ -183,27 +174,10 @@ def test_biggan_through_loopback_hub_and_load(hub, tmp_path, monkeypatch):
     reference = _random_reference(channel_width=8)
     buf = io.BytesIO()
     torch.save(reference.state_dict(), buf)
-    data = buf.getvalue()
-    commit = hub.add_repo("tests/biggan-deep-128-random", {"pytorch_model.bin": data})
-    registry = _temp_registry(tmp_path, f"""\
-        - name: biggan-test
-          domain: gan
-          task: class-conditional-image-generation
-          arch: biggan_deep_128
-          arch_args: {{ch: 8}}
-          weights:
-            repo: tests/biggan-deep-128-random
-            revision: {commit}
-            file: pytorch_model.bin
-            sha256: {hashlib.sha256(data).hexdigest()}
-            format: torch
-            converter: biggan-pretrained
-          preprocess: {{truncation: 0.4}}
-          labels: imagenet-1k
-          license: mit
-        """)
-    monkeypatch.setenv("RESZOO_REGISTRY", str(registry))
-    model = reszoo.load("biggan-test")
+    # the released entry (torch pickle, biggan-pretrained converter, ImageNet labels), at width 8
+    upstream("biggan-deep-128", {"pytorch_model.bin": buf.getvalue()}, repo="tests/biggan-deep-128-random",
+             arch_args={"ch": 8}, preprocess={"truncation": 0.4})
+    model = reszoo.load("biggan-deep-128")
     assert model.default_truncation == 0.4 and model.labels[207] == "golden retriever"
     images = model.sample(2, labels=["golden retriever", 980], seed=3)
     z = model.sample_noise(2, 0.4, torch.Generator().manual_seed(3))
@@ -340,39 +314,22 @@ def test_within_class_pixel_std():
 # --------------------------------------------------------------------------- registry, CLI, trained models
 
 
-def test_registry_entries_build():
+def test_biggan_entry_pins_the_released_file():
     import reszoo
 
-    for name in ("biggan-deep-128", "sngan-mnist", "sngan-mnist-plain"):
-        entry = reszoo.info(name)
-        assert entry.domain == "gan" and entry.arch in ARCHS
-        model = reszoo.build(entry, device="meta")
-        assert model.residual == entry.arch_args.get("residual", True)
     w = reszoo.info("biggan-deep-128").weights
     assert w.sha256 == "b86146a8cfcde4cda135adba4b2806f78b3abe2dac9d0fd090cc3ab318604ad9"
     assert w.format == "torch" and w.converter == "biggan-pretrained" and w.revision is None and w.pin_note
 
 
-def test_generate_cli_writes_a_reproducible_grid(hub, tmp_path, monkeypatch):
-    from safetensors.torch import save as save_safetensors
-
+def test_generate_cli_writes_a_reproducible_grid(upstream, tmp_path):
     from reszoo.cli import main
 
     torch.manual_seed(0)
-    state = sngan_g28(ch=8, num_classes=10).state_dict()
-    data = save_safetensors({k: v.contiguous() for k, v in state.items()})
-    commit = hub.add_repo("tests/sngan-tiny", {"model.safetensors": data})
-    registry = _temp_registry(tmp_path, f"""\
-        - name: sngan-tiny
-          domain: gan
-          task: class-conditional-image-generation
-          arch: sngan_g28
-          arch_args: {{ch: 8, num_classes: 10}}
-          weights: {{repo: tests/sngan-tiny, revision: {commit}, file: model.safetensors, sha256: {hashlib.sha256(data).hexdigest()}}}
-          labels: ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"]
-          license: mit
-        """)
-    monkeypatch.setenv("RESZOO_REGISTRY", str(registry))
+    entry = {"name": "sngan-tiny", "domain": "gan", "task": "class-conditional-image-generation", "arch": "sngan_g28",
+             "arch_args": {"ch": 8, "num_classes": 10}, "weights": {"repo": "tests/sngan-tiny", "file": "model.safetensors"},
+             "labels": [str(i) for i in range(10)], "license": "mit"}
+    upstream(entry, {"model.safetensors": sngan_g28(ch=8, num_classes=10).state_dict()})
     out1, out2 = tmp_path / "a.png", tmp_path / "b.png"
     assert main(["generate", "sngan-tiny", "--n", "20", "--out", str(out1), "--seed", "4"]) == 0
     assert main(["generate", "sngan-tiny", "--n", "20", "--out", str(out2), "--seed", "4"]) == 0

@@ -14,46 +14,13 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 
 import reszoo
+from helpers import tiny_entry
 from reszoo.cli import main as cli
 from reszoo.hub import IntegrityError, NotCachedError, WeightsNotFoundError
 
-ARCH_ARGS = {"num_classes": 10}
-PREPROCESS = {"size": 28, "channels": 1, "interpolation": "bilinear", "crop_pct": 1.0, "mean": [0.1307], "std": [0.3081]}
-LABELS = [str(i) for i in range(10)]
-
-
-def _entry(name: str, repo: str, revision: str | None, sha256: str | None) -> dict:
-    return {
-        "name": name,
-        "domain": "image",
-        "task": "image-classification",
-        "arch": "resnet_mnist",
-        "arch_args": ARCH_ARGS,
-        "weights": {"repo": repo, "file": "model.safetensors", "revision": revision, "sha256": sha256,
-                    **({} if revision and sha256 else {"pin_note": "test"})},
-        "preprocess": PREPROCESS,
-        "labels": LABELS,
-        "license": "mit",
-        "dataset": ["mnist"],
-        "metrics": [{"dataset": "MNIST", "dataset_type": "mnist", "split": "test", "metric": "accuracy",
-                     "value": 0.5, "source": {"kind": "measured", "script": "tests/test_hub.py"}}],
-    }
-
-
-@pytest.fixture
-def registry(tmp_path, monkeypatch):
-    """Write a temporary registry of the given entries and point reszoo at it."""
-
-    def write(*entries: dict) -> Path:
-        path = tmp_path / "registry.yaml"
-        path.write_text(yaml.safe_dump({"models": list(entries)}))
-        monkeypatch.setenv("RESZOO_REGISTRY", str(path))
-        return path
-
-    return write
+LABELS = [str(i) for i in range(10)]  # of conftest.tiny_entry
 
 
 def _digits() -> torch.Tensor:
@@ -64,14 +31,14 @@ def _digits() -> torch.Tensor:
 def pushed(hub, registry, request):
     """A random tiny-mnist model pushed to the loopback Hub; the registry pins that commit."""
     repo = f"test/{request.node.name.replace('_', '-')[:40].strip('-')}"
-    registry(_entry("tiny-mnist", repo, None, None))
+    registry(tiny_entry("tiny-mnist", repo))
     torch.manual_seed(1)
     model = reszoo.load("tiny-mnist", pretrained=False)
     commit = reszoo.push(model, repo)
     from huggingface_hub import hf_hub_download
 
     sha = hashlib.sha256(Path(hf_hub_download(repo, "model.safetensors", revision=commit)).read_bytes()).hexdigest()
-    registry(_entry("tiny-mnist", repo, commit, sha))
+    registry(tiny_entry("tiny-mnist", repo, revision=commit, sha256=sha))
     with torch.no_grad():
         expected = model(_digits())
     return {"repo": repo, "commit": commit, "sha": sha, "expected": expected, "model": model}
@@ -104,9 +71,9 @@ def test_pushed_repo_info_listing_and_card(pushed):
 
 
 def test_missing_repo_revision_and_file_are_clear(hub, registry, pushed):
-    registry(_entry("no-repo", "test/does-not-exist", "a" * 40, "b" * 64),
-             _entry("no-rev", pushed["repo"], "c" * 40, pushed["sha"]),
-             {**_entry("no-file", pushed["repo"], pushed["commit"], pushed["sha"]),
+    registry(tiny_entry("no-repo", "test/does-not-exist", revision="a" * 40, sha256="b" * 64),
+             tiny_entry("no-rev", pushed["repo"], revision="c" * 40, sha256=pushed["sha"]),
+             {**tiny_entry("no-file", pushed["repo"], revision=pushed["commit"], sha256=pushed["sha"]),
               "weights": {"repo": pushed["repo"], "file": "nope.safetensors", "revision": pushed["commit"], "sha256": pushed["sha"]}})
     with pytest.raises(WeightsNotFoundError, match="repo 'test/does-not-exist' not found"):
         reszoo.load("no-repo")
@@ -151,7 +118,7 @@ def test_offline_serves_cache_with_zero_requests(hub, pushed, offline):
 
 
 def test_offline_missing_file_says_how_to_fill_a_mirror(hub, registry, offline):
-    registry(_entry("never-cached", "test/never-cached", "d" * 40, "e" * 64))
+    registry(tiny_entry("never-cached", "test/never-cached", revision="d" * 40, sha256="e" * 64))
     with pytest.raises(NotCachedError, match=r"never-cached/model.safetensors.*reszoo pull.*RESZOO_MIRROR"):
         reszoo.load("never-cached")
     assert hub.request_count == 0 or all("never-cached" not in p for _, p in hub.requests)

@@ -23,10 +23,10 @@ from http.client import IncompleteRead
 from pathlib import Path
 
 import pytest
-import yaml
 
 import reszoo
-from hub_server import HubServer
+from helpers import tiny_entry
+from hub import HubServer
 from reszoo.cli import main as cli
 from reszoo.errors import HubError, NotCachedError
 from reszoo.hub import fetch_file
@@ -228,21 +228,9 @@ def test_hub_timeout_setting_is_checked(monkeypatch, repo):
 
 
 @pytest.fixture
-def registry(tmp_path, monkeypatch, repo) -> Path:
+def registry(registry, repo) -> Path:
     """A registry whose one entry, `net-model`, pins `repo`'s FILE."""
-    entry = {
-        "name": "net-model", "domain": "image", "task": "image-classification", "arch": "resnet_mnist",
-        "arch_args": {"num_classes": 10}, "license": "mit", "dataset": ["mnist"], "labels": [str(i) for i in range(10)],
-        "preprocess": {"size": 28, "channels": 1, "interpolation": "bilinear", "crop_pct": 1.0, "mean": [0.1307],
-                       "std": [0.3081]},
-        "weights": {"repo": repo["id"], "file": FILE, "revision": repo["commit"], "sha256": repo["sha"]},
-        "metrics": [{"dataset": "MNIST", "dataset_type": "mnist", "split": "test", "metric": "accuracy", "value": 0.5,
-                     "source": {"kind": "measured", "script": "tests/test_network.py"}}],
-    }
-    path = tmp_path / "registry.yaml"
-    path.write_text(yaml.safe_dump({"models": [entry]}))
-    monkeypatch.setenv("RESZOO_REGISTRY", str(path))
-    return path
+    return registry(tiny_entry("net-model", repo["id"], file=FILE, revision=repo["commit"], sha256=repo["sha"]))
 
 
 @pytest.mark.parametrize(("kind", "needle"), [

@@ -25,18 +25,17 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 from safetensors.torch import save as st_save
 
 import reszoo
+from helpers import TINY_PREPROCESS as PREPROCESS
+from helpers import tiny_entry
 from reszoo import hub as rhub  # `hub` is the loopback Hub fixture
 from reszoo.cli import main as cli
 from reszoo.errors import (HubError, IntegrityError, LoadError, RegistryError, UnknownModelError,
                            WeightsNotFoundError)
 from reszoo.names import filename_problem, repo_id_problem, revision_problem
 from reszoo.registry import parse_entry
-
-PREPROCESS = {"size": 28, "channels": 1, "interpolation": "bilinear", "crop_pct": 1.0, "mean": [0.1307], "std": [0.3081]}
 
 
 def _tiny_state(seed: int = 0) -> dict[str, torch.Tensor]:
@@ -52,26 +51,6 @@ def _config(**changes: object) -> dict:
     return {"reszoo_version": reszoo.__version__, "name": "tiny", "domain": "image", "task": "image-classification",
             "arch": "resnet_mnist", "arch_args": {"num_classes": 10}, "preprocess": PREPROCESS, "license": "mit",
             "weights_file": "model.safetensors", **changes}
-
-
-def _entry(name: str, repo: str, *, file: str = "model.safetensors", fmt: str = "safetensors",
-           revision: str | None = None, sha256: str | None = None) -> dict:
-    weights = {"repo": repo, "file": file, "format": fmt, "revision": revision, "sha256": sha256}
-    if revision is None or sha256 is None:
-        weights["pin_note"] = "test"
-    return {"name": name, "domain": "image", "task": "image-classification", "arch": "resnet_mnist",
-            "arch_args": {"num_classes": 10}, "weights": weights, "preprocess": PREPROCESS, "license": "mit"}
-
-
-@pytest.fixture
-def registry(tmp_path, monkeypatch):
-    def write(*entries: dict) -> Path:
-        path = tmp_path / "registry.yaml"
-        path.write_text(yaml.safe_dump({"models": list(entries)}))
-        monkeypatch.setenv("RESZOO_REGISTRY", str(path))
-        return path
-
-    return write
 
 
 @pytest.fixture
@@ -178,12 +157,12 @@ def test_registry_names_are_checked_where_they_are_parsed(tmp_path):
     labels = tmp_path / "stolen.txt"
     labels.write_text("\n".join(str(i) for i in range(10)))
     label_dir = Path(reszoo.__file__).resolve().parent / "labels"
-    raw = _entry("tiny", "test/tiny")
+    raw = tiny_entry("tiny", "test/tiny")
     for bad in (os.path.relpath(labels.with_suffix(""), label_dir), str(labels.with_suffix("")), "a/b"):
         with pytest.raises(RegistryError, match="field 'labels'"):
             parse_entry({**raw, "labels": bad})
     with pytest.raises(RegistryError, match="field 'weights.file'.*unsafe file name"):
-        parse_entry(_entry("tiny", "test/tiny", file="../../x.safetensors"))
+        parse_entry(tiny_entry("tiny", "test/tiny", file="../../x.safetensors"))
     with pytest.raises(RegistryError, match="field 'preprocess.tokenizer.file'.*absolute"):
         parse_entry({**raw, "preprocess": {"tokenizer": {"file": "/etc/passwd"}}})
     with pytest.raises(RegistryError, match="field 'preprocess.tokenizer.repo'"):
@@ -262,7 +241,7 @@ def test_flipped_byte_with_restored_mtime_is_caught_in_a_mirror(registry, tmp_pa
     path = mirror / "test" / "digest-mirror" / "model.safetensors"
     path.parent.mkdir(parents=True)
     path.write_bytes(data)
-    registry(_entry("tiny", "test/digest-mirror", revision="a" * 40, sha256=hashlib.sha256(data).hexdigest()))
+    registry(tiny_entry("tiny", "test/digest-mirror", revision="a" * 40, sha256=hashlib.sha256(data).hexdigest()))
     reszoo.load("tiny", mirror=mirror)
     assert list((cache / "verified").iterdir())  # the warm path is in use
     _tamper_keeping_size_and_mtime(path)
@@ -270,14 +249,12 @@ def test_flipped_byte_with_restored_mtime_is_caught_in_a_mirror(registry, tmp_pa
         reszoo.load("tiny", mirror=mirror)
 
 
-def test_flipped_byte_with_restored_mtime_is_caught_in_the_hf_cache(hub, registry, cache, settled):
+def test_flipped_byte_with_restored_mtime_is_caught_in_the_hf_cache(upstream, cache, settled):
     from huggingface_hub import hf_hub_download
 
-    data = st_save(_tiny_state())
-    commit = _upload("test/digest-hf", {"model.safetensors": data})
-    registry(_entry("tiny", "test/digest-hf", revision=commit, sha256=hashlib.sha256(data).hexdigest()))
+    published = upstream(tiny_entry("tiny", "test/digest-hf"), {"model.safetensors": _tiny_state()})
     reszoo.load("tiny")
-    blob = Path(hf_hub_download("test/digest-hf", "model.safetensors", revision=commit)).resolve()
+    blob = Path(hf_hub_download("test/digest-hf", "model.safetensors", revision=published.commit)).resolve()
     _tamper_keeping_size_and_mtime(blob)
     with pytest.raises(IntegrityError, match="deleted from the cache"):
         reszoo.load("tiny")
@@ -431,7 +408,7 @@ def test_bad_weight_files_give_one_clear_load_error(case, registry, tmp_path, ca
     path = mirror / "test" / "bad" / file
     path.parent.mkdir(parents=True)
     path.write_bytes(data)
-    registry(_entry("bad", "test/bad", file=file, fmt=fmt))
+    registry(tiny_entry("bad", "test/bad", file=file, fmt=fmt))
     with pytest.raises(LoadError) as err:
         reszoo.load("bad", mirror=mirror)
     msg = str(err.value)
@@ -447,7 +424,7 @@ def test_float64_checkpoint_is_cast_to_the_model_dtype(registry, tmp_path, caplo
     for repo, tensors in (("test/f32", state), ("test/f64", {k: v.double() if v.is_floating_point() else v for k, v in state.items()})):
         (mirror / repo).mkdir(parents=True)
         (mirror / repo / "model.safetensors").write_bytes(st_save(tensors))
-    registry(_entry("f32", "test/f32"), _entry("f64", "test/f64"))
+    registry(tiny_entry("f32", "test/f32"), tiny_entry("f64", "test/f64"))
     with caplog.at_level(logging.INFO, logger="reszoo.api"):
         model = reszoo.load("f64", mirror=mirror)
     assert "float64 -> float32" in caplog.text
@@ -501,13 +478,12 @@ def test_malformed_config_names_the_file(text, needle, tmp_path, hub, capsys):
 
 
 @pytest.fixture
-def hub_entry(hub, registry, request):
+def hub_entry(upstream, request):
     """A registry entry pinned to a commit of a repo on the loopback Hub."""
     repo = f"test/pull-{request.node.name.replace('_', '-')[-30:].strip('-')}"
     data = st_save(_tiny_state())
-    commit = _upload(repo, {"model.safetensors": data})
-    registry(_entry("tiny", repo, revision=commit, sha256=hashlib.sha256(data).hexdigest()))
-    return {"repo": repo, "commit": commit, "data": data}
+    published = upstream(tiny_entry("tiny", repo), {"model.safetensors": data})
+    return {"repo": repo, "commit": published.commit, "data": data}
 
 
 def test_pull_into_an_existing_mirror_file(hub_entry, tmp_path, capsys, monkeypatch):
@@ -573,7 +549,7 @@ def test_mirror_entry_that_is_not_a_file_is_named(kind, needle, registry, tmp_pa
         path.symlink_to(tmp_path / "gone")
     else:
         _fifo_or_skip(path)
-    registry(_entry("odd", "test/odd"))
+    registry(tiny_entry("odd", "test/odd"))
     with pytest.raises(HubError, match=re.escape(needle)) as err:
         reszoo.load("odd", mirror=mirror)  # a FIFO is never opened: this would block
     assert str(path) in str(err.value)

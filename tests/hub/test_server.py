@@ -1,4 +1,4 @@
-"""The loopback Hub against the real huggingface_hub client: downloads, metadata, uploads, errors, offline."""
+"""The loopback Hub against the real huggingface_hub client: downloads, metadata, uploads, errors, offline, cards."""
 
 from __future__ import annotations
 
@@ -21,9 +21,8 @@ from huggingface_hub.errors import (
     RepositoryNotFoundError,
     RevisionNotFoundError,
 )
-from huggingface_hub.hf_api import RepoFolder
 
-from hub_server import LFS_SIZE_THRESHOLD, HubServer
+from hub import LFS_SIZE_THRESHOLD, HubServer
 
 CARD = """---
 license: apache-2.0
@@ -107,12 +106,11 @@ def test_range_requests(hub: HubServer) -> None:
     hub.add_repo("acme/range", {"data.txt": b"0123456789"})
     url = hf_hub_url("acme/range", "data.txt")
     assert http("GET", url, headers={"Range": "bytes=3-5"}) == (206, b"345")
-    assert http("GET", url, headers={"Range": "bytes=7-"}) == (206, b"789")
-    assert http("GET", url, headers={"Range": "bytes=-2"}) == (206, b"89")
+    assert http("GET", url, headers={"Range": "bytes=7-"}) == (206, b"789")  # how a resumed download asks
     assert http("GET", url, headers={"Range": "bytes=10-"})[0] == 416
 
 
-def test_model_info_listing_and_tree(hub: HubServer) -> None:
+def test_model_info_and_listing(hub: HubServer) -> None:
     weights = os.urandom(2048)
     files = {"README.md": CARD.encode(), "model.safetensors": weights, "extra/a.json": b"{}"}
     commit = hub.add_repo("acme/listed", files)
@@ -128,17 +126,11 @@ def test_model_info_listing_and_tree(hub: HubServer) -> None:
     assert siblings["README.md"].lfs is None and siblings["README.md"].blob_id == git_blob_sha1(CARD.encode())
     assert api.model_info("acme/listed", revision=commit).sha == commit
 
-    assert "acme/listed" in [m.id for m in api.list_models(search="listed", author="acme")]
+    listed = [m for m in api.list_models(author="acme") if m.id == "acme/listed"]
+    assert len(listed) == 1 and listed[0].sha == commit and listed[0].siblings is None  # terse, as on the Hub
     assert [m.id for m in api.list_models(author="nobody")] == []
-    top = {entry.path: entry for entry in api.list_repo_tree("acme/listed")}
-    assert set(top) == {"extra", ".gitattributes", "README.md", "model.safetensors"}
-    assert isinstance(top["extra"], RepoFolder)
-    assert [e.path for e in api.list_repo_tree("acme/listed", path_in_repo="extra")] == ["extra/a.json"]
-    assert "extra/a.json" in api.list_repo_files("acme/listed")
-    assert [b.target_commit for b in api.list_repo_refs("acme/listed").branches] == [commit]
     assert api.repo_exists("acme/listed") and not api.repo_exists("acme/absent")
     assert api.file_exists("acme/listed", "extra/a.json") and not api.file_exists("acme/listed", "nope")
-    assert [p.path for p in api.get_paths_info("acme/listed", ["extra", "README.md", "nope"])] == ["extra", "README.md"]
 
 
 def test_create_repo_upload_folder_and_download_back(hub: HubServer, tmp_path: Path) -> None:
@@ -166,10 +158,10 @@ def test_create_repo_upload_folder_and_download_back(hub: HubServer, tmp_path: P
 
     # Same content again: preupload reports the remote oids, the client skips the (empty) commit.
     assert api.upload_folder(repo_id="acme/pushed", folder_path=tmp_path).oid == commit.oid
-    deleted = api.delete_file("docs/n.txt", repo_id="acme/pushed")
-    assert "docs/n.txt" not in api.list_repo_files("acme/pushed")
-    assert "docs/n.txt" in api.list_repo_files("acme/pushed", revision=commit.oid)
-    assert deleted.oid != commit.oid
+    (tmp_path / "docs" / "n.txt").write_bytes(b"changed")
+    changed = api.upload_folder(repo_id="acme/pushed", folder_path=tmp_path)
+    assert changed.oid != commit.oid and api.model_info("acme/pushed").sha == changed.oid
+    assert Path(hf_hub_download("acme/pushed", "docs/n.txt", revision=commit.oid)).read_bytes() == b"x"
 
 
 def test_corrupted_lfs_upload_is_rejected(hub: HubServer) -> None:

@@ -1,14 +1,16 @@
 """A Hugging Face Hub-compatible HTTP server on 127.0.0.1 for tests (stdlib; pyyaml, if present, for cards).
 
-The real `huggingface_hub` 2.4 client (`HF_HUB_DISABLE_XET=1`) talks to it through `HF_ENDPOINT`: downloads,
-repo info and listings, repo creation, card validation and commits, large files going through the git-LFS
-basic transfer (batch -> PUT -> verify). Repos hold commits (40-hex ids) of trees {path: Entry} on the branch
-`main`; revisions are branch names or full commit ids; contents live once on disk by sha256. A file is LFS
-when `.gitattributes` matches it (the Hub's defaults: *.safetensors, *.bin, *.pt, ...), when it is over
-10 MiB, or when its first 512 bytes are binary: the rules of the Hub's preupload.
+The real `huggingface_hub` 2.4 client (`HF_HUB_DISABLE_XET=1`) talks to it through `HF_ENDPOINT`. It serves
+what reszoo and its tests ask of the Hub, and no more: downloads (`resolve`, HEAD and GET, ranges for
+resumed downloads), repo info and listings by author, repo creation, card validation, and commits, large
+files going through the git-LFS basic transfer (batch -> PUT -> verify). Repos hold commits (40-hex ids) of
+trees {path: Entry} on the branch `main`; revisions are branch names or full commit ids; contents live once
+on disk by sha256. A file is LFS when `.gitattributes` matches it (the Hub's defaults: *.safetensors, *.bin,
+*.pt, ...), when it is over 10 MiB, or when its first 512 bytes are binary: the rules of the Hub's preupload.
 
-`fault()` makes matching requests fail the way a real server or network does (an HTTP 5xx, a body cut off
-mid-way, headers then silence), for testing how clients cope.
+`add_repo()` commits files directly (an upstream repo, as published elsewhere); `tamper()` serves other bytes
+under a file's advertised hash; `fault()` makes matching requests fail the way a real server or network does
+(an HTTP 5xx, a body cut off mid-way, headers then silence), for testing how clients cope.
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
+from .cards import as_list, card_metadata, validate_card
+
 LFS_SIZE_THRESHOLD = 10 * 1024 * 1024
 _CHUNK = 1024 * 1024
 _HUB_LFS_PATTERNS = (
@@ -40,21 +44,9 @@ _HUB_LFS_PATTERNS = (
     " *.tflite *.tgz *.wasm *.xz *.zip *.zst *tfevents*"
 ).split()
 DEFAULT_GITATTRIBUTES = "".join(f"{p} filter=lfs diff=lfs merge=lfs -text\n" for p in _HUB_LFS_PATTERNS).encode()
-# License ids the Hub accepts in card metadata (https://huggingface.co/docs/hub/repositories-licenses).
-HUB_LICENSES = frozenset(
-    "apache-2.0 mit openrail bigscience-openrail-m creativeml-openrail-m bigscience-bloom-rail-1.0"
-    " bigcode-openrail-m afl-3.0 artistic-2.0 bsl-1.0 bsd bsd-2-clause bsd-3-clause bsd-3-clause-clear c-uda cc"
-    " cc0-1.0 cc-by-2.0 cc-by-2.5 cc-by-3.0 cc-by-4.0 cc-by-sa-3.0 cc-by-sa-4.0 cc-by-nc-2.0 cc-by-nc-3.0"
-    " cc-by-nc-4.0 cc-by-nd-4.0 cc-by-nc-nd-3.0 cc-by-nc-nd-4.0 cc-by-nc-sa-2.0 cc-by-nc-sa-3.0 cc-by-nc-sa-4.0"
-    " cdla-sharing-1.0 cdla-permissive-1.0 cdla-permissive-2.0 wtfpl ecl-2.0 epl-1.0 epl-2.0 etalab-2.0 eupl-1.1"
-    " eupl-1.2 agpl-3.0 gfdl gpl gpl-2.0 gpl-3.0 lgpl lgpl-2.1 lgpl-3.0 isc h-research intel-research lppl-1.3c"
-    " ms-pl apple-ascl apple-amlr mpl-2.0 odc-by odbl openrail++ osl-3.0 postgresql ofl-1.1 ncsa unlicense zlib"
-    " pddl lgpl-lr deepfloyd-if-license llama2 llama3 llama3.1 llama3.2 llama3.3 llama4 gemma unknown other".split()
-)
-_YAML_BLOCK = re.compile(r"^(\s*---(?:\r\n|\r|\n))([\S\s]*?)((?:\r\n|\r|\n)---[ \t]*(\r\n|\n|$))")
 _REPO_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
-_API_SUBROUTES = {"revision", "tree", "paths-info", "refs", "commits", "preupload", "commit"}
+_API_SUBROUTES = {"revision", "preupload", "commit"}
 _STALL_LIMIT_S = 60  # a stalled answer is released by clear_faults()/stop(), at the latest after this
 
 
@@ -175,66 +167,6 @@ def _is_lfs(path: str, size: int, sample: bytes, patterns: list[str]) -> bool:
     if any(fnmatch.fnmatchcase(path if "/" in p else name, p) for p in patterns):
         return True
     return size > LFS_SIZE_THRESHOLD or b"\0" in sample[:512]
-
-
-def _as_list(value: Any) -> list[Any]:
-    return value if isinstance(value, list) else [] if value is None else [value]
-
-
-def _front_matter(text: str) -> str | None:
-    match = _YAML_BLOCK.search(text)
-    return match.group(2) if match else None
-
-
-def _card_metadata(text: str) -> dict[str, Any]:
-    """YAML front matter of a README as a dict; empty when absent or unparsable (pyyaml imported lazily)."""
-    try:
-        import yaml
-
-        data = yaml.safe_load(_front_matter(text) or "")
-    except Exception:
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def validate_card(content: str) -> tuple[list[str], list[str]]:
-    """(errors, warnings) for a README's metadata, as `/api/validate-yaml` reports them."""
-    block = _front_matter(content)
-    if block is None or not block.strip():
-        return [], ["Empty or missing yaml metadata in repo card (https://huggingface.co/docs/hub/model-cards)"]
-    try:
-        import yaml
-    except ImportError:  # without pyyaml only the presence of metadata is checked
-        return [], []
-    try:
-        meta = yaml.safe_load(block)
-    except yaml.YAMLError as err:
-        return [f"Invalid YAML in metadata: {err}"], []
-    if not isinstance(meta, dict):
-        return ["Metadata must be a YAML mapping"], []
-    licenses = _as_list(meta.get("license"))
-    errors = [f'"license" must be a Hub license id, got {x!r}' for x in licenses if x not in HUB_LICENSES]
-    relation = meta.get("base_model_relation")
-    if relation is not None:  # how a model derives from its base_model (the Hub's model tree)
-        if relation not in ("adapter", "merge", "quantized", "finetune"):
-            errors.append(f'"base_model_relation" must be one of adapter, merge, quantized, finetune, got {relation!r}')
-        if not meta.get("base_model"):
-            errors.append('"base_model_relation" needs a "base_model"')
-    models = meta.get("model-index", [])
-    for i, model in enumerate(models if isinstance(models, list) else [None]):
-        if not isinstance(model, dict) or not isinstance(model.get("name"), str):
-            errors.append(f'"model-index[{i}].name" is required')
-            continue
-        for j, result in enumerate(model.get("results") or []):
-            at = f"model-index[{i}].results[{j}]"
-            for key, sub in (("task", "type"), ("dataset", "type"), ("dataset", "name")):
-                if not isinstance(result, dict) or not isinstance((result.get(key) or {}).get(sub), str):
-                    errors.append(f'"{at}.{key}.{sub}" is required')
-            metrics = result.get("metrics") if isinstance(result, dict) else None
-            if not metrics or not all(isinstance(m, dict) and isinstance(m.get("type"), str) and "value" in m
-                                      for m in metrics):
-                errors.append(f'"{at}.metrics" must be a non-empty list of {{type, value}}')
-    return errors, []
 
 
 class HubServer:
@@ -423,7 +355,7 @@ class HubServer:
             return query.get(name, ["false"])[-1].lower() in ("1", "true")
 
         if parts == ["models"] and method == "GET":
-            return Response.json(self._list_models(query, flag))
+            return Response.json(self._list_models(query))
         if parts == ["repos", "create"] and method == "POST":
             return self._create_repo_api(json.loads(body or b"{}"))
         if parts == ["validate-yaml"] and method == "POST":
@@ -432,8 +364,6 @@ class HubServer:
                 return Response(400, "\n".join(errors).encode(), {"Content-Type": "text/plain"})
             payload = {"errors": [{"message": e} for e in errors], "warnings": [{"message": w} for w in warnings]}
             return Response.json(payload, 400 if errors else 200)
-        if parts == ["whoami-v2"] and method == "GET":
-            return Response.json({"type": "user", "name": "reszoo-tests", "orgs": [], "auth": {}})
         if parts == ["agent-harnesses"] and method == "GET":  # fetched for the user agent unless telemetry is off
             return Response.json({"standardEnvVars": [], "harnesses": {}})
         if len(parts) < 2 or parts[0] != "models":
@@ -445,17 +375,7 @@ class HubServer:
             repo = self._get_repo(repo_id)
             if method == "GET" and (sub == [] or (len(sub) == 2 and sub[0] == "revision")):
                 commit = self._resolve(repo, sub[1] if sub else "main")
-                expand = query.get("expand", []) + query.get("expand[]", [])
-                return Response.json(self._info(repo, commit, files_metadata=flag("blobs"), expand=expand))
-            if method == "GET" and len(sub) >= 2 and sub[0] == "tree":
-                return Response.json(self._tree(self._resolve(repo, sub[1]), "/".join(sub[2:]), flag("recursive")))
-            if method == "POST" and len(sub) == 2 and sub[0] == "paths-info":
-                return Response.json(self._paths_info(self._resolve(repo, sub[1]), headers, body))
-            if method == "GET" and sub == ["refs"]:
-                refs = [{"name": b, "ref": f"refs/heads/{b}", "targetCommit": oid} for b, oid in repo.branches.items()]
-                return Response.json({"branches": refs, "converts": [], "tags": [], "pullRequests": []})
-            if method == "GET" and len(sub) == 2 and sub[0] == "commits":
-                return Response.json(self._history(repo, self._resolve(repo, sub[1])))
+                return Response.json(self._info(repo, commit, files_metadata=flag("blobs")))
             if method == "POST" and len(sub) == 2 and sub[0] in ("preupload", "commit"):
                 if flag("create_pr"):
                     raise HubError(400, "This test Hub does not support pull requests")
@@ -484,11 +404,10 @@ class HubServer:
             headers |= {"X-Linked-Etag": f'"{entry.content.sha256}"', "X-Linked-Size": str(size)}
         if range_header is None:
             return Response(200, headers=headers, file=(data_path, 0, size))
-        match = re.fullmatch(r"\s*bytes=(\d*)-(\d*)\s*", range_header)
-        if match and match[1]:
+        # huggingface_hub resumes a download with `bytes=<start>-`; suffix ranges are not needed.
+        match = re.fullmatch(r"\s*bytes=(\d+)-(\d*)\s*", range_header)
+        if match:
             start, end = int(match[1]), min(int(match[2]) if match[2] else size - 1, size - 1)
-        elif match and match[2]:
-            start, end = max(size - int(match[2]), 0), size - 1
         else:
             start, end = size, -1
         if start >= size or start > end:
@@ -496,9 +415,9 @@ class HubServer:
         headers["Content-Range"] = f"bytes {start}-{end}/{size}"
         return Response(206, headers=headers, file=(data_path, start, end - start + 1))
 
-    def _info(self, repo: Repo, commit: Commit, *, files_metadata: bool, expand: list[str]) -> dict[str, Any]:
+    def _info(self, repo: Repo, commit: Commit, *, files_metadata: bool) -> dict[str, Any]:
         readme, config_file = commit.tree.get("README.md"), commit.tree.get("config.json")
-        card = _card_metadata(readme.content.path.read_text(errors="replace")) if readme else {}
+        card = card_metadata(readme.content.path.read_text(errors="replace")) if readme else {}
         try:
             config = json.loads(config_file.content.path.read_bytes()) if config_file else None
         except ValueError:
@@ -506,9 +425,9 @@ class HubServer:
         if not isinstance(config, dict):  # a config.json holding a list or a number is served, not parsed
             config = None
         library = card.get("library_name") or (config or {}).get("library_name")
-        tags = [str(t) for t in _as_list(card.get("tags"))] + ([library] if library else [])
-        tags += [f"license:{x}" for x in _as_list(card.get("license"))]
-        tags += [f"dataset:{x}" for x in _as_list(card.get("datasets"))]
+        tags = [str(t) for t in as_list(card.get("tags"))] + ([library] if library else [])
+        tags += [f"license:{x}" for x in as_list(card.get("license"))]
+        tags += [f"dataset:{x}" for x in as_list(card.get("datasets"))]
         siblings = []
         for path, entry in sorted(commit.tree.items()):
             sibling: dict[str, Any] = {"rfilename": path}
@@ -529,74 +448,19 @@ class HubServer:
                            ("cardData", card or None), ("model-index", card.get("model-index")), ("config", config)):
             if value is not None:
                 info[key] = value
-        if expand:
-            info = {k: v for k, v in info.items() if k in ("_id", "id", *expand)}
         return info
 
-    def _list_models(self, query: dict[str, list[str]], flag: Any) -> list[dict[str, Any]]:
-        search = query.get("search", [""])[-1].lower()
+    def _list_models(self, query: dict[str, list[str]]) -> list[dict[str, Any]]:
+        """`GET /api/models`, filtered by `author` only; terse items, as the Hub lists them by default."""
         author = query.get("author", [None])[-1]
-        filters = query.get("filter", [])
-        limit = int(query.get("limit", ["0"])[-1]) or None
-        expand = query.get("expand", []) + query.get("expand[]", [])
         items = []
         with self._lock:
             for repo in self._repos.values():
-                if search not in repo.repo_id.lower() or (author and not repo.repo_id.startswith(author + "/")):
+                if author and not repo.repo_id.startswith(author + "/"):
                     continue
-                info = self._info(repo, repo.commits[repo.branches["main"]], files_metadata=False, expand=expand)
-                if not all(f in info.get("tags", []) for f in filters):
-                    continue
-                for key, wanted in (("siblings", "full"), ("cardData", "cardData"), ("config", "config")):
-                    if not (flag(wanted) or key in expand):  # listings are terse unless asked
-                        info.pop(key, None)
-                items.append(info)
-        return items[:limit]
-
-    def _file_info(self, path: str, entry: Entry) -> dict[str, Any]:
-        info: dict[str, Any] = {"type": "file", "oid": entry.oid, "size": entry.content.size, "path": path}
-        if entry.lfs:
-            info["lfs"] = {"oid": entry.content.sha256, "size": entry.content.size, "pointerSize": len(entry.pointer)}
-        return info
-
-    def _dir_info(self, commit: Commit, path: str) -> dict[str, Any]:
-        listing = "".join(f"{p} {e.oid}\n" for p, e in sorted(commit.tree.items()) if p.startswith(path + "/"))
-        return {"type": "directory", "oid": hashlib.sha1(listing.encode()).hexdigest(), "size": 0, "path": path}
-
-    def _tree(self, commit: Commit, path: str, recursive: bool) -> list[dict[str, Any]]:
-        prefix = path.strip("/")
-        below = {p: e for p, e in commit.tree.items() if not prefix or p.startswith(prefix + "/")}
-        if prefix and not below:
-            raise HubError(404, f"{prefix} does not exist or is not a directory", "EntryNotFound", commit.oid)
-        start = len(prefix) + 1 if prefix else 0
-        dirs: set[str] = set()
-        files: list[str] = []
-        for p in below:
-            segments = p[start:].split("/")
-            for depth in range(1, len(segments) if recursive else min(len(segments), 2)):
-                dirs.add(p[:start] + "/".join(segments[:depth]))
-            if recursive or len(segments) == 1:
-                files.append(p)
-        return [self._dir_info(commit, d) for d in sorted(dirs)] + [self._file_info(p, below[p]) for p in sorted(files)]
-
-    def _paths_info(self, commit: Commit, headers: Message, body: bytes) -> list[dict[str, Any]]:
-        is_json = "json" in headers.get("Content-Type", "")
-        paths = json.loads(body).get("paths", []) if is_json else parse_qs(body.decode()).get("paths", [])
-        out = []
-        for path in (p.strip("/") for p in paths):
-            if path in commit.tree:
-                out.append(self._file_info(path, commit.tree[path]))
-            elif any(p.startswith(path + "/") for p in commit.tree):
-                out.append(self._dir_info(commit, path))
-        return out
-
-    def _history(self, repo: Repo, commit: Commit | None) -> list[dict[str, Any]]:
-        history = []
-        while commit is not None:
-            history.append({"id": commit.oid, "title": commit.title, "message": commit.message,
-                            "authors": [{"user": "reszoo-tests"}], "date": commit.date})
-            commit = repo.commits.get(commit.parent) if commit.parent else None
-        return history
+                info = self._info(repo, repo.commits[repo.branches["main"]], files_metadata=False)
+                items.append({k: v for k, v in info.items() if k not in ("siblings", "cardData", "config")})
+        return items
 
     def _create_repo_api(self, payload: dict[str, Any]) -> Response:
         name, org = payload.get("name") or "", payload.get("organization")
@@ -701,15 +565,6 @@ class HubServer:
                 if oid not in repo.lfs_oids:
                     raise HubError(422, f"LFS object {oid} for {path} was never uploaded to {repo.repo_id}")
                 tree[path] = Entry(self._contents[oid], True)
-            elif key == "deletedFile":
-                if tree.pop(path, None) is None:
-                    raise HubError(404, f"A file with this name doesn't exist: {path}", "EntryNotFound", head.oid)
-            elif key == "deletedFolder":
-                doomed = [p for p in tree if p.startswith(path.rstrip("/") + "/")]
-                if not doomed:
-                    raise HubError(404, f"A folder with this name doesn't exist: {path}", "EntryNotFound", head.oid)
-                for p in doomed:
-                    del tree[p]
             else:
                 raise HubError(400, f"Unsupported commit operation {key!r}")
         commit = self._commit(repo, revision, tree, header.get("summary") or "Update", header.get("description") or "")
