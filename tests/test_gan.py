@@ -176,7 +176,7 @@ def test_biggan_through_loopback_hub_and_load(upstream):
     torch.save(reference.state_dict(), buf)
     # the released entry (torch pickle, biggan-pretrained converter, ImageNet labels), at width 8
     upstream("biggan-deep-128", {"pytorch_model.bin": buf.getvalue()}, repo="tests/biggan-deep-128-random",
-             arch_args={"ch": 8}, preprocess={"truncation": 0.4})
+             arch_args={"ch": 8}, runtime={"truncation": 0.4})
     model = reszoo.load("biggan-deep-128")
     assert model.default_truncation == 0.4 and model.labels[207] == "golden retriever"
     images = model.sample(2, labels=["golden retriever", 980], seed=3)

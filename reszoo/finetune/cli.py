@@ -140,4 +140,16 @@ def run(args: argparse.Namespace) -> int:
             print(f"reszoo finetune: interrupted; continue with: reszoo finetune {args.name} --out {args.out} --resume",
                   file=sys.stderr)
         return 130
+    finally:
+        _leave_process_group()
     return 0 if result is not None else 1
+
+
+def _leave_process_group() -> None:
+    """Tear down the torchrun/accelerate process group before the interpreter exits: a gloo group
+    left alive aborts its process at exit ("terminate called without an active exception"), which
+    torchrun then reports instead of the run's own exit status."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
