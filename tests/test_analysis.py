@@ -74,6 +74,10 @@ def test_join_hook_nests_and_leaves_nothing_behind() -> None:
     with pytest.raises(RuntimeError), join_hook([block], lambda b, f, s: f):
         raise RuntimeError("boom")
     assert "_join_hooks" not in block.__dict__
+    plain, shortcuts = LinearBlock(2 * torch.eye(2), residual=False), []  # its forward passes x; its join drops it
+    with join_hook([plain], lambda b, f, s: shortcuts.append(s)):
+        assert plain(x).tolist() == [[2.0, 2.0]]
+    assert shortcuts == [None]  # hooks see what the join adds: nothing in a plain twin
 
 
 # --------------------------------------------------------------------------- gradient flow

@@ -454,15 +454,19 @@ def lesion_study(
     trials: int = 5,
     seed: int = 0,
     batch_size: int = 256,
+    candidates: Sequence[str] | None = None,
 ) -> LesionStudy:
     """Veit et al. 2016 (arXiv:1605.06431): the metric with each block removed at test time, and
     with ``k`` random blocks removed (``k`` above the number of removable blocks is skipped; all
-    removable blocks at once is one draw, not ``trials``). Seeded: same ``seed``, same draws."""
+    removable blocks at once is one draw, not ``trials``). Seeded: same ``seed``, same draws.
+
+    ``candidates`` limits the random draws to these blocks (e.g. those a model and its plain twin
+    can both remove, so that their curves remove the same blocks)."""
     infos = block_infos(model, inputs)
     run = lambda remove: _lesioned_metric(model, remove, infos, inputs, targets, metric, batch_size)  # noqa: E731
     baseline = run([])
     single = [run([info.name]) if info.removable else None for info in infos]
-    removable = [info.name for info in infos if info.removable]
+    removable = [info.name for info in infos if info.removable and (candidates is None or info.name in candidates)]
     rng = random.Random(seed)
     curve = []
     for k in sorted({k for k in ks if 1 <= k <= len(removable)}):
