@@ -285,18 +285,19 @@ def figures(runs: Sequence[dict[str, Any]], agg: dict[tuple[int, bool], dict[str
     paths["accuracy"] = _save(fig, [ax, ax2], folder / "image-accuracy-vs-depth.png")
 
     fig, axes = _figure(len(depths), 3.6)
+    ordered = sorted(runs, key=lambda r: (not r["residual"], r["seed"]))  # residual first in the legends
     for ax, d in zip(axes, depths):
-        for r in runs:
+        for r in ordered:
             if r["depth"] == d:
                 curve = [v if v is not None else math.nan for v in r["train_loss_curve"]]
-                ax.plot(range(1, len(curve) + 1), curve, alpha=0.8, **{**STYLE[r["residual"]], "label": STYLE[r["residual"]]["label"] if r["seed"] == min(x["seed"] for x in runs) else None})
+                ax.plot(range(1, len(curve) + 1), curve, marker=".", alpha=0.8, **{**STYLE[r["residual"]], "label": STYLE[r["residual"]]["label"] if r["seed"] == min(x["seed"] for x in runs) else None})
         ax.set(yscale="log", xlabel="epoch", ylabel="training loss", title=f"depth {d}")
     paths["loss"] = _save(fig, list(axes), folder / "image-train-loss.png")
 
     fig, axes = _figure(len(depths), 3.6)
     first_seed = min(r["seed"] for r in runs)
     for ax, d in zip(axes, depths):
-        for r in runs:
+        for r in ordered:
             if r["depth"] == d and r["seed"] == first_seed:
                 g = r["gradient_flow"]["init"]["input_grad_norm"]
                 ax.plot(range(len(g)), [v if v is not None else math.nan for v in g], marker=".", **STYLE[r["residual"]])
@@ -331,7 +332,11 @@ def figures(runs: Sequence[dict[str, Any]], agg: dict[tuple[int, bool], dict[str
 
 
 def _save(fig: Any, axes: list[Any], path: Path) -> Path:
+    from matplotlib.ticker import MaxNLocator
+
     for ax in axes:
+        if ax.get_xscale() == "linear":
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(True, alpha=0.3)
         if ax.get_legend_handles_labels()[1]:
             ax.legend(fontsize=8)
@@ -369,14 +374,15 @@ def image_section(runs: Sequence[dict[str, Any]], md_dir: Path, fig_dir: Path) -
         f"{len(runs)} runs: depths {', '.join(map(str, depths))} × {{residual, plain}} × seeds {', '.join(map(str, seeds))}, "
         f"one recipe for every run: {_plural(rec['epochs'], 'epoch')} on a fixed subset of {final['train_images']:,} training images, "
         f"batch {rec['batch_size']}, {rec['optimizer']}, lr {rec['lr']} with {rec['schedule']}, {rec['augmentation']}, "
-        f"{r0['precision']} autocast, channels_last; init: {rec['init']}. Test accuracy on all {final['test_images']:,} test "
+        f"{'float32' if r0['precision'] == 'float32' else r0['precision'] + ' autocast'}"
+        f"{', channels_last' if rec.get('channels_last', True) else ''}; init: {rec['init']}. Test accuracy on all {final['test_images']:,} test "
         f"images; training accuracy on the training subset without augmentation; lesions on {rec['lesion_images']:,} test "
         f"images. Device: {', '.join(devices)}; {sweep_minutes:.1f} min for the whole sweep.",
         "",
         "**Shortened compared with the anchors** (He et al. 2016, CIFAR-10):",
         "",
         _table([
-            ["data", f"{dataset}, 28×28 grayscale, {final['train_images']:,} of 60,000 training images", "CIFAR-10, 32×32 RGB, 45k/50k training images"],
+            ["data", f"{dataset}, 28×28 grayscale, {final['train_images']:,} of 60,000 training images", "CIFAR-10, 32×32 RGB, 50k training images (schedule set on a 45k/5k split)"],
             ["training", f"{_plural(rec['epochs'], 'epoch')} ({r0['steps']:,} steps)", "64k steps (~164 epochs), lr 0.1 divided by 10 at 32k and 48k"],
             ["warm-up", f"every run, first {rec['warmup_frac']:.0%} of steps from lr/10", "ResNet-110 only: lr 0.01 until training error < 80 % (~400 steps)"],
             ["augmentation", rec["augmentation"], "4-pixel padding, random 32×32 crop, horizontal flip"],

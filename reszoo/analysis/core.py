@@ -222,6 +222,8 @@ class GradientFlow:
         """``log10(‖∂L/∂x‖ at the first block / at the last)``: below -1, the gradient reaching the
         first block is 10x weaker than at the last (vanishing); near 0, it flows unattenuated."""
         first, last = self.input_grad_norm[0], self.input_grad_norm[-1]
+        if not (math.isfinite(first) and math.isfinite(last)) or (first == 0 and last == 0):
+            return float("nan")  # a block the loss does not reach through its input (or no float input)
         return math.log10(first / last) if first > 0 and last > 0 else float("-inf" if first == 0 else "inf")
 
 
