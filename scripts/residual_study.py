@@ -340,10 +340,16 @@ class TrainStep:
             static_x, static_y = x.clone(), y.clone()
             self.optimizer.zero_grad(set_to_none=True)  # the graph's backward writes fresh gradients
             torch.cuda.synchronize()
-            self.cuda_graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(self.cuda_graph):
-                loss, correct = self._forward_backward(static_x, static_y)
-            self.static = (static_x, static_y, loss, correct)
+            graph = torch.cuda.CUDAGraph()
+            try:
+                with torch.cuda.graph(graph):
+                    loss, correct = self._forward_backward(static_x, static_y)
+            except RuntimeError as err:  # capture records without running: nothing was applied, so step eagerly
+                print(f"    CUDA graph capture failed ({str(err).splitlines()[0]}); stepping eagerly", flush=True)
+                self.graph = False
+                self.optimizer.zero_grad(set_to_none=True)
+                return self._forward_backward(x, y)
+            self.cuda_graph, self.static = graph, (static_x, static_y, loss, correct)
         static_x, static_y, loss, correct = self.static
         static_x.copy_(x)
         static_y.copy_(y)
@@ -474,7 +480,9 @@ def cmd_image(args: argparse.Namespace) -> int:
               f"train {f['train_acc']:.2f}% loss {f['train_loss']:.4f}; {record['wall_seconds']['train']:.1f} s training, "
               f"{record['wall_seconds']['total']:.1f} s in all; sweep at {time.perf_counter() - t0:.0f} s", flush=True)
         if weights_wanted:
-            print(f"    weights: {save_weights(model, record, recipe, out / 'weights')}", flush=True)
+            folder = save_weights(model, record, recipe, out / "weights")
+            size = (folder / "model.safetensors").stat().st_size
+            print(f"    weights: {folder} ({size / 2**20:.1f} MiB{'' if size <= 8 * 2**20 else ', over the 8 MiB bundled-mirror limit'})", flush=True)
     print(f"sweep done in {time.perf_counter() - t0:.0f} s: {out / 'runs'}", flush=True)
     return 0
 
