@@ -25,6 +25,7 @@ _EXTRA_COMMANDS = {
     "finetune": ("reszoo.finetune.cli", "fine-tune a classification model on your own data"),
     "play": ("reszoo.rl.cli", "run a reinforcement-learning agent and print its returns"),
     "generate": ("reszoo.gan.cli", "sample a generator and write an image grid"),
+    "analyze": ("reszoo.analysis.cli", "gradient flow, branch ratio, lesions of a model: JSON, plots"),
 }
 
 

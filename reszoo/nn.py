@@ -10,11 +10,16 @@ and :func:`residual_blocks` can find and count the skips of any model.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 
 from torch import Tensor, nn
 
-__all__ = ["ResidualBlock", "Residual", "residual_blocks"]
+__all__ = ["JoinHook", "ResidualBlock", "Residual", "join_hook", "residual_blocks"]
+
+# ``hook(block, branch, shortcut)``: observes a block's join; a tensor it returns replaces the join's
+# output (``None`` leaves it alone). See :func:`join_hook`.
+JoinHook = Callable[["ResidualBlock", Tensor, "Tensor | None"], "Tensor | None"]
 
 
 class ResidualBlock(nn.Module):
@@ -25,12 +30,22 @@ class ResidualBlock(nn.Module):
     upstream checkpoints load without renaming.
     """
 
+    # Hooks installed by :func:`join_hook` (analysis: norms, lesions). A class-level empty tuple, so
+    # an unhooked block pays one attribute lookup and its state dict and pickles are unchanged.
+    _join_hooks: tuple[JoinHook, ...] = ()
+
     def __init__(self, residual: bool = True) -> None:
         super().__init__()
         self.residual = residual
 
     def join(self, branch: Tensor, shortcut: Tensor | None) -> Tensor:
-        """``branch + shortcut``, or ``branch`` alone in the plain twin."""
+        """``branch + shortcut``, or ``branch`` alone in the plain twin (unless a hook replaces it)."""
+        if self._join_hooks:
+            added = shortcut if self.residual else None  # what this join adds: none in a plain twin
+            for hook in self._join_hooks:
+                out = hook(self, branch, added)
+                if out is not None:
+                    return out
         if not self.residual or shortcut is None:
             return branch
         return branch + shortcut
@@ -55,3 +70,26 @@ def residual_blocks(model: nn.Module) -> Iterator[ResidualBlock]:
     return (m for m in model.modules() if isinstance(m, ResidualBlock))
 
 
+@contextmanager
+def join_hook(blocks: Iterable[ResidualBlock], hook: JoinHook) -> Iterator[None]:
+    """Call ``hook(block, branch, shortcut)`` in every join of ``blocks`` while the context is open.
+
+    The hook sees the branch ``F(x)`` and the shortcut ``S(x)`` that the join adds to it (``None``
+    in a plain twin, even where its block passes one); if it returns a tensor, the join returns
+    that instead (a lesioned residual block returns its shortcut). Hooks nest: the innermost one
+    that returns a tensor wins. They are removed on exit, also when the body raises.
+    """
+    hooked = list(blocks)
+    for block in hooked:
+        block._join_hooks = (hook, *block._join_hooks)
+    try:
+        yield
+    finally:
+        for block in hooked:
+            hooks = list(block._join_hooks)
+            hooks.pop(next(i for i, h in enumerate(hooks) if h is hook))  # this context's one only
+            rest = tuple(hooks)
+            if rest:
+                block._join_hooks = rest
+            else:  # back to the class default: no instance attribute left behind
+                block.__dict__.pop("_join_hooks", None)

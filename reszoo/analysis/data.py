@@ -1,0 +1,175 @@
+"""What ``reszoo analyze --data PATH`` reads, turned into model inputs and targets.
+
+Image classifiers (the only domain the command line reads so far):
+
+- an ``.npz`` file of uint8 images and integer labels, MNIST-style: the first of the key pairs
+  ``x_test``/``y_test``, ``x``/``y``, ``images``/``labels`` that it holds; images ``(N, H, W)`` or
+  ``(N, H, W, C)`` with C 1 or 3;
+- a folder with one subfolder per class (``root/<class>/<image>``); a subfolder is the label of
+  the model that it names, compared ignoring case and punctuation (``t-shirt_top`` is
+  ``T-shirt/top``), or a class index;
+- a folder of images named ``<anything>_<label>.<ext>`` (``examples/digits/digit_7.png``);
+- nothing: random uniform-noise images of the model's input size, whose "labels" are the intact
+  model's own predictions (the lesion metric is then agreement with the intact model).
+
+Every image goes through the model's own ``preprocess``. ``limit`` keeps a seeded random subset.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from .core import AnalysisError
+
+__all__ = ["AnalysisData", "IMAGE_EXTENSIONS", "image_data"]
+
+IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"})
+_NPZ_KEYS = (("x_test", "y_test"), ("x", "y"), ("images", "labels"))
+
+
+@dataclass
+class AnalysisData:
+    """Model inputs, targets, and how they were made (written into the results)."""
+
+    inputs: Tensor
+    targets: Tensor
+    labelled: bool  # False: targets are the intact model's predictions (synthetic inputs)
+    source: str
+
+    def describe(self) -> dict[str, Any]:
+        return {"source": self.source, "samples": int(self.inputs.shape[0]), "labelled": self.labelled}
+
+
+def _key(name: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "", name.lower())
+
+
+def _label_index(name: str, labels: Sequence[str] | None, num_classes: int, where: str) -> int:
+    """The class index a folder or file name stands for: a label of the model, or an index."""
+    if labels:
+        keys = {_key(label): i for i, label in enumerate(labels)}
+        if _key(name) in keys:
+            return keys[_key(name)]
+    if name.isdigit() and int(name) < num_classes:
+        return int(name)
+    known = ", ".join(labels[:12]) + (" ..." if len(labels) > 12 else "") if labels else f"0..{num_classes - 1}"
+    raise AnalysisError(f"{where}: {name!r} is not a class of this model (its classes: {known})")
+
+
+def _subset(n: int, limit: int | None, seed: int) -> np.ndarray:
+    if limit is None or limit >= n:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, size=limit, replace=False))
+
+
+def _num_classes(model: nn.Module) -> int:
+    labels = getattr(model, "labels", None)
+    if labels:
+        return len(labels)
+    entry = getattr(model, "entry", None)
+    if entry is not None and entry.num_classes:
+        return int(entry.num_classes)
+    raise AnalysisError("the model names no classes (no labels, no num_classes): not an image classifier")
+
+
+def image_data(model: nn.Module, path: str | os.PathLike[str] | None, *, limit: int | None = None, seed: int = 0) -> AnalysisData:
+    """Inputs and targets for an image classifier loaded with :func:`reszoo.load` (see module doc)."""
+    preprocess = getattr(model, "preprocess", None)
+    if preprocess is None:
+        raise AnalysisError("the model has no .preprocess; load it with reszoo.load(name)")
+    if path is None:
+        return _synthetic(model, limit or 64, seed)
+    path = Path(path)
+    if not path.exists():
+        raise AnalysisError(f"--data {path}: no such file or folder")
+    labels = getattr(model, "labels", None)
+    num_classes = _num_classes(model)
+    if path.is_file():
+        if path.suffix != ".npz":
+            raise AnalysisError(f"--data {path}: expected an .npz file or an image folder")
+        return _npz(path, preprocess, num_classes, limit, seed)
+    return _folder(path, preprocess, labels, num_classes, limit, seed)
+
+
+def _npz(path: Path, preprocess: Any, num_classes: int, limit: int | None, seed: int) -> AnalysisData:
+    try:
+        archive = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as err:
+        raise AnalysisError(f"--data {path}: not a readable .npz file ({err})") from err
+    with archive:
+        keys = next(((x, y) for x, y in _NPZ_KEYS if x in archive.files and y in archive.files), None)
+        if keys is None:
+            raise AnalysisError(f"--data {path}: holds {sorted(archive.files)}; expected images and labels as one of "
+                                + ", ".join(f"{x}/{y}" for x, y in _NPZ_KEYS))
+        try:
+            images, targets = archive[keys[0]], archive[keys[1]]
+        except ValueError as err:  # object arrays would need pickle, which is never allowed
+            raise AnalysisError(f"--data {path}: {keys[0]}/{keys[1]} are not plain arrays ({err})") from err
+    ok_shape = images.ndim == 3 or (images.ndim == 4 and images.shape[-1] in (1, 3))
+    if images.dtype != np.uint8 or not ok_shape:
+        raise AnalysisError(f"--data {path}: {keys[0]} must be uint8 images (N, H, W) or (N, H, W, C) with C 1 or 3, "
+                            f"got {images.dtype} {images.shape}")
+    if targets.shape != (images.shape[0],) or not np.issubdtype(targets.dtype, np.integer):
+        raise AnalysisError(f"--data {path}: {keys[1]} must be {images.shape[0]} integer labels, got {targets.dtype} {targets.shape}")
+    if len(targets) == 0:
+        raise AnalysisError(f"--data {path}: {keys[0]} is empty")
+    if targets.min() < 0 or targets.max() >= num_classes:
+        raise AnalysisError(f"--data {path}: labels span {targets.min()}..{targets.max()}, but the model has {num_classes} classes")
+    idx = _subset(len(targets), limit, seed)
+    x = torch.from_numpy(np.ascontiguousarray(images[idx]))
+    x = x.unsqueeze(1) if x.ndim == 3 else x.permute(0, 3, 1, 2)
+    return AnalysisData(preprocess(x), torch.from_numpy(targets[idx].astype(np.int64)), True,
+                        f"{path} ({keys[0]}/{keys[1]}, {len(idx)} of {len(targets)})")
+
+
+def _folder(root: Path, preprocess: Any, labels: Sequence[str] | None, num_classes: int, limit: int | None,
+            seed: int) -> AnalysisData:
+    subdirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    items: list[tuple[Path, int]] = []
+    if subdirs:
+        for sub in subdirs:
+            cls = _label_index(sub.name, labels, num_classes, f"--data {root}: class folder")
+            items += [(f, cls) for f in sorted(sub.rglob("*")) if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS]
+        layout = "class folders"
+    else:
+        for f in sorted(root.iterdir()):
+            if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS:
+                if "_" not in f.stem:
+                    raise AnalysisError(f"--data {root}: {f.name} carries no label; name images <anything>_<label>"
+                                        f"{f.suffix} or put them in one subfolder per class")
+                items.append((f, _label_index(f.stem.rsplit("_", 1)[1], labels, num_classes, f"--data {f}: label")))
+        layout = "labelled file names"
+    if not items:
+        raise AnalysisError(f"--data {root}: no images ({', '.join(sorted(IMAGE_EXTENSIONS))}) found")
+    idx = _subset(len(items), limit, seed)
+    chosen = [items[i] for i in idx]
+    inputs = preprocess([str(f) for f, _ in chosen])
+    return AnalysisData(inputs, torch.tensor([c for _, c in chosen]), True, f"{root} ({layout}, {len(chosen)} of {len(items)} images)")
+
+
+def _synthetic(model: nn.Module, n: int, seed: int) -> AnalysisData:
+    pre = model.preprocess
+    size, channels = getattr(pre, "size", None), getattr(pre, "channels", None)
+    if not isinstance(size, int) or channels not in (1, 3):
+        raise AnalysisError("cannot make synthetic inputs: the model's preprocess names no image size; pass --data")
+    gen = torch.Generator().manual_seed(seed)
+    images = torch.randint(0, 256, (n, channels, size, size), generator=gen, dtype=torch.uint8)
+    inputs = pre(images)
+    param = next(model.parameters())
+    with torch.no_grad():
+        was_training = model.training
+        model.eval()
+        out = model(inputs.to(device=param.device, dtype=param.dtype))
+        model.train(was_training)
+    return AnalysisData(inputs, out.argmax(-1).cpu(), False,
+                        f"synthetic: {n} uniform-noise {channels}x{size}x{size} images (seed {seed}), "
+                        "targets = the intact model's predictions")

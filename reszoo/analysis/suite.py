@@ -1,0 +1,93 @@
+"""All four diagnostics at once, as JSON-ready data and PNG plots (what ``reszoo analyze`` writes)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from .core import (
+    Metric,
+    accuracy,
+    block_infos,
+    branch_ratio,
+    gradient_correlation,
+    gradient_flow,
+    lesion_study,
+)
+
+__all__ = ["analyze", "plain_data", "write_json", "write_plots"]
+
+
+def analyze(
+    model: nn.Module,
+    inputs: Tensor,
+    targets: Tensor,
+    *,
+    metric: Metric = accuracy,
+    metric_name: str = "accuracy (%)",
+    grad_samples: int = 128,
+    ks: Sequence[int] = (1, 2, 4, 8, 16, 32),
+    trials: int = 5,
+    seed: int = 0,
+    batch_size: int = 256,
+) -> dict[str, Any]:
+    """Block table, gradient flow (on the first ``grad_samples`` inputs), branch ratio, lesion
+    study and (float inputs) gradient correlation of ``model`` on ``inputs``, moved to its device."""
+    param = next(model.parameters())
+    x = inputs.to(device=param.device, dtype=param.dtype if inputs.is_floating_point() else inputs.dtype)
+    y = targets.to(param.device)
+    torch.manual_seed(seed)  # dropout in the train-mode gradient pass
+    results: dict[str, Any] = {
+        "blocks": block_infos(model, x),
+        "gradient_flow": gradient_flow(model, x[:grad_samples], y[:grad_samples]),
+        "branch_ratio": branch_ratio(model, x, batch_size=batch_size),
+        "lesion": lesion_study(model, x, y, metric=metric, metric_name=metric_name, ks=ks, trials=trials, seed=seed,
+                               batch_size=batch_size),
+        "gradient_correlation": gradient_correlation(model, x, seed=seed) if x.is_floating_point() else None,
+    }
+    return results
+
+
+def plain_data(value: Any) -> Any:
+    """Dataclasses, tuples and non-finite floats as JSON-safe data (NaN and infinities become None)."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return plain_data(dataclasses.asdict(value))
+    if isinstance(value, Mapping):
+        return {str(k): plain_data(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [plain_data(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def write_json(data: Any, path: str | os.PathLike[str]) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(plain_data(data), indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    return path
+
+
+def write_plots(results: Mapping[str, Mapping[str, Any]], out: str | os.PathLike[str]) -> list[Path]:
+    """One PNG per diagnostic in ``out``, every model of ``{label: analyze(...)}`` on the same axes."""
+    from .plots import plot_branch_ratio, plot_gradient_correlation, plot_gradient_flow, plot_lesion
+
+    out = Path(out)
+    labelled = {name: r for name, r in results.items()}
+    written = [
+        plot_gradient_flow({k: r["gradient_flow"] for k, r in labelled.items()}, out / "gradient_flow.png"),
+        plot_branch_ratio({k: r["branch_ratio"] for k, r in labelled.items()}, out / "branch_ratio.png"),
+        plot_lesion({k: r["lesion"] for k, r in labelled.items()}, out / "lesion.png"),
+    ]
+    correlations = {k: r["gradient_correlation"] for k, r in labelled.items() if r.get("gradient_correlation") is not None}
+    if correlations:
+        written.append(plot_gradient_correlation(correlations, out / "gradient_correlation.png"))
+    return written
