@@ -150,6 +150,9 @@ def cmd_pull(args: argparse.Namespace) -> int:
 
     if args.revision is not None:
         check_revision(args.revision, "--revision", ReszooError)
+        if args.to:  # a mirror holds the registry's pinned files only: it records no revision to tell them apart
+            raise ReszooError("--revision with --to would put an unpinned file where loads expect the pinned one; "
+                              "pull other revisions into the cache (no --to)")
     names = list(args.names)
     for name in names:  # a LoRA adapter is nothing without its base: pulled too (appended once)
         base = get_entry(name).base

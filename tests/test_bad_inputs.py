@@ -455,3 +455,13 @@ def test_cli_predicts_an_alpha_only_digit(tmp_path: Path, offline: None, capsys:
     _alpha_only(7).save(path)
     assert main(["predict", "resnet-mnist", str(path), "--top-k", "1", "--json"]) == 0
     assert '"label": "7"' in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(("episodes", "max_steps"), [(0, None), (-1, None), (1, 0), (1, -5), (True, None), (1, 2.5)])
+def test_run_episodes_refuses_non_positive_counts(episodes, max_steps):
+    """The Python API checks what `reszoo play` checks, before any environment is made."""
+    from reszoo.errors import InputError
+    from reszoo.rl.rollout import run_episodes
+
+    with pytest.raises(InputError, match="must be a whole number >= 1"):
+        run_episodes(object(), "CartPole-v1", episodes, 0, max_steps=max_steps)

@@ -555,3 +555,10 @@ def test_mirror_entry_that_is_not_a_file_is_named(kind, needle, registry, tmp_pa
     assert str(path) in str(err.value)
     assert cli(["predict", "odd", "x.png", "--mirror", str(mirror)]) == 1
     assert needle in _one_error_line(capsys)
+
+
+def test_pull_revision_into_a_mirror_is_refused(hub_entry, tmp_path, capsys):
+    """A mirror holds pinned files only; an unpinned revision written there would fail every later load."""
+    assert cli(["pull", "tiny", "--revision", "main", "--to", str(tmp_path / "mirror")]) == 1
+    assert "--revision with --to" in _one_error_line(capsys)
+    assert not (tmp_path / "mirror").exists()

@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import InputError
 from .agents import Agent
 
 __all__ = ["run_episodes", "make_env"]
@@ -31,6 +32,9 @@ def run_episodes(agent: Agent, env_id: str, episodes: int, seed: int, *, determi
     ``on_frame`` receives every ``rgb_array`` frame (the environment is created with that render
     mode only when it is given). The environment's spaces are checked against the agent first.
     """
+    for label, value in (("episodes", episodes), ("max_steps", max_steps)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise InputError(f"{label} must be a whole number >= 1, got {value!r}")
     env = make_env(env_id, render_mode="rgb_array" if on_frame is not None else None)
     try:
         agent.check_env(env)
