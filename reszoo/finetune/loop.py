@@ -11,11 +11,14 @@ summed (``reduce``) across processes; only the main process writes files.
 
 from __future__ import annotations
 
+import importlib
 import json
 import math
 import sys
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -24,11 +27,34 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .adapters import Adapter, Collate, EncodedDataset
+from .batches import LengthGroupedBatchSampler, TensorRows, item_length
 from .model import param_groups, set_train_mode
 from .options import FinetuneOptions, OptionsError
 from .rundir import BEST_WEIGHTS, CHECKPOINTS_DIR, SAMPLE_IDS_FILE, MetricsLog, save_checkpoint, save_weights
 
-__all__ = ["Loop", "Trained", "evaluate", "make_accelerator", "prepare_loop", "train"]
+__all__ = ["Loop", "Trained", "bf16_supported", "evaluate", "make_accelerator", "prepare_loop", "resolve_criterion", "train"]
+
+
+@lru_cache(maxsize=None)
+def _cpu_flags() -> frozenset[str]:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+def bf16_supported(device: str | torch.device) -> bool:
+    """Whether bf16 autocast is fast on ``device``: CUDA GPUs with bf16 (Ampere and later), or
+    CPUs with bf16 instructions (AVX512-BF16 or AMX, from /proc/cpuinfo); elsewhere it is emulated
+    and slower than float32."""
+    kind = torch.device(device).type
+    if kind == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    return kind == "cpu" and bool(_cpu_flags() & {"avx512_bf16", "amx_bf16"})
 
 
 def _resolve_mixed_precision(opts: FinetuneOptions) -> str:
@@ -56,6 +82,43 @@ def make_accelerator(opts: FinetuneOptions) -> tuple[Any, str]:
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=opts.seed),
     )
     return accelerator, mixed_precision
+
+
+def _scheduler(optimizer: Any, opts: FinetuneOptions, total_steps: int) -> Any:
+    if opts.schedule == "onecycle":
+        # torch's one-cycle: from lr/25 up to lr over the warm-up fraction, cosine down to lr/25e4;
+        # momentum (or Adam's beta1) cycles the other way, 0.95 -> 0.85 -> 0.95.
+        pct = opts.warmup if opts.warmup < 1 else opts.warmup / max(1, total_steps)
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=[g["lr"] for g in optimizer.param_groups],
+                                                   total_steps=max(1, total_steps), pct_start=min(pct, 1.0))
+    factor, _ = _schedule(opts, total_steps)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def _optimizer(model: nn.Module, opts: FinetuneOptions) -> torch.optim.Optimizer:
+    groups = param_groups(model, opts)
+    if opts.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=opts.lr, momentum=opts.momentum, nesterov=opts.momentum > 0)
+    return torch.optim.AdamW(groups, lr=opts.lr)
+
+
+def resolve_criterion(opts: FinetuneOptions, domain: str) -> Callable[[Tensor, Tensor], Tensor]:
+    """The training loss: cross-entropy, a callable, or a criterion the domain names in the
+    ``CRITERIA`` of its training module (``reszoo.<domain>.training``)."""
+    if opts.criterion is None:
+        smoothing = opts.label_smoothing
+        return lambda logits, target: F.cross_entropy(logits, target, label_smoothing=smoothing)
+    if callable(opts.criterion):
+        return opts.criterion
+    try:
+        known = getattr(importlib.import_module(f"reszoo.{domain}.training"), "CRITERIA", {})
+    except ModuleNotFoundError:
+        known = {}
+    if opts.criterion not in known:
+        raise OptionsError(f"criterion {opts.criterion!r}: the {domain} domain provides "
+                           + (f"only {', '.join(sorted(known))}" if known else "no named criteria")
+                           + "; give a callable (logits, target) -> loss, or leave it out for cross-entropy")
+    return known[opts.criterion]()
 
 
 def _schedule(opts: FinetuneOptions, total_steps: int) -> tuple[Any, int]:
@@ -99,20 +162,21 @@ def _summarise(loss_sum: float, preds: Tensor, targets: Tensor, num_classes: int
     return summary
 
 
-def evaluate(accelerator: Any, model: nn.Module, loader: Any, adapter: Adapter, num_classes: int,
-             with_confusion: bool = False) -> dict[str, Any]:
+def evaluate(loop: Loop, split: str, with_confusion: bool = False) -> dict[str, Any]:
+    """Cross-entropy loss, accuracy and macro-F1 of the model on the ``split`` loader, over all processes."""
+    accelerator, model = loop.accelerator, loop.model
     model.eval()
     losses, preds, targets = [], [], []
     with torch.no_grad():
-        for batch in loader:
-            logits = adapter.forward(model, batch["inputs"]).float()
+        for batch in loop.eval_loaders[split]:
+            logits = loop.adapter.forward(model, loop.model_inputs(batch["inputs"])).float()
             loss = F.cross_entropy(logits, batch["target"], reduction="none")
             # gather_for_metrics drops the samples accelerate repeated to even out the last batch.
             loss, pred, target = accelerator.gather_for_metrics((loss, logits.argmax(-1), batch["target"]))
             losses.append(loss.cpu())
             preds.append(pred.cpu())
             targets.append(target.cpu())
-    return _summarise(float(torch.cat(losses).double().sum()), torch.cat(preds), torch.cat(targets), num_classes,
+    return _summarise(float(torch.cat(losses).double().sum()), torch.cat(preds), torch.cat(targets), loop.num_classes,
                       with_confusion)
 
 
@@ -137,34 +201,66 @@ class Loop:
     out: Path | None
     steps_per_epoch: int
     total_steps: int
+    criterion: Callable[[Tensor, Tensor], Tensor] = F.cross_entropy
+    channels_last: bool = False
+    epoch_hooks: list[Any] = field(default_factory=list)  # samplers/datasets whose order is set per epoch
 
     @property
     def main(self) -> bool:
         return self.accelerator.is_main_process
 
+    def model_inputs(self, inputs: dict[str, Any]) -> dict[str, Any]:
+        if not self.channels_last:
+            return inputs
+        return {k: v.contiguous(memory_format=torch.channels_last) if isinstance(v, Tensor) and v.dim() == 4 else v
+                for k, v in inputs.items()}
+
     def say(self, *args: Any, **kwargs: Any) -> None:
         self.accelerator.print(*args, **kwargs)
 
 
-def prepare_loop(accelerator: Any, model: nn.Module, adapter: Adapter, collate: Collate, train_set: EncodedDataset,
-                 eval_sets: dict[str, EncodedDataset], *, num_classes: int, opts: FinetuneOptions, log: MetricsLog,
-                 out: Path | None) -> Loop:
+def _loaders(accelerator: Any, collate: Collate, train_set: Any, eval_sets: dict[str, Any], opts: FinetuneOptions,
+             encoded: list[Any] | None) -> tuple[Any, dict[str, Any], list[Any]]:
+    """The data loaders, and what must hear of each new epoch (its order is a function of seed + epoch)."""
+    DataLoader = torch.utils.data.DataLoader
+    if isinstance(train_set, TensorRows):
+        if opts.group_by_length:
+            raise OptionsError("group_by_length groups items of varying lengths (texts, audio); tensor data has one shape")
+        # Batches are cut from rows already on the device; the dataset shuffles them per epoch.
+        args = dict(collate_fn=TensorRows.collate, num_workers=0)
+        train_loader = DataLoader(train_set, batch_size=opts.batch_size, shuffle=False, **args)
+        evals = {k: DataLoader(v, batch_size=opts.batch_size, shuffle=False, **args) for k, v in eval_sets.items()}
+        return train_loader, evals, [train_set]
+    args = dict(collate_fn=collate, num_workers=opts.num_workers, pin_memory=accelerator.device.type == "cuda")
+    evals = {k: DataLoader(v, batch_size=opts.batch_size, shuffle=False, **args) for k, v in eval_sets.items()}
+    if opts.group_by_length:
+        lengths = [item_length(e) for e in encoded] if encoded is not None else \
+            [item_length(train_set[i][1]) for i in range(len(train_set))]
+        sampler = LengthGroupedBatchSampler(lengths, opts.batch_size, pool=opts.group_by_length, seed=opts.seed)
+        return DataLoader(train_set, batch_sampler=sampler, **args), evals, [sampler]
+    return DataLoader(train_set, batch_size=opts.batch_size, shuffle=True, **args), evals, []
+
+
+def prepare_loop(accelerator: Any, model: nn.Module, adapter: Adapter, collate: Collate, train_set: EncodedDataset | TensorRows,
+                 eval_sets: dict[str, Any], *, num_classes: int, opts: FinetuneOptions, log: MetricsLog,
+                 out: Path | None, domain: str = "") -> Loop:
     """Optimizer, loaders and schedule, prepared by accelerate."""
-    optimizer = torch.optim.AdamW(param_groups(model, opts), lr=opts.lr)
-    loader_args = dict(collate_fn=collate, num_workers=opts.num_workers, pin_memory=accelerator.device.type == "cuda")
-    train_loader = torch.utils.data.DataLoader(train_set, batch_size=opts.batch_size, shuffle=True, **loader_args)
-    eval_loaders = {split: torch.utils.data.DataLoader(dataset, batch_size=opts.batch_size, shuffle=False, **loader_args)
-                    for split, dataset in eval_sets.items()}
+    channels_last = opts.channels_last if opts.channels_last is not None else accelerator.device.type == "cuda"
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = _optimizer(model, opts)
+    encoded = getattr(train_set, "encoded", None)
+    train_loader, eval_loaders, hooks = _loaders(accelerator, collate, train_set, eval_sets, opts, encoded)
     wrapped, optimizer, train_loader = accelerator.prepare(model, optimizer, train_loader)
     eval_loaders = {k: accelerator.prepare(v) for k, v in eval_loaders.items()}
     steps_per_epoch = math.ceil(len(train_loader) / opts.grad_accum)
     total_steps = steps_per_epoch * opts.epochs
-    factor, _ = _schedule(opts, total_steps)
-    scheduler = accelerator.prepare(torch.optim.lr_scheduler.LambdaLR(optimizer, factor))
+    scheduler = accelerator.prepare(_scheduler(optimizer, opts, total_steps))
     return Loop(accelerator=accelerator, model=wrapped, unwrapped=accelerator.unwrap_model(wrapped),
                 optimizer=optimizer, scheduler=scheduler, train_loader=train_loader, eval_loaders=eval_loaders,
                 adapter=adapter, num_classes=num_classes, opts=opts, log=log, out=out,
-                steps_per_epoch=steps_per_epoch, total_steps=total_steps)
+                steps_per_epoch=steps_per_epoch, total_steps=total_steps, criterion=resolve_criterion(opts, domain),
+                channels_last=channels_last, epoch_hooks=hooks)
 
 
 # --------------------------------------------------------------------------- the loop
@@ -194,9 +290,13 @@ def _train_epoch(loop: Loop, epoch: int, state: dict[str, Any]) -> tuple[dict[st
     step_sums = torch.zeros(2, dtype=torch.float64, device=accelerator.device)
     start = time.perf_counter()
     for batch in loop.train_loader:
+        inputs = batch["inputs"]
+        if opts.augment is not None:
+            with torch.no_grad():
+                inputs = opts.augment(inputs)
         with accelerator.accumulate(wrapped):
-            logits = loop.adapter.forward(wrapped, batch["inputs"]).float()
-            loss = F.cross_entropy(logits, batch["target"], label_smoothing=opts.label_smoothing)
+            logits = loop.adapter.forward(wrapped, loop.model_inputs(inputs)).float()
+            loss = loop.criterion(logits, batch["target"])
             accelerator.backward(loss)
             if accelerator.sync_gradients and opts.max_grad_norm:
                 accelerator.clip_grad_norm_(wrapped.parameters(), opts.max_grad_norm)
@@ -205,10 +305,13 @@ def _train_epoch(loop: Loop, epoch: int, state: dict[str, Any]) -> tuple[dict[st
                 scheduler.step()
             optimizer.zero_grad(set_to_none=True)
         n = batch["target"].numel()
-        with torch.no_grad():
-            sums += torch.stack([loss.detach().double() * n, (logits.argmax(-1) == batch["target"]).sum().double(),
-                                 torch.tensor(float(n), dtype=torch.float64, device=sums.device)])
-            step_sums += torch.stack([loss.detach().double() * n, torch.tensor(float(n), dtype=torch.float64, device=sums.device)])
+        with torch.no_grad():  # on the device, without a host copy: no step waits for the GPU here
+            weighted = loss.detach().double() * n
+            sums[0] += weighted
+            sums[1] += (logits.argmax(-1) == batch["target"]).sum()
+            sums[2] += n
+            step_sums[0] += weighted
+            step_sums[1] += n
         if opts.log_sample_ids:
             seen_ids += batch["index"].tolist()
         if accelerator.sync_gradients:
@@ -218,14 +321,15 @@ def _train_epoch(loop: Loop, epoch: int, state: dict[str, Any]) -> tuple[dict[st
                 loop.log.write({"event": "step", "epoch": epoch, "step": state["global_step"],
                                 "loss": float(totals[0] / totals[1]), "lr": scheduler.get_last_lr()[0]})
                 step_sums.zero_()
-        elapsed = time.perf_counter() - start
         bar.update(1)
-        bar.set_postfix(loss=f"{float(sums[0] / sums[2]):.4f}",
-                        samples_s=f"{float(sums[2]) * accelerator.num_processes / max(elapsed, 1e-9):.0f}", refresh=False)
+        if not bar.disable:  # reading the sums waits for the GPU: only for a bar that shows them
+            elapsed = time.perf_counter() - start
+            bar.set_postfix(loss=f"{float(sums[0] / sums[2]):.4f}",
+                            samples_s=f"{float(sums[2]) * accelerator.num_processes / max(elapsed, 1e-9):.0f}", refresh=False)
     bar.close()
-    seconds = time.perf_counter() - start
     totals = accelerator.reduce(sums, reduction="sum")
-    count = int(totals[2])
+    count = int(totals[2])  # waits for the epoch's last step: the time below is the whole epoch's
+    seconds = time.perf_counter() - start
     if opts.log_sample_ids:
         from accelerate.utils import gather_object
 
@@ -244,7 +348,7 @@ def _train_epoch(loop: Loop, epoch: int, state: dict[str, Any]) -> tuple[dict[st
 def _validate(loop: Loop, epoch: int, state: dict[str, Any], record: dict[str, Any]) -> None:
     """Validation metrics into ``record``; the best epoch's weights kept; early stopping decided."""
     opts = loop.opts
-    metrics = evaluate(loop.accelerator, loop.model, loop.eval_loaders["validation"], loop.adapter, loop.num_classes)
+    metrics = evaluate(loop, "validation")
     record.update({f"val_{k}": v for k, v in metrics.items()})
     score = (1.0 if opts.monitor == "accuracy" else -1.0) * metrics[opts.monitor]
     if state["best"] is None or score > state["best"]:
@@ -269,6 +373,8 @@ def train(loop: Loop, state: dict[str, Any], *, wall_start: float, prior_wall: f
     while not done:
         epoch = state["epoch"] + 1
         loop.train_loader.set_epoch(epoch - 1)  # the permutation is a function of seed + epoch alone
+        for hook in loop.epoch_hooks:
+            hook.set_epoch(epoch - 1)
         set_train_mode(loop.unwrapped, opts)
         record, seconds = _train_epoch(loop, epoch, state)
         train_seconds += seconds

@@ -7,14 +7,15 @@ import json
 from pathlib import Path
 from typing import Any
 
-from torch import nn
+import torch
+from torch import Tensor, nn
 
 from ..registry import Entry
 from .adapters import Adapter, Collate, EncodedDataset
 from .options import FinetuneError, FinetuneOptions, OptionsError
 
-__all__ = ["apply_lora", "base_entry", "configure_trainable", "freeze_unused", "is_head", "load_model",
-           "param_groups", "set_train_mode"]
+__all__ = ["apply_lora", "base_entry", "configure_trainable", "deterministic_pools", "freeze_unused", "is_head",
+           "load_model", "param_groups", "set_train_mode"]
 
 
 def base_entry(name: str) -> Entry:
@@ -81,16 +82,56 @@ def apply_lora(model: nn.Module, opts: FinetuneOptions, head: str) -> tuple[nn.M
     return model, f"{head}; {lora_summary(model)}"
 
 
+def _frozen_by_name(model: nn.Module, prefixes: list[str]) -> set[str]:
+    """Parameters under the ``freeze`` prefixes (a module path or a parameter name); each prefix must name some."""
+    names = [n for n, _ in model.named_parameters()]
+    frozen: set[str] = set()
+    for prefix in prefixes:
+        found = {n for n in names if n == prefix or n.startswith(prefix.rstrip(".") + ".")}
+        if not found:
+            tops = sorted({n.split(".")[0] for n in names})
+            raise OptionsError(f"freeze: no parameter of {type(model).__name__} is named {prefix!r} or lies under it "
+                               f"(its top-level modules: {', '.join(tops)})")
+        frozen |= found
+    return frozen
+
+
 def configure_trainable(model: nn.Module, opts: FinetuneOptions) -> int:
+    frozen = _frozen_by_name(model, opts.freeze) if opts.freeze else set()
     if opts.lora:  # peft chose: the LoRA matrices and the head's trainable copy, nothing else
+        for name, param in model.named_parameters():
+            if name in frozen:
+                param.requires_grad_(False)
         return sum(p.numel() for p in model.parameters() if p.requires_grad)
     prefixes = tuple(model.head_prefixes)
     count = 0
     for name, param in model.named_parameters():
-        param.requires_grad_(not opts.freeze_backbone or is_head(name, prefixes))
+        param.requires_grad_((not opts.freeze_backbone or is_head(name, prefixes)) and name not in frozen)
         count += param.numel() if param.requires_grad else 0
     if count == 0:
         raise FinetuneError("no trainable parameters (the head has none?)")
+    return count
+
+
+class _MeanPool(nn.AdaptiveAvgPool2d):
+    """AdaptiveAvgPool2d to 1x1 as a mean over height and width: the same function, with a
+    deterministic backward on CUDA (the pooling op's own raises under deterministic algorithms)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x.mean(dim=(-2, -1), keepdim=True)
+
+
+def deterministic_pools(model: nn.Module, device: torch.device) -> int:
+    """Under ``torch.use_deterministic_algorithms(True)`` on CUDA, global average pools become
+    means (in place; no parameters change). Returns how many were changed."""
+    if device.type != "cuda" or not torch.are_deterministic_algorithms_enabled():
+        return 0
+    count = 0
+    for module in model.modules():
+        size = module.output_size if isinstance(module, nn.AdaptiveAvgPool2d) else None
+        if type(module) is nn.AdaptiveAvgPool2d and size in (1, (1, 1)):
+            module.__class__ = _MeanPool
+            count += 1
     return count
 
 

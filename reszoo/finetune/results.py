@@ -14,6 +14,7 @@ from torch import nn
 
 from ..cards import load_path
 from ..registry import Entry, Metric, Source
+from .batches import TensorData
 from .data import Splits
 from .loop import Loop, Trained, _fmt, evaluate
 from .options import FinetuneOptions
@@ -46,6 +47,8 @@ def _model_name(opts: FinetuneOptions, base: Entry) -> str:
 def _dataset_name(opts: FinetuneOptions, train_data: Any) -> str:
     if opts.dataset_name:
         return opts.dataset_name
+    if isinstance(train_data, TensorData) and not train_data.name.startswith("<"):
+        return train_data.name
     if isinstance(train_data, str | os.PathLike):
         p = Path(train_data).resolve()
         name = p.stem if p.is_file() else p.name
@@ -58,6 +61,8 @@ def _recipe(base: Entry, opts: FinetuneOptions, *, head: str, processes: int, n_
             steps: int, mixed_precision: str) -> str:
     warm = f"{opts.warmup:g} of the steps" if opts.warmup < 1 else f"{int(opts.warmup)} steps"
     what = "the new head only (backbone frozen)" if opts.freeze_backbone else "all layers"
+    if opts.freeze and not opts.freeze_backbone:
+        what += f" but {', '.join(opts.freeze)} (frozen)"
     if opts.lora:
         what = (f"LoRA adapters (rank {opts.lora_rank}, alpha {opts.lora_alpha or 2 * opts.lora_rank:g}, dropout "
                 f"{opts.lora_dropout:g}, on {' '.join(opts.lora_targets) if opts.lora_targets else 'the domain default layers'}) "
@@ -65,9 +70,9 @@ def _recipe(base: Entry, opts: FinetuneOptions, *, head: str, processes: int, n_
     parts = [
         (f"Fine-tuned from `{base.name}` with `{opts.script}` ({head}), training {what}." if opts.pretrained else
          f"Trained from scratch (random init) with the architecture of `{base.name}` by `{opts.script}`."),
-        f"AdamW, lr {opts.lr:g}" + (f" (new head {opts.head_lr:g})" if opts.head_lr else "")
-        + f", weight decay {opts.weight_decay:g} (not on biases/norms), linear warm-up over "
-        f"{warm} then {opts.schedule} decay to {opts.min_lr_ratio:g}x; label smoothing {opts.label_smoothing:g}; "
+        _optimizer_text(opts) + (f" (new head {opts.head_lr:g})" if opts.head_lr else "")
+        + f", weight decay {opts.weight_decay:g} (not on biases/norms), " + _schedule_text(opts, warm) + "; "
+        + _loss_text(opts) + "; "
         f"batch {opts.batch_size} x {processes} process(es) x {opts.grad_accum} accumulation step(s); "
         f"{opts.epochs} epoch(s) ({steps} optimizer steps) with seed {opts.seed}; BatchNorm {opts.batchnorm}; "
         f"mixed precision {mixed_precision}"
@@ -77,6 +82,33 @@ def _recipe(base: Entry, opts: FinetuneOptions, *, head: str, processes: int, n_
         "when there is validation data, else of the last epoch.",
     ]
     return "\n".join(parts)
+
+
+def _optimizer_text(opts: FinetuneOptions) -> str:
+    if opts.optimizer == "sgd":
+        return f"SGD (Nesterov momentum {opts.momentum:g}), lr {opts.lr:g}" if opts.momentum else f"SGD, lr {opts.lr:g}"
+    return f"AdamW, lr {opts.lr:g}"
+
+
+def _schedule_text(opts: FinetuneOptions, warm: str) -> str:
+    if opts.schedule == "onecycle":
+        return f"one-cycle schedule (rising over {warm}, then cosine decay)"
+    return f"linear warm-up over {warm} then {opts.schedule} decay to {opts.min_lr_ratio:g}x"
+
+
+def _loss_text(opts: FinetuneOptions) -> str:
+    from .options import callable_ref
+
+    if opts.criterion is None:
+        text = f"cross-entropy, label smoothing {opts.label_smoothing:g}"
+    else:
+        name = callable_ref(opts.criterion)
+        text = f"loss {name.removeprefix('callable:') if isinstance(name, str) else name}"
+    if opts.augment is not None:
+        text += f"; augmentation {str(callable_ref(opts.augment)).removeprefix('callable:')}"
+    if opts.group_by_length:
+        text += f"; batches grouped by length (pools of {opts.group_by_length} batches)"
+    return text
 
 
 def _saved_preprocess(base: Entry, opts: FinetuneOptions, weights: Any) -> dict[str, Any]:
@@ -175,14 +207,12 @@ def _final_metrics(loop: Loop, state: dict[str, Any]) -> tuple[dict[str, Any], t
     final: dict[str, Any] = {k: v for k, v in chosen.items() if k.startswith("val_")}
     final["best_epoch"] = state["best_epoch"]
     confusion = None
-    eval_args = (loop.accelerator, loop.model)
     if "test" in loop.eval_loaders:
-        test_metrics = evaluate(*eval_args, loop.eval_loaders["test"], loop.adapter, loop.num_classes, with_confusion=True)
+        test_metrics = evaluate(loop, "test", with_confusion=True)
         confusion = ("test", test_metrics.pop("confusion"))
         final.update({f"test_{k}": v for k, v in test_metrics.items()})
     elif "validation" in loop.eval_loaders and loop.out is not None:
-        confusion = ("validation", evaluate(*eval_args, loop.eval_loaders["validation"], loop.adapter, loop.num_classes,
-                                            with_confusion=True)["confusion"])
+        confusion = ("validation", evaluate(loop, "validation", with_confusion=True)["confusion"])
     loop.unwrapped.eval()
     return final, confusion
 

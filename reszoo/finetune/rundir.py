@@ -28,12 +28,15 @@ from torch import nn
 
 from .data import LabeledData
 from .options import (
+    CALLABLE_OPTIONS,
     INVOCATION_OPTIONS,
     RUNTIME_OPTIONS,
     FinetuneOptions,
     OptionsError,
     ResumeError,
     RunExistsError,
+    callable_ref,
+    is_callable_ref,
     saved_options,
 )
 from .runlock import LOCK_FILES
@@ -160,8 +163,13 @@ def fingerprint(data: LabeledData) -> str:
     return digest.hexdigest()
 
 
+IN_MEMORY = ("<in-memory pairs>", "<in-memory tensors>")
+
+
 def data_ref(source: Any) -> Any:
-    return str(Path(source).resolve()) if isinstance(source, str | os.PathLike) else "<in-memory pairs>"
+    if isinstance(source, str | os.PathLike):
+        return str(Path(source).resolve())
+    return IN_MEMORY[0] if isinstance(source, list | tuple) else IN_MEMORY[1]
 
 
 def _merge_resume(saved: dict[str, Any], given: dict[str, Any], name: str, train_data: Any,
@@ -179,15 +187,23 @@ def _merge_resume(saved: dict[str, Any], given: dict[str, Any], name: str, train
     for key, value in given.items():
         if key in RUNTIME_OPTIONS:
             options[key] = value
+        elif key in CALLABLE_OPTIONS and callable_ref(value) == options.get(key):
+            options[key] = value  # the same callable again: run.json holds its reference only
         elif options.get(key) != value:
             conflicts.append(f"{key}={value!r} (the run has {options.get(key)!r})")
+    missing = [f"{k}={options[k][len('callable:'):]}" for k in sorted(CALLABLE_OPTIONS) if is_callable_ref(options.get(k))]
+    if options.get("test_data") == "<in-memory data>":
+        missing.append("test_data=<in-memory data>")
+    if missing:
+        raise ResumeError(f"this run was trained with {', '.join(missing)}; pass the same again to resume it")
     if conflicts:
         raise ResumeError("--resume continues the run as it was started; these differ: " + "; ".join(conflicts)
                           + ". Drop them, or start a new run (another --out, or --overwrite)")
     train = train_data if train_data is not None else saved["train_data"]
     val = val_data if val_data is not None else saved["val_data"]
-    if train == "<in-memory pairs>":
-        raise ResumeError("this run was trained on in-memory pairs: pass the same pairs again to resume it")
+    if train in IN_MEMORY:
+        what = train.strip("<>")
+        raise ResumeError(f"this run was trained on {what}: pass the same data again to resume it")
     return options, train, val
 
 

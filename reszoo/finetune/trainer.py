@@ -21,14 +21,16 @@ import time
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
 from .adapters import Adapter, Collate, EncodedDataset, make_adapter
-from .data import Splits, drop_unreadable, read_data, split_validation
+from .batches import TensorData, TensorRows
+from .data import LabeledData, Splits, drop_unreadable, read_data, split_validation
 from .loop import _schedule  # noqa: F401  (known here by older callers and tests)
 from .loop import make_accelerator, prepare_loop, train
-from .model import apply_lora, base_entry, configure_trainable, freeze_unused, load_model
-from .options import FinetuneOptions, OptionsError, ResumeError
+from .model import apply_lora, base_entry, configure_trainable, deterministic_pools, freeze_unused, load_model
+from .options import DataError, FinetuneOptions, OptionsError, ResumeError
 from .results import RunInfo, finish
 from .rundir import (
     METRICS_FILE,
@@ -70,16 +72,52 @@ def _read_splits(train_data: Any, val_data: Any, domain: str, opts: FinetuneOpti
     """Read and check every split before anything is written; hold out validation data if none is given."""
     read = dict(text_column=opts.text_column, label_column=opts.label_column, delimiter=opts.delimiter,
                 on_bad_file=opts.on_bad_file)
-    train = read_data(train_data, domain, role="train", **read)
+    tensors = isinstance(train_data, TensorData)
+    for role, source in (("validation", val_data), ("test", opts.test_data)):
+        if source is not None and isinstance(source, TensorData) != tensors:
+            raise DataError(f"{role} data: give it as {'TensorData' if tensors else 'a path or pairs'}, like the training data")
+
+    def read_split(source: Any, role: str, classes: tuple[str, ...] | None = None) -> LabeledData:
+        if tensors:
+            return source.labeled(role, classes)
+        return read_data(source, domain, role=role, classes=classes, **read)
+
+    train = read_split(train_data, "train")
     classes = train.classes
-    val = read_data(val_data, domain, role="validation", classes=classes, **read) if val_data is not None else None
-    test = read_data(opts.test_data, domain, role="test", classes=classes, **read) if opts.test_data else None
+    val = read_split(val_data, "validation", classes) if val_data is not None else None
+    test = read_split(opts.test_data, "test", classes) if opts.test_data is not None else None
     held_out = val is None and opts.val_split > 0
     if val is None:
         train, val = split_validation(train, opts.val_split, opts.seed)
     if opts.early_stopping and val is None:
         raise OptionsError("early_stopping needs validation data: give --val, or a --val-split > 0")
     return Splits(train=train, val=val, test=test, held_out=held_out)
+
+
+def _tensor_key(adapter: Adapter, data: TensorData) -> str:
+    """The adapter's input name for a bare tensor: the one key its collate makes of a row."""
+    if not isinstance(data.inputs, torch.Tensor):
+        return ""
+    try:
+        keys = list(adapter.collate([data.inputs[0]]))
+    except Exception:  # noqa: BLE001 - any failure means the same: this domain's batches are not one tensor
+        keys = []
+    if len(keys) != 1:
+        raise DataError(f"{data.name}: the {adapter.domain} model takes {', '.join(keys) or 'other inputs'}, not one "
+                        "tensor; give TensorData inputs as a dict of the model's batch inputs")
+    return keys[0]
+
+
+def _tensor_sets(splits: Splits, sources: dict[str, Any], adapter: Adapter, device: Any,
+                 opts: FinetuneOptions) -> dict[str, TensorRows]:
+    """Rows of in-memory tensors, on the training device."""
+    sets = {}
+    for role, data in (("train", splits.train), ("validation", splits.val), ("test", splits.test)):
+        if data is not None:
+            source = sources[role]
+            sets[role] = TensorRows(source, data.items, device, _tensor_key(adapter, source),
+                                    shuffle_seed=opts.seed if role == "train" else None)
+    return sets
 
 
 def _encode_splits(splits: Splits, adapter: Adapter, opts: FinetuneOptions) -> dict[str, EncodedDataset]:
@@ -102,11 +140,11 @@ def _report_skipped(splits: Splits, say: Any) -> None:
                 f"{data.skipped[0][0]} ({data.skipped[0][1]})", file=sys.stderr)
 
 
-def _prepare_model(model: nn.Module, adapter: Adapter, collate: Collate, train_set: EncodedDataset,
+def _prepare_model(model: nn.Module, adapter: Adapter, collate: Collate, train_set: EncodedDataset | TensorRows,
                    opts: FinetuneOptions, processes: int) -> tuple[nn.Module, int]:
     trainable = configure_trainable(model, opts)
     if processes > 1:
-        unused = freeze_unused(model, adapter, train_set, collate)
+        unused = freeze_unused(model, adapter, train_set, TensorRows.collate if isinstance(train_set, TensorRows) else collate)
         if unused:
             logger.info("frozen (unused by the forward pass): %s", ", ".join(unused))
     if opts.batchnorm == "sync" and processes > 1:
@@ -143,7 +181,12 @@ def _run(name: str, train_data: Any, val_data: Any, given: dict[str, Any], opts:
         model, head = apply_lora(model, opts, head)
         say(head)
     adapter = make_adapter(model, entry.domain, max_length=opts.max_length)
-    sets = _encode_splits(splits, adapter, opts)
+    if isinstance(train_data, TensorData):
+        sources = {"train": train_data, "validation": val_data if val_data is not None else train_data,
+                   "test": opts.test_data}
+        sets: dict[str, Any] = _tensor_sets(splits, sources, adapter, accelerator.device, opts)
+    else:
+        sets = _encode_splits(splits, adapter, opts)
     data_fingerprint = fingerprint(splits.train)
     if saved is not None and saved.get("fingerprint") != data_fingerprint:
         raise ResumeError(f"the training data changed since the run started ({saved.get('num_train')} examples "
@@ -161,8 +204,9 @@ def _run(name: str, train_data: Any, val_data: Any, given: dict[str, Any], opts:
     # ---- the loop
     collate = Collate(adapter)
     model, trainable = _prepare_model(model, adapter, collate, sets["train"], opts, processes)
+    deterministic_pools(model, accelerator.device)
     loop = prepare_loop(accelerator, model, adapter, collate, sets.pop("train"), sets, num_classes=len(classes),
-                        opts=opts, log=log, out=out)
+                        opts=opts, log=log, out=out, domain=entry.domain)
     state = restore_state(accelerator, out, log, say) if opts.resume else new_state()
     prior_wall = float(state.get("wall_seconds", 0.0))  # of the invocations before this one
     log.write({"event": "resume" if opts.resume else "start", "epoch": state["epoch"], "model": name,
