@@ -265,7 +265,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m scripts.train_resnet_mnist", description=__doc__.split("\n\n")[0])
     p.add_argument("--dataset", choices=("mnist", "fashion-mnist"), default="mnist")
     p.add_argument("--plain", action="store_true", help="train the plain twin (residual=False) as resnet-mnist-plain")
-    p.add_argument("--all", action="store_true", help="train the three recipes one after the other (one process)")
+    p.add_argument("--all", action="store_true", help="train the three recipes (one after the other in this process)")
+    p.add_argument("--parallel", action="store_true",
+                   help="with --all: one process per recipe, at once (a GPU is mostly idle between one run's small kernels)")
     p.add_argument("--data", type=Path, default=None,
                    help="folder with mnist.npz, or Fashion-MNIST's idx files with --dataset fashion-mnist")
     p.add_argument("--fashion-data", type=Path, default=None, help="with --all: Fashion-MNIST's folder")
@@ -290,6 +292,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     smoke = args.max_steps or args.train_subset
     if args.register and (smoke or args.register_from):
         p.error("--register publishes a full run made now: not with --max-steps/--train-subset or --register-from")
+    if args.parallel and not args.all:
+        p.error("--parallel runs the recipes of --all side by side; give --all")
     if args.plain and args.dataset != "mnist":
         p.error("only MNIST has a plain-twin entry (resnet-mnist-plain)")
     return args
@@ -302,10 +306,45 @@ def names_of(args: argparse.Namespace) -> list[tuple[str, Path | None]]:
     return [(name, args.data)]
 
 
+def run_parallel(args: argparse.Namespace) -> list[str]:
+    """The recipes of --all, each in its own process, all at once; each one's output in OUT/<name>.log."""
+    import subprocess
+
+    common = ["--device", args.device, "--precision", args.precision, "--epochs", str(args.epochs), "--batch-size",
+              str(args.batch_size), "--lr", str(args.lr), "--weight-decay", str(args.weight_decay), "--seed",
+              str(args.seed), "--threads", str(args.threads), "--out", str(args.out)]
+    common += ["--max-steps", str(args.max_steps)] if args.max_steps else []
+    common += ["--train-subset", str(args.train_subset)] if args.train_subset else []
+    flags = {"resnet-mnist": [], "resnet-mnist-plain": ["--plain"], "resnet-fashion-mnist": ["--dataset", "fashion-mnist"]}
+    args.out.mkdir(parents=True, exist_ok=True)
+    jobs = []
+    for name, data in names_of(args):
+        cmd = [sys.executable, "-m", "scripts.train_resnet_mnist", *common, *flags[name]]
+        cmd += ["--data", str(data)] if data is not None else []
+        log = (args.out / f"{name}.log").open("w", encoding="utf-8")
+        jobs.append((name, log, subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)))
+    failed = []
+    for name, log, proc in jobs:
+        if proc.wait() != 0:
+            failed.append(name)
+        log.close()
+        print(f"---- {name} ({args.out / f'{name}.log'})\n" + (args.out / f"{name}.log").read_text(encoding="utf-8"), flush=True)
+    if failed:
+        raise SystemExit(f"failed: {', '.join(failed)} (see their logs in {args.out})")
+    return [name for name, _, _ in jobs]
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.register_from is not None:
         register_from(args.register_from)
+        return 0
+    if args.parallel:
+        start = time.perf_counter()
+        done = run_parallel(args)
+        print(f"{len(done)} run(s) side by side in {time.perf_counter() - start:.1f} s; results in {args.out}", flush=True)
+        if args.register:
+            register_from(args.out, done)
         return 0
     # Every run's data first: a missing data set stops the command before anything is changed.
     runs = [(name, load_arrays(RECIPES[name][0], data, args.download)) for name, data in names_of(args)]
