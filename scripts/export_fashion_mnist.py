@@ -13,61 +13,21 @@ Class folder names are Zalando's label names made file-system safe (``T-shirt/to
 (https://github.com/zalandoresearch/fashion-mnist). Writing is idempotent: an existing
 complete export is left as it is.
 
-    python scripts/export_fashion_mnist.py --out runs/data/fashion-mnist
+    python -m scripts.export_fashion_mnist --out runs/data/fashion-mnist
 """
 
 from __future__ import annotations
 
 import argparse
-import gzip
-import struct
 import sys
 from pathlib import Path
 
-import numpy as np
+from scripts.data import FASHION_CLASSES as CLASSES
+from scripts.data import FASHION_FILES as FILES
+from scripts.data import FASHION_MNIST as DEFAULT_SRC
+from scripts.data import load_fashion_mnist, read_idx, read_split
 
-DEFAULT_SRC = Path("/usr/share/datasets/fashion-mnist")
-# Zalando's label ids 0..9 (README of zalandoresearch/fashion-mnist), made safe as folder names.
-CLASSES = ("t-shirt_top", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle_boot")
-FILES = {
-    "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", 60_000),
-    "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz", 10_000),
-}
-
-
-def read_idx(path: Path) -> np.ndarray:
-    """An idx file (LeCun's format: magic, dimensions, uint8 data), gzipped."""
-    with gzip.open(path, "rb") as f:
-        data = f.read()
-    zero, dtype, ndim = struct.unpack(">HBB", data[:4])
-    if zero != 0 or dtype != 0x08:
-        raise ValueError(f"{path}: not an idx file of unsigned bytes (magic {data[:4].hex()})")
-    shape = struct.unpack(f">{ndim}I", data[4:4 + 4 * ndim])
-    array = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
-    if array.size != int(np.prod(shape)):
-        raise ValueError(f"{path}: {array.size} bytes of data for shape {shape}")
-    return array.reshape(shape).copy()  # writable, so torch.from_numpy can share it
-
-
-def read_split(src: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
-    """(images (N, 28, 28) uint8, labels (N,) uint8) of the ``train`` or ``test`` split, checked."""
-    images_file, labels_file, expected = FILES[split]
-    paths = [src / images_file, src / labels_file]
-    missing = [p for p in paths if not p.is_file()]
-    if missing:
-        raise FileNotFoundError(f"Fashion-MNIST not found: looked for {', '.join(map(str, missing))}; "
-                                "install it with `apt-get install -y dataset-fashion-mnist` or pass its folder")
-    images, labels = read_idx(paths[0]), read_idx(paths[1])
-    if images.shape != (expected, 28, 28) or labels.shape != (expected,) or labels.max() > 9:
-        raise ValueError(f"{src}: unexpected {split} shapes {images.shape} / {labels.shape}")
-    return images, labels
-
-
-def load_fashion_mnist(src: Path = DEFAULT_SRC) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(x_train, y_train, x_test, y_test) as uint8 arrays, like ``mnist.npz``."""
-    x_train, y_train = read_split(src, "train")
-    x_test, y_test = read_split(src, "test")
-    return x_train, y_train, x_test, y_test
+__all__ = ["CLASSES", "DEFAULT_SRC", "FILES", "export", "load_fashion_mnist", "read_idx", "read_split"]
 
 
 def export(src: Path, out: Path) -> dict[str, int]:

@@ -12,8 +12,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ruamel.yaml import YAML
-
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # the recipes run from a checkout
 REGISTRY = ROOT / "registry.yaml"
@@ -51,7 +49,9 @@ def write_weights(state: dict[str, Any], path: Path, *, max_bytes: int | None = 
     return {"sha256": sha256_of(path), "size": size}
 
 
-def _yaml() -> YAML:
+def _yaml() -> Any:
+    from ruamel.yaml import YAML  # here: a machine that only trains (write_weights) needs no ruamel
+
     yaml = YAML()
     yaml.preserve_quotes = True
     yaml.width = 4096

@@ -1,11 +1,11 @@
 """Train reszoo's speech models on the Free Spoken Digit Dataset (FSDD), residual and plain twins.
 
-    nice -n 10 python scripts/train_fsdd.py digits            # tdnn-fsdd-digits (+ -plain), official split
-    nice -n 10 python scripts/train_fsdd.py digits-heldout    # digit accuracy on an unseen speaker (george)
-    nice -n 10 python scripts/train_fsdd.py speakers          # ecapa-fsdd-speakers (+ -plain), EER
-    nice -n 10 python scripts/train_fsdd.py speakers-unseen   # EER on 2 speakers never seen (george, jackson)
+    nice -n 10 python -m scripts.train_fsdd digits            # tdnn-fsdd-digits (+ -plain), official split
+    nice -n 10 python -m scripts.train_fsdd digits-heldout    # digit accuracy on an unseen speaker (george)
+    nice -n 10 python -m scripts.train_fsdd speakers          # ecapa-fsdd-speakers (+ -plain), EER
+    nice -n 10 python -m scripts.train_fsdd speakers-unseen   # EER on 2 speakers never seen (george, jackson)
 
-Data: ``../shared/data/fsdd/recordings/{digit}_{speaker}_{index}.wav`` (8 kHz; official split:
+Data: ``$RESZOO_DATA/fsdd`` or ``../shared/data/fsdd/recordings/{digit}_{speaker}_{index}.wav`` (8 kHz; official split:
 take index 0-4 test, 5-49 train), or ``--data DIR``. Features are computed once with the models'
 own front end (``reszoo.speech.SpeechPreprocess``: 8 kHz -> 16 kHz, 80 log-mel, sentence mean
 norm) and cached under ``runs/fsdd/``. Each command is seeded (``--seed``, default 0) and trains
@@ -28,7 +28,6 @@ import hashlib
 import json
 import math
 import os
-import sys
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -39,18 +38,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from reszoo.speech import ARCHS, FbankConfig, SpeechPreprocess
+from reszoo.speech.training import AAMSoftmax, eer, pair_scores, spec_augment
+from scripts.data import FSDD_SPEAKERS as SPEAKERS
+from scripts.data import fsdd_recordings
+from scripts.registry_io import COMMIT_LIMIT, measured, read_entry, update_entry, write_weights
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "scripts"))
-
-from registry_io import COMMIT_LIMIT, measured, read_entry, update_entry, write_weights  # noqa: E402
-
-from reszoo.speech import ARCHS, FbankConfig, SpeechPreprocess  # noqa: E402
-
 SCRIPT = "scripts/train_fsdd.py"
-DEFAULT_DATA = ROOT.parent / "shared" / "data" / "fsdd"
 RUNS = ROOT / "runs" / "fsdd"
-SPEAKERS = ("george", "jackson", "lucas", "nicolas", "theo", "yweweler")
 DATASET = "free-spoken-digit-dataset"
 
 
@@ -63,25 +59,25 @@ def log(msg: str) -> None:
 
 def load_features(data: Path) -> list[dict[str, Any]]:
     """Every recording's features (frames, 80) with its digit, speaker and take index; cached."""
-    rec_dir = data / "recordings"
-    if not rec_dir.is_dir():
-        raise SystemExit(f"FSDD not found: looked for {rec_dir} (pass --data DIR holding recordings/)")
+    try:
+        recordings = fsdd_recordings(data)
+    except FileNotFoundError as err:
+        raise SystemExit(str(err)) from None
     cfg = FbankConfig()
     key = hashlib.sha256(json.dumps(cfg.to_preprocess(), sort_keys=True).encode()).hexdigest()[:12]
     cache = RUNS / f"fbank-{key}.pt"
-    files = sorted(rec_dir.glob("*.wav"))
     if cache.is_file():
         items = torch.load(cache, weights_only=True)
-        if len(items["names"]) == len(files):
+        if len(items["names"]) == len(recordings):
             log(f"features from cache {cache.relative_to(ROOT)}")
             return [dict(name=n, feats=f, digit=d, speaker=s, index=i) for n, f, d, s, i in
                     zip(items["names"], items["feats"], items["digit"], items["speaker"], items["index"], strict=True)]
-    log(f"computing features of {len(files)} recordings")
+    log(f"computing features of {len(recordings)} recordings")
     preprocess = SpeechPreprocess(cfg)
     out = []
-    for path in files:
-        digit, speaker, index = path.stem.split("_")
-        out.append(dict(name=path.name, feats=preprocess(path), digit=int(digit), speaker=SPEAKERS.index(speaker), index=int(index)))
+    for rec in recordings:
+        out.append(dict(name=rec["name"], feats=preprocess(rec["path"]), digit=rec["digit"], speaker=rec["speaker"],
+                        index=rec["index"]))
     RUNS.mkdir(parents=True, exist_ok=True)
     torch.save({"names": [o["name"] for o in out], "feats": [o["feats"] for o in out],
                 "digit": [o["digit"] for o in out], "speaker": [o["speaker"] for o in out],
@@ -118,38 +114,7 @@ def collate(items: list[dict[str, Any]], idx: list[int], label: str, rng: np.ran
     return x, lengths, y
 
 
-def spec_augment(f: Tensor, rng: np.random.Generator) -> Tensor:
-    """A random crop (keep 85-100% of the frames), two frequency masks (<= 10 bins), one time mask."""
-    frames, bins = f.shape
-    keep = max(8, int(frames * rng.uniform(0.85, 1.0)))
-    start = int(rng.integers(0, frames - keep + 1))
-    f = f[start:start + keep]
-    for _ in range(2):
-        width = int(rng.integers(0, 11))
-        lo = int(rng.integers(0, bins - width + 1))
-        f[:, lo:lo + width] = 0.0
-    width = int(rng.integers(0, max(1, keep // 10) + 1))
-    lo = int(rng.integers(0, keep - width + 1))
-    f[lo:lo + width] = 0.0
-    return f
-
-
 # --------------------------------------------------------------------------- training
-
-
-class AAMSoftmax(nn.Module):
-    """Additive angular margin softmax (ArcFace), the loss ECAPA-TDNN is trained with."""
-
-    def __init__(self, embed_dim: int, num_classes: int, margin: float = 0.2, scale: float = 30.0) -> None:
-        super().__init__()
-        self.weight = nn.Parameter(torch.randn(num_classes, embed_dim) * 0.01)
-        self.margin, self.scale = margin, scale
-
-    def forward(self, emb: Tensor, target: Tensor) -> Tensor:
-        cos = F.linear(F.normalize(emb), F.normalize(self.weight)).clamp(-1 + 1e-7, 1 - 1e-7)
-        theta = torch.acos(cos)
-        logits = torch.where(F.one_hot(target, cos.shape[1]).bool(), torch.cos(theta + self.margin), cos)
-        return F.cross_entropy(self.scale * logits, target)
 
 
 def train(model: nn.Module, items: list[dict[str, Any]], *, label: str, epochs: int, seed: int,
@@ -196,26 +161,9 @@ def accuracy(model: nn.Module, items: list[dict[str, Any]]) -> float:
     return float((pred == torch.tensor([it["digit"] for it in items])).float().mean())
 
 
-def eer(scores: np.ndarray, targets: np.ndarray) -> tuple[float, float]:
-    """Equal error rate (fraction) and the score threshold where false accepts = false rejects."""
-    order = np.argsort(scores)
-    s, t = scores[order], targets[order].astype(bool)
-    n_target, n_non = t.sum(), (~t).sum()
-    # Threshold just above s[i]: rejected = everything up to i.
-    frr = np.cumsum(t) / n_target
-    far = 1.0 - np.cumsum(~t) / n_non
-    i = int(np.argmin(np.abs(frr - far)))
-    threshold = float((s[i] + s[min(i + 1, len(s) - 1)]) / 2)
-    return float((frr[i] + far[i]) / 2), threshold
-
-
 def trials(model: nn.Module, items: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
     """Cosine scores and same-speaker flags of every pair of recordings in ``items``."""
-    emb = F.normalize(outputs(model, items, embedding=True))
-    sim = (emb @ emb.T).numpy()
-    spk = np.array([it["speaker"] for it in items])
-    iu = np.triu_indices(len(items), k=1)
-    return sim[iu], (spk[:, None] == spk[None, :])[iu]
+    return pair_scores(outputs(model, items, embedding=True), [it["speaker"] for it in items])
 
 
 # --------------------------------------------------------------------------- registry
@@ -457,7 +405,7 @@ def cmd_speakers_unseen(items: list[dict[str, Any]], args: argparse.Namespace) -
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("command", choices=["digits", "digits-heldout", "speakers", "speakers-unseen", "features"])
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--data", type=Path, default=None, help="folder holding recordings/ (default $RESZOO_DATA/fsdd or ../shared/data/fsdd)")
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--folds", default=None, help="comma-separated folds to run now (heldout: speaker names; unseen: a,b,c)")

@@ -583,7 +583,7 @@ def test_a_decompression_bomb_is_an_unreadable_file(zoo: Path, tmp_path: Path,
     result = reszoo.finetune("tiny-image", data, epochs=1, batch_size=8, val_split=0.0, progress=False)
     assert result.metrics["skipped"]["train"] == 1 and result.metrics["num_train"] == 6
     err = capsys.readouterr().err
-    assert "bomb.png" in err and "decompression bomb" in err  # the skipped file, named, and why
+    assert "bomb.png (" in err and "decompression bomb" in err  # the skipped file, named, and why
     assert _run("tiny-image", "--data", str(data), "--out", str(tmp_path / "strict"), "--on-bad-file", "error") == 65
     err = capsys.readouterr().err
     assert "1 unreadable file(s)" in err and "class-1/bomb.png" in err and err.count("\n") == 1
@@ -671,3 +671,171 @@ def test_cli_module_is_light_and_finetune_stays_callable() -> None:
             "assert callable(reszoo.finetune), type(reszoo.finetune); print('ok')")
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and "ok" in proc.stdout, proc.stderr[-2000:]
+
+
+# --------------------------------------------------------------------------- the one training loop
+
+
+def _square_tensors(n_per_class: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The squares' textures as an in-memory uint8 batch (N, 1, 28, 28) and their class ids."""
+    rng = np.random.RandomState(seed)
+    yy, xx = np.mgrid[0:28, 0:28]
+    patterns = [yy % 4 < 2, xx % 4 < 2, (xx + yy) % 4 < 2, (xx % 4 < 2) & (yy % 4 < 2)]
+    images, labels = [], []
+    for c in range(4):
+        for _ in range(n_per_class):
+            pattern = np.roll(patterns[c], tuple(rng.randint(0, 4, size=2)), axis=(0, 1))
+            images.append((rng.randint(0, 80, size=(28, 28)) + 150 * pattern).astype(np.uint8))
+            labels.append(c)
+    return torch.from_numpy(np.stack(images)).unsqueeze(1), torch.tensor(labels)
+
+
+def _normalise(inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: (v.float() / 255 - 0.5) / 0.25 for k, v in inputs.items()}
+
+
+class _Jitter:
+    """A train-time augmentation that counts its batches (noise from torch's RNG)."""
+
+    def __init__(self) -> None:
+        self.batches = 0
+
+    def __call__(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        self.batches += 1
+        return {k: v + 0.1 * torch.randn_like(v) for k, v in inputs.items()}
+
+
+_TENSOR_RUN = dict(pretrained=False, epochs=2, batch_size=16, optimizer="sgd", lr=0.05, weight_decay=5e-4,
+                   schedule="onecycle", warmup=0.3, val_split=0.25, progress=False)
+
+
+def test_tensor_data_from_scratch_with_sgd_onecycle_and_augmentation(zoo: Path) -> None:
+    from reszoo.finetune.batches import TensorData
+
+    x, y = _square_tensors(16, seed=0)
+    test_x, test_y = _square_tensors(4, seed=1)
+    classes = ("h", "v", "d", "dots")
+    runs = []
+    for _ in range(2):
+        jitter = _Jitter()
+        result = reszoo.finetune("tiny-image-nodrop", TensorData(x, y, classes, transform=_normalise, name="squares"),
+                                 test_data=TensorData(test_x, test_y, classes, transform=_normalise),
+                                 augment=jitter, **_TENSOR_RUN)
+        runs.append(result)
+        assert jitter.batches == 2 * 3  # training batches only: 48 rows in batches of 16, two epochs
+    m = runs[0].metrics
+    assert (m["num_train"], m["num_val"], m["num_test"], m["dataset"]) == (48, 16, 16, "squares")
+    assert 0 <= m["test_accuracy"] <= 1 and "test_loss" in m and runs[0].model.labels == classes
+    recipe = runs[0].entry.recipe
+    assert "SGD (Nesterov momentum 0.9), lr 0.05" in recipe and "one-cycle" in recipe and "_Jitter" in recipe
+    first, second = runs[0].model.state_dict(), runs[1].model.state_dict()
+    assert all(torch.equal(first[k], second[k]) for k in first)  # seeded: device-side shuffles and noise included
+
+
+def test_tensor_data_resumes_exactly_and_needs_its_callables_again(zoo: Path, tmp_path: Path) -> None:
+    from reszoo.finetune import ResumeError
+    from reszoo.finetune.batches import TensorData
+
+    x, y = _square_tensors(8, seed=0)
+    data = TensorData(x, y, transform=_normalise)
+    whole = reszoo.finetune("tiny-image", data, out=tmp_path / "whole", augment=_Jitter(), **_TENSOR_RUN)
+    cut = dict(out=tmp_path / "cut", augment=_Jitter())
+    first = reszoo.finetune("tiny-image", data, stop_after_epoch=1, **cut, **_TENSOR_RUN)
+    assert not first.completed
+    saved = json.loads((tmp_path / "cut" / "run.json").read_text())["options"]
+    assert saved["augment"] == "callable:test_finetune._Jitter" and saved["optimizer"] == "sgd"
+    with pytest.raises(ResumeError, match="augment=test_finetune._Jitter.*pass the same again"):
+        reszoo.finetune("tiny-image", data, out=tmp_path / "cut", resume=True, progress=False)
+    done = reszoo.finetune("tiny-image", data, out=tmp_path / "cut", resume=True, augment=_Jitter(), progress=False)
+    assert done.completed and done.metrics["epochs_run"] == 2
+    a, b = _weights(tmp_path / "whole"), _weights(tmp_path / "cut")
+    assert all(torch.equal(a[k], b[k]) for k in a)  # dropout, noise and shuffles restored from the checkpoint
+    assert whole.metrics["val_accuracy"] == done.metrics["val_accuracy"]
+
+
+def test_tensor_data_is_checked(zoo: Path) -> None:
+    from reszoo.finetune import DataError
+    from reszoo.finetune.batches import TensorData
+
+    x, y = _square_tensors(2, seed=0)
+    with pytest.raises(DataError, match="8 targets but inputs of .*7"):
+        TensorData(x[:7], y)
+    with pytest.raises(DataError, match="class ids from 0 to 3, but 2 classes"):
+        TensorData(x, y, classes=("a", "b"))
+    with pytest.raises(DataError, match="test data: give it as TensorData"):
+        reszoo.finetune("tiny-image", TensorData(x, y), test_data=[("a.png", "0")], progress=False)
+
+
+def test_length_grouped_batches() -> None:
+    from reszoo.finetune.batches import LengthGroupedBatchSampler
+
+    lengths = [(i * 7) % 23 + 1 for i in range(103)]
+    sampler = LengthGroupedBatchSampler(lengths, 8, pool=4, seed=0)
+    batches = sampler.batches()
+    assert len(batches) == len(sampler) == 13 and sorted(i for b in batches for i in b) == list(range(103))
+    padded = sum(len(b) * max(lengths[i] for i in b) for b in batches)
+    assert padded < 0.8 * len(batches) * 8 * max(lengths)  # far less padding than batches of the longest
+    assert sampler.batches() == batches  # a function of seed + epoch alone
+    sampler.set_epoch(1)
+    assert sampler.batches() != batches
+
+
+def test_length_grouping_and_frozen_parts_on_text(zoo: Path, tmp_path: Path) -> None:
+    data = _intents(tmp_path / "intents.tsv", n=32)
+    result = reszoo.finetune("tiny-text", str(data), epochs=1, batch_size=8, lr=0.01, group_by_length=2,
+                             freeze=["embeddings"], val_split=0, progress=False)
+    base = reszoo.load("tiny-text").state_dict()
+    tuned = result.model.state_dict()
+    frozen = [k for k in base if k.startswith("embeddings.")]
+    assert frozen and all(torch.equal(tuned[k], base[k]) for k in frozen)
+    assert any(not torch.equal(tuned[k], base[k]) for k in base if not k.startswith("embeddings."))
+    assert "but embeddings (frozen)" in result.entry.recipe and "grouped by length" in result.entry.recipe
+    with pytest.raises(OptionsError, match="freeze: no parameter of TextEncoder is named 'embedings'"):
+        reszoo.finetune("tiny-text", str(data), epochs=1, freeze=["embedings"], progress=False)
+
+
+def test_criterion_hook_callable_and_named(zoo: Path, squares: Path) -> None:
+    from reszoo.finetune.loop import resolve_criterion
+    from reszoo.finetune.options import FinetuneOptions
+    from reszoo.speech.training import AAMSoftmaxLoss
+
+    seen = []
+
+    def loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        seen.append(tuple(logits.shape))
+        return torch.nn.functional.cross_entropy(logits, target)
+
+    result = reszoo.finetune("tiny-image", squares / "train", epochs=1, batch_size=16, val_split=0, criterion=loss,
+                             progress=False)
+    assert seen == [(16, 4)] * 4 and "loss callable:" not in result.entry.recipe and "test_finetune" in result.entry.recipe
+    assert isinstance(resolve_criterion(FinetuneOptions(criterion="aam-softmax"), "speech"), AAMSoftmaxLoss)
+    with pytest.raises(OptionsError, match="criterion 'aam-softmax': the image domain provides no named criteria"):
+        reszoo.finetune("tiny-image", squares / "train", epochs=1, criterion="aam-softmax", progress=False)
+
+
+def test_bf16_support_follows_the_hardware(monkeypatch: pytest.MonkeyPatch) -> None:
+    from reszoo.finetune import loop
+
+    monkeypatch.setattr(loop, "_cpu_flags", lambda: frozenset({"avx2", "avx512_bf16"}))
+    assert loop.bf16_supported("cpu") is True
+    monkeypatch.setattr(loop, "_cpu_flags", lambda: frozenset({"avx2", "avx512f"}))
+    assert loop.bf16_supported("cpu") is False
+    assert loop.bf16_supported("meta") is False
+
+
+def test_deterministic_pools_on_cuda_only() -> None:
+    from reszoo.finetune.model import deterministic_pools
+
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.AdaptiveAvgPool2d(2))
+    x = torch.randn(2, 1, 8, 8)
+    before = model(x)
+    was = torch.are_deterministic_algorithms_enabled()
+    try:
+        torch.use_deterministic_algorithms(True)
+        assert deterministic_pools(model, torch.device("cpu")) == 0  # CPU pooling is deterministic already
+        assert deterministic_pools(model, torch.device("cuda")) == 1  # only the global one
+        torch.use_deterministic_algorithms(False)
+    finally:
+        torch.use_deterministic_algorithms(was)
+    assert type(model[1]).__name__ == "_MeanPool" and type(model[2]) is torch.nn.AdaptiveAvgPool2d
+    torch.testing.assert_close(model(x), before)

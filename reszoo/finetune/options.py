@@ -7,6 +7,7 @@ Kept free of torch so that ``reszoo finetune --help`` and the core CLI, which im
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -23,6 +24,9 @@ __all__ = [
     "RECORD_OPTIONS",
     "RUNTIME_OPTIONS",
     "RunInUseError",
+    "CALLABLE_OPTIONS",
+    "callable_ref",
+    "is_callable_ref",
     "saved_options",
 ]
 
@@ -71,23 +75,34 @@ class FinetuneOptions:
     out: str | None = None  # run folder: checkpoints, metrics.jsonl, summary.json, the saved model
     dataset_name: str | None = None  # the dataset name written into the card (default: the data folder/file name)
     model_name: str | None = None  # registry-style name of the new model (default: from push_to or out)
-    test_data: str | None = None  # evaluated once at the end, reported as split "test"
+    test_data: Any = None  # evaluated once at the end, reported as split "test" (a path, pairs or TensorData)
     # --- optimisation
     epochs: int = 3
     batch_size: int = 32
     lr: float = 1e-3
     head_lr: float | None = None  # learning rate of the new head (default: lr), e.g. 10-20x lr for a big backbone
+    optimizer: str = "adamw"  # adamw | sgd (with Nesterov momentum)
+    momentum: float = 0.9  # sgd's momentum
     weight_decay: float = 0.01
     warmup: float = 0.1  # < 1: fraction of the optimizer steps; >= 1: a number of steps
-    schedule: str = "cosine"  # cosine | linear | constant (after warm-up)
+    # cosine | linear | constant after a linear warm-up; onecycle: torch's OneCycleLR (warm-up = its pct_start)
+    schedule: str = "cosine"
     min_lr_ratio: float = 0.0  # where cosine/linear decay ends, as a fraction of lr
     label_smoothing: float = 0.0
+    # None: cross-entropy (with label_smoothing); a name the base's domain provides in its
+    # training module's CRITERIA (e.g. speech's "aam-softmax"); or a callable (logits, target) -> loss
+    criterion: str | Callable[..., Any] | None = None
+    # Train-time transform of a batch's model inputs (dict -> dict), e.g. SpecAugment or a random
+    # affine; it draws from torch's RNG, which checkpoints save, so a resumed run stays exact
+    augment: Callable[[dict[str, Any]], dict[str, Any]] | None = None
     grad_accum: int = 1
     max_grad_norm: float | None = None
     mixed_precision: str = "auto"  # auto (bf16/fp16 on GPUs, off on CPU) | no | fp16 | bf16
+    channels_last: bool | None = None  # image batches in channels-last memory order; None: on CUDA
     seed: int = 0
     # --- what is trained
     freeze_backbone: bool = False  # train the new head only (backbone in eval mode)
+    freeze: list[str] | None = None  # parameter-name prefixes kept frozen, e.g. ["embeddings.word"]
     batchnorm: str = "train"  # train | frozen (running stats fixed) | sync (SyncBatchNorm across GPUs)
     head: str = "auto"  # auto (new head unless the classes are the base's own) | new | keep
     pretrained: bool = True  # False: the same architecture from random init (a from-scratch baseline)
@@ -107,6 +122,7 @@ class FinetuneOptions:
     delimiter: str | None = None  # default: tab for .tsv, comma otherwise
     max_length: int | None = None  # text: tokens per example after truncation (default: the model's)
     on_bad_file: str = "skip"  # skip (counted, listed) | error
+    group_by_length: int = 0  # > 0: batches of similar lengths (less padding), sorted within pools of N batches
     num_workers: int = 0
     # --- run management
     resume: bool = False
@@ -136,7 +152,20 @@ class FinetuneOptions:
         need(self.head_lr is None or self.head_lr > 0, f"head_lr must be > 0, got {self.head_lr!r}")
         need(self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay!r}")
         need(self.warmup >= 0, f"warmup must be >= 0 (a fraction < 1 or a step count), got {self.warmup!r}")
-        need(self.schedule in ("cosine", "linear", "constant"), f"schedule must be cosine, linear or constant, got {self.schedule!r}")
+        need(self.schedule in ("cosine", "linear", "constant", "onecycle"),
+             f"schedule must be cosine, linear, constant or onecycle, got {self.schedule!r}")
+        need(self.schedule != "onecycle" or self.warmup > 0, "schedule='onecycle' needs warmup > 0 (its rising phase)")
+        need(self.optimizer in ("adamw", "sgd"), f"optimizer must be adamw or sgd, got {self.optimizer!r}")
+        need(0 <= self.momentum < 1, f"momentum must be in [0, 1), got {self.momentum!r}")
+        need(self.criterion is None or callable(self.criterion) or (isinstance(self.criterion, str) and self.criterion.strip() != ""),
+             f"criterion must be a name or a callable (logits, target) -> loss, got {self.criterion!r}")
+        need(self.augment is None or callable(self.augment), f"augment must be a callable (inputs) -> inputs, got {self.augment!r}")
+        need(isinstance(self.group_by_length, int) and self.group_by_length >= 0,
+             f"group_by_length is a pool size in batches (>= 0), got {self.group_by_length!r}")
+        if isinstance(self.freeze, str):
+            self.freeze = [self.freeze]
+        need(self.freeze is None or all(isinstance(f, str) and f.strip() for f in self.freeze),
+             f"freeze must be parameter-name prefixes, got {self.freeze!r}")
         need(0 <= self.min_lr_ratio <= 1, f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio!r}")
         need(0 <= self.label_smoothing < 1, f"label_smoothing must be in [0, 1), got {self.label_smoothing!r}")
         need(isinstance(self.grad_accum, int) and self.grad_accum >= 1, f"grad_accum must be an integer >= 1, got {self.grad_accum!r}")
@@ -192,7 +221,8 @@ class FinetuneOptions:
         return cls(**options)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        # Shallow: a value may be a callable or in-memory data (tensors), never worth a deep copy.
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
     def replace(self, **changes: Any) -> FinetuneOptions:
         return dataclasses.replace(self, **changes)
@@ -215,6 +245,28 @@ RECORD_OPTIONS = frozenset({
 RUNTIME_OPTIONS = INVOCATION_OPTIONS | RECORD_OPTIONS
 
 
+# Options that may hold a Python callable: run.json keeps a reference (``callable_ref``), and a
+# resume needs the same callable given again.
+CALLABLE_OPTIONS = frozenset({"criterion", "augment"})
+_CALLABLE_PREFIX = "callable:"
+
+
+def callable_ref(value: Any) -> Any:
+    """A callable as run.json records it (``callable:module.qualname``); other values as they are."""
+    if value is None or isinstance(value, str) or not callable(value):
+        return value
+    kind = value if isinstance(value, type) or hasattr(value, "__qualname__") else type(value)
+    return f"{_CALLABLE_PREFIX}{getattr(kind, '__module__', '?')}.{getattr(kind, '__qualname__', repr(kind))}"
+
+
+def is_callable_ref(value: Any) -> bool:
+    return isinstance(value, str) and value.startswith(_CALLABLE_PREFIX)
+
+
 def saved_options(opts: FinetuneOptions) -> dict[str, Any]:
-    """The options run.json keeps: all but the invocation's own."""
-    return {k: v for k, v in opts.to_dict().items() if k not in INVOCATION_OPTIONS}
+    """The options run.json keeps: all but the invocation's own; callables by reference."""
+    saved = {k: callable_ref(v) if k in CALLABLE_OPTIONS else v
+             for k, v in opts.to_dict().items() if k not in INVOCATION_OPTIONS}
+    if saved.get("test_data") is not None and not isinstance(saved["test_data"], str):
+        saved["test_data"] = "<in-memory data>"  # pairs or tensors: given again on resume
+    return saved

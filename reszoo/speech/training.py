@@ -1,0 +1,174 @@
+"""Training pieces of the speech domain: the AAM-softmax loss, SpecAugment, and the equal error rate.
+
+- :class:`AAMSoftmaxLoss`: additive angular margin softmax (ArcFace), the loss ECAPA-TDNN speaker
+  models are trained with, on cosine logits (a :class:`CosineHead`); :class:`AAMSoftmax` is the
+  two together, on embeddings. ``reszoo.finetune(..., criterion="aam-softmax")`` names the loss
+  (:data:`CRITERIA`); the model's head must then give cosines (see :class:`CosineHead`).
+- :func:`spec_augment` (one utterance) and :class:`SpecAugment` (a padded batch, as the
+  fine-tuning loop's ``augment=`` hook): a random crop in time, frequency masks, a time mask.
+- :func:`eer` and :func:`pair_scores`: verification trials of every pair of embeddings, and the
+  equal error rate with the threshold it is reached at.
+
+numpy is imported where used (the EER): the rest needs torch only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = ["AAMSoftmax", "AAMSoftmaxLoss", "CRITERIA", "CosineHead", "SpecAugment", "aam_softmax_loss", "eer",
+           "pair_scores", "spec_augment"]
+
+
+# --------------------------------------------------------------------------- AAM-softmax
+
+
+def aam_softmax_loss(cosine: Tensor, target: Tensor, *, margin: float = 0.2, scale: float = 30.0) -> Tensor:
+    """Cross-entropy of ``scale * cos(theta + margin)`` for the true class, ``scale * cos(theta)``
+    for the others: the true class must win by an angular margin, which makes same-speaker
+    embeddings cluster tightly (cosine scoring then separates speakers)."""
+    cos = cosine.clamp(-1 + 1e-7, 1 - 1e-7)
+    theta = torch.acos(cos)
+    logits = torch.where(F.one_hot(target, cos.shape[1]).bool(), torch.cos(theta + margin), cos)
+    return F.cross_entropy(scale * logits, target)
+
+
+class AAMSoftmaxLoss(nn.Module):
+    """:func:`aam_softmax_loss` as a criterion ``(cosine logits, target) -> loss`` (no parameters)."""
+
+    def __init__(self, margin: float = 0.2, scale: float = 30.0) -> None:
+        super().__init__()
+        self.margin, self.scale = margin, scale
+
+    def forward(self, cosine: Tensor, target: Tensor) -> Tensor:
+        return aam_softmax_loss(cosine, target, margin=self.margin, scale=self.scale)
+
+
+class CosineHead(nn.Module):
+    """Class scores as cosines between the embedding and one learned direction per class."""
+
+    def __init__(self, embed_dim: int, num_classes: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(num_classes, embed_dim) * 0.01)
+
+    def forward(self, emb: Tensor) -> Tensor:
+        return F.linear(F.normalize(emb), F.normalize(self.weight))
+
+
+class AAMSoftmax(CosineHead):
+    """A cosine head and the AAM-softmax loss together: ``(embeddings, target) -> loss``; its
+    class directions train with the model and are dropped afterwards (the model keeps the embedding)."""
+
+    def __init__(self, embed_dim: int, num_classes: int, margin: float = 0.2, scale: float = 30.0) -> None:
+        super().__init__(embed_dim, num_classes)
+        self.margin, self.scale = margin, scale
+
+    def forward(self, emb: Tensor, target: Tensor) -> Tensor:  # type: ignore[override]
+        return aam_softmax_loss(super().forward(emb), target, margin=self.margin, scale=self.scale)
+
+
+# Named criteria of the speech domain, for reszoo.finetune(criterion=NAME): factories of a
+# callable (logits, target) -> loss.
+CRITERIA: dict[str, Callable[[], Callable[[Tensor, Tensor], Tensor]]] = {"aam-softmax": AAMSoftmaxLoss}
+
+
+# --------------------------------------------------------------------------- SpecAugment
+
+
+class Random(Protocol):
+    """What :func:`spec_augment` draws from: numpy's Generator API (``uniform``, ``integers``)."""
+
+    def uniform(self, low: float, high: float) -> float: ...
+
+    def integers(self, low: int, high: int) -> int: ...
+
+
+class TorchRandom:
+    """numpy's ``uniform``/``integers`` drawn from torch's global CPU RNG (seeded by the run,
+    saved in its checkpoints), so an augmentation in the fine-tuning loop resumes exactly."""
+
+    def uniform(self, low: float, high: float) -> float:
+        return low + (high - low) * float(torch.rand(()))
+
+    def integers(self, low: int, high: int) -> int:
+        return int(torch.randint(low, high, ()))
+
+
+def spec_augment(f: Tensor, rng: Random, *, keep: tuple[float, float] = (0.85, 1.0), freq_masks: int = 2,
+                 max_freq_width: int = 10, time_mask_divisor: int = 10) -> Tensor:
+    """One utterance's features ``(frames, bins)``, augmented: a random crop keeping 85-100% of the
+    frames (at least 8), two frequency masks (up to 10 bins each) and one time mask (up to a
+    tenth of the kept frames), masks set to zero. ``f`` is changed in place where not cropped away."""
+    frames, bins = f.shape
+    kept = max(8, int(frames * rng.uniform(*keep)))
+    start = int(rng.integers(0, frames - kept + 1))
+    f = f[start:start + kept]
+    for _ in range(freq_masks):
+        width = int(rng.integers(0, max_freq_width + 1))
+        lo = int(rng.integers(0, bins - width + 1))
+        f[:, lo:lo + width] = 0.0
+    width = int(rng.integers(0, max(1, kept // time_mask_divisor) + 1))
+    lo = int(rng.integers(0, kept - width + 1))
+    f[lo:lo + width] = 0.0
+    return f
+
+
+class SpecAugment:
+    """:func:`spec_augment` over a padded batch ``{"feats": (batch, frames, bins), "lengths":
+    relative lengths}`` (the speech adapter's), re-padded to the new longest utterance; for
+    ``reszoo.finetune(..., augment=SpecAugment())``. Draws from torch's RNG (:class:`TorchRandom`)."""
+
+    def __init__(self, **options: Any) -> None:
+        self.options = options
+        self.rng = TorchRandom()
+
+    def __call__(self, inputs: dict[str, Tensor]) -> dict[str, Tensor]:
+        feats, lengths = inputs["feats"], inputs["lengths"]
+        frames = feats.shape[1]
+        kept = [spec_augment(feats[i, : max(1, round(float(lengths[i]) * frames))].clone(), self.rng, **self.options)
+                for i in range(feats.shape[0])]
+        longest = max(f.shape[0] for f in kept)
+        out = feats.new_zeros(len(kept), longest, feats.shape[2])
+        for i, f in enumerate(kept):
+            out[i, : f.shape[0]] = f
+        rel = torch.tensor([f.shape[0] / longest for f in kept], dtype=lengths.dtype, device=lengths.device)
+        return {**inputs, "feats": out, "lengths": rel}
+
+
+# --------------------------------------------------------------------------- equal error rate
+
+
+def pair_scores(embeddings: Tensor, speakers: Any) -> tuple[Any, Any]:
+    """Cosine scores and same-speaker flags (numpy arrays) of every pair ``i < j`` of embeddings."""
+    import numpy as np
+
+    emb = F.normalize(embeddings.float())
+    sim = (emb @ emb.T).cpu().numpy()
+    spk = np.asarray(speakers)
+    iu = np.triu_indices(len(spk), k=1)
+    return sim[iu], (spk[:, None] == spk[None, :])[iu]
+
+
+def eer(scores: Any, targets: Any) -> tuple[float, float]:
+    """Equal error rate (a fraction) of verification ``scores`` (higher: same speaker) against
+    ``targets`` (True: a same-speaker trial), and the score threshold where false accepts equal
+    false rejects."""
+    import numpy as np
+
+    scores, targets = np.asarray(scores, dtype=np.float64), np.asarray(targets).astype(bool)
+    if targets.all() or not targets.any():
+        raise ValueError("eer needs both same-speaker and different-speaker trials")
+    order = np.argsort(scores)
+    s, t = scores[order], targets[order]
+    n_target, n_non = t.sum(), (~t).sum()
+    # Threshold just above s[i]: rejected = everything up to i.
+    frr = np.cumsum(t) / n_target
+    far = 1.0 - np.cumsum(~t) / n_non
+    i = int(np.argmin(np.abs(frr - far)))
+    threshold = float((s[i] + s[min(i + 1, len(s) - 1)]) / 2)
+    return float((frr[i] + far[i]) / 2), threshold
