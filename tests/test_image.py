@@ -291,10 +291,23 @@ def test_resnet_mnist_predicts_the_bundled_digits_offline(hub, offline) -> None:
         assert top1[str(path)]["prob"] > 0.5
     assert set(rows[0]) == {"input", "rank", "label", "prob"}
     entry = model.entry
-    accuracy = next(m for m in entry.metrics if m.metric == "accuracy")
-    assert accuracy.value >= 99.5 and accuracy.source.measured
     weights = ROOT / "weights" / entry.weights.repo / entry.weights.file
     assert weights.stat().st_size == entry.weights.size < 8_000_000
+
+
+@pytest.mark.parametrize("name", ["resnet-mnist", "resnet-mnist-plain"])
+def test_bundled_mnist_weights_reproduce_their_published_accuracy(name: str, offline) -> None:
+    """The registry's measured accuracy is what the bundled weights score on all 10,000 MNIST test
+    digits here (fp32 CPU; the recipe measured it under bf16 on its own device: a few digits' slack)."""
+    with np.load(need_data("mnist/mnist.npz")) as d:
+        x = torch.from_numpy(d["x_test"]).float().div(255).unsqueeze(1)
+        y = torch.from_numpy(d["y_test"].astype(np.int64))
+    model = reszoo.load(name)
+    with torch.inference_mode():
+        errors = sum(int((model(model.preprocess(x[i:i + 2000])).argmax(1) != y[i:i + 2000]).sum()) for i in range(0, 10000, 2000))
+    accuracy = next(m for m in model.entry.metrics if m.metric == "accuracy")
+    assert accuracy.source.measured and accuracy.dataset == "MNIST"
+    assert abs(100 * (1 - errors / 10000) - accuracy.value) <= 0.05, (errors, accuracy.value)
 
 
 FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")  # Debian's dataset-fashion-mnist
