@@ -23,7 +23,8 @@ import torch
 from torch import nn
 
 from . import __version__, network
-from .domains import arch_builder, aux_files, domain_module
+from . import domains
+from .domains import aux_files
 from .errors import InputError, LoadError, UnknownModelError
 from .hub import LocalRepo, entry_weights, fetch_file, file_digest, load_state_dict
 from .names import check_repo_filename
@@ -54,7 +55,7 @@ def build(entry: Entry, *, num_classes: int | None = None, device: torch.device 
     """
     num_classes = _checked_num_classes(num_classes)
     target = _resolve_device(device)
-    builder = arch_builder(entry.domain, entry.arch)
+    builder = domains.get(entry.domain).arch(entry.arch)
     args = dict(entry.arch_args)
     if num_classes is not None:
         args["num_classes"] = num_classes
@@ -203,13 +204,12 @@ def _finish(model: nn.Module, entry: Entry, *, dtype: torch.dtype | None, mirror
     if dtype is not None:
         model.to(dtype=dtype)
     model.eval()
-    domain = domain_module(entry.domain)
+    domain = domains.get(entry.domain)
     model.entry = entry
     model.labels = entry.labels
     model.source_mirror = mirror  # where load found its files; save_pretrained copies the aux files from there too
     model.preprocess = domain.build_preprocess(entry)
-    if hasattr(domain, "prepare"):
-        domain.prepare(model, entry, mirror=mirror)
+    domain.prepare(model, entry, mirror=mirror)
     return model
 
 

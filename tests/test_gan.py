@@ -16,11 +16,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from reszoo.gan import ARCHS, CONVERTERS, save_grid
+from reszoo.gan import save_grid
 from reszoo.gan.biggan import biggan_deep_128
-from reszoo.gan.convert import convert_biggan_pretrained
+from reszoo.gan.convert import convert_biggan_pretrained, converters
 from reszoo.gan.metrics import class_accuracy, frechet_distance, inception_style_score, within_class_pixel_std
-from reszoo.gan.models import SNConv2d, SNLinear, sngan_d28, sngan_d32, sngan_g28, sngan_g32
+from reszoo.gan.models import SNConv2d, SNLinear, archs, sngan_d28, sngan_d32, sngan_g28, sngan_g32
 from reszoo.nn import residual_blocks
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -145,7 +145,7 @@ def _reference_images(ref, z, y, truncation):
 
 def test_biggan_converter_parity(biggan_reference):
     ours = biggan_deep_128()
-    ours.load_state_dict(CONVERTERS["biggan-pretrained"](biggan_reference.state_dict()), strict=True)
+    ours.load_state_dict(converters["biggan-pretrained"](biggan_reference.state_dict()), strict=True)
     ours.eval()
     g = torch.Generator().manual_seed(0)
     y = torch.tensor([207, 980])
@@ -345,7 +345,7 @@ def test_registry_entries_build():
 
     for name in ("biggan-deep-128", "sngan-mnist", "sngan-mnist-plain"):
         entry = reszoo.info(name)
-        assert entry.domain == "gan" and entry.arch in ARCHS
+        assert entry.domain == "gan" and entry.arch in archs
         model = reszoo.build(entry, device="meta")
         assert model.residual == entry.arch_args.get("residual", True)
     w = reszoo.info("biggan-deep-128").weights

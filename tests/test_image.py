@@ -15,8 +15,10 @@ from PIL import Image
 
 import reszoo
 from conftest import need_data
-from reszoo.image import ARCHS, CONVERTERS, ImageInputError, ImagePreprocess, PreprocessConfigError, build_preprocess, predict
+from reszoo.image import ImageInputError, ImagePreprocess, PreprocessConfigError, build_preprocess, predict
 from reszoo.image import models as M
+from reszoo.image.convert import converters
+from reszoo.image.models import archs
 from reszoo.nn import ResidualBlock, residual_blocks
 from reszoo.registry import get_entry, list_models
 
@@ -110,7 +112,7 @@ def _cifar_params(n: int, projection: bool) -> int:
                                                     ("resnet56", 9, 0.85), ("resnet110", 18, 1.7)])
 def test_cifar_resnet_parameter_counts(name: str, n: int, paper_m: float) -> None:
     with torch.device("meta"):
-        model, plain = ARCHS[name](), ARCHS[name](residual=False)
+        model, plain = archs[name](), archs[name](residual=False)
     count = sum(p.numel() for p in model.parameters())
     assert count == _cifar_params(n, projection=True)
     # Without the projections (the plain twin, = option A's parameters) it is the paper's Table 6 count.
@@ -123,13 +125,13 @@ def test_cifar_resnet_parameter_counts(name: str, n: int, paper_m: float) -> Non
 
 def test_every_arch_builds_on_meta_and_cifar_shapes() -> None:
     with torch.device("meta"):
-        for name, builder in ARCHS.items():
+        for name, builder in archs.items():
             model = builder(block="basic", layers=(1, 1), widths=(8, 16)) if name == "resnet" else builder()
             assert all(p.is_meta for p in model.parameters()), name
             assert model.head_prefixes == ("fc.",)
-    out = ARCHS["resnet20"]()(torch.randn(2, 3, 32, 32))
+    out = archs["resnet20"]()(torch.randn(2, 3, 32, 32))
     assert out.shape == (2, 10)
-    mnist = ARCHS["resnet_mnist"]()
+    mnist = archs["resnet_mnist"]()
     assert sum(p.numel() for p in mnist.parameters()) < 1_000_000
     assert mnist(torch.randn(2, 1, 28, 28)).shape == (2, 10)
 
@@ -149,7 +151,7 @@ def test_bad_arch_arguments() -> None:
 def test_torchvision_converter_is_a_strict_check() -> None:
     import timm
 
-    convert = CONVERTERS["torchvision"]
+    convert = converters["torchvision"]
     with torch.device("meta"):
         timm_sd = timm.create_model("resnet50").state_dict()
         deep_stem = timm.create_model("resnet50d").state_dict()
@@ -273,7 +275,7 @@ def test_image_entries_build_and_fit_their_labels() -> None:
     for name in names:
         entry = get_entry(name)
         with torch.device("meta"):
-            model = ARCHS[entry.arch](**entry.arch_args, num_classes=len(entry.labels))
+            model = archs[entry.arch](**entry.arch_args, num_classes=len(entry.labels))
         assert model.fc.out_features == len(entry.labels)
         if entry.extra.get("params"):
             assert sum(p.numel() for p in model.parameters()) == entry.extra["params"], name

@@ -11,7 +11,6 @@ import torch
 
 from reszoo.nn import residual_blocks
 from reszoo.rl import (
-    ARCHS,
     DiscreteActorCritic,
     ObservationError,
     QNetwork,
@@ -25,6 +24,7 @@ from reszoo.rl import (
     resmlp_discrete,
     resmlp_sac,
 )
+from reszoo.rl.models import archs
 
 gym = pytest.importorskip("gymnasium")
 
@@ -86,17 +86,17 @@ def test_q_network_reads_obs_and_action_together_and_is_nonlinear_in_action() ->
     assert a.grad.abs().item() > 0
 
 
-@pytest.mark.parametrize("arch", sorted(ARCHS))
+@pytest.mark.parametrize("arch", sorted(archs))
 def test_every_arch_builds_on_meta_and_loads_with_assign(arch: str) -> None:
     kwargs = {"resmlp-discrete": dict(obs_dim=4, n_actions=2), "resmlp-sac": dict(obs_dim=3, action_dim=1),
               "impala-cnn": dict(height=16, width=16, in_channels=3, n_actions=5),
               "sb3-mlp-discrete": dict(obs_dim=6, n_actions=3)}[arch]
     torch.manual_seed(0)
-    ref = ARCHS[arch](**kwargs)
+    ref = archs[arch](**kwargs)
     if hasattr(ref, "obs_norm"):
         ref.obs_norm.update(torch.randn(50, ref.obs_norm.dim) * 3 + 1)
     with torch.device("meta"):
-        model = ARCHS[arch](**kwargs)
+        model = archs[arch](**kwargs)
     assert all(t.is_meta for t in model.state_dict().values())
     model.load_state_dict(ref.state_dict(), assign=True, strict=True)
     model.eval()
@@ -105,7 +105,7 @@ def test_every_arch_builds_on_meta_and_loads_with_assign(arch: str) -> None:
     out_ref, out = ref(obs), model(obs)
     for a, b in zip(out_ref if isinstance(out_ref, tuple) else (out_ref,), out if isinstance(out, tuple) else (out,)):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
-    plain = ARCHS[arch](**kwargs, residual=False)
+    plain = archs[arch](**kwargs, residual=False)
     assert not any(b.residual for b in residual_blocks(plain))
     if arch != "sb3-mlp-discrete":  # SB3's MLP has no skips in either form
         assert list(residual_blocks(plain)) and all(b.residual for b in residual_blocks(ref))
@@ -320,13 +320,14 @@ def test_play_command_prints_returns_and_writes_gif(tmp_path, capsys) -> None:
 def test_sb3_mlp_policy_zip_converts_with_identical_outputs(tmp_path) -> None:
     from stable_baselines3 import PPO
 
-    from reszoo.rl import CONVERTERS, sb3_mlp_discrete
-    from reszoo.rl.sb3_convert import read_sb3_zip
+    from reszoo.rl import sb3_mlp_discrete
+    from reszoo.rl.convert import converters
+    from reszoo.rl.convert import read_sb3_zip
 
     torch.manual_seed(0)
     sb3 = PPO("MlpPolicy", gym.make("Acrobot-v1"), seed=0, device="cpu")
     sb3.save(tmp_path / "ppo-acrobot.zip")
-    state = CONVERTERS["sb3-mlp-policy"](read_sb3_zip(tmp_path / "ppo-acrobot.zip"))
+    state = converters["sb3-mlp-policy"](read_sb3_zip(tmp_path / "ppo-acrobot.zip"))
     with torch.device("meta"):
         agent = sb3_mlp_discrete(obs_dim=6, n_actions=3)
     agent.load_state_dict(state, strict=True, assign=True)
@@ -337,6 +338,6 @@ def test_sb3_mlp_policy_zip_converts_with_identical_outputs(tmp_path) -> None:
     torch.testing.assert_close(value, sb3.policy.predict_values(obs).squeeze(-1), rtol=0, atol=0)
     np.testing.assert_array_equal(agent.act(obs.numpy()), sb3.predict(obs.numpy(), deterministic=True)[0])
     with pytest.raises(ValueError, match="unexpected keys log_std"):
-        CONVERTERS["sb3-mlp-policy"]({**read_sb3_zip(tmp_path / "ppo-acrobot.zip"), "log_std": torch.zeros(3)})
+        converters["sb3-mlp-policy"]({**read_sb3_zip(tmp_path / "ppo-acrobot.zip"), "log_std": torch.zeros(3)})
     with pytest.raises(ValueError, match="no residual form"):
         sb3_mlp_discrete(obs_dim=6, n_actions=3, residual=True)

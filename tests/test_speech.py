@@ -19,7 +19,7 @@ from conftest import DATA, need_data
 from reszoo import speech
 from reszoo.nn import residual_blocks
 from reszoo.speech.audio import AudioError, as_waveform
-from reszoo.speech.frontend import Fbank, FbankConfig, SpeechPreprocess, mel_filterbank
+from reszoo.speech.preprocess import Fbank, FbankConfig, SpeechPreprocess, mel_filterbank
 from reszoo.speech.models import SERes2NetBlock
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -80,8 +80,8 @@ def _speechbrain_ecapa(seed: int = 0, **cfg: object) -> torch.nn.Module:
 
 def _reszoo_from(sb: torch.nn.Module, **cfg: object) -> speech.ECAPATDNN:
     with torch.device("meta"):
-        model = speech.ARCHS["ecapa_tdnn"](**cfg)
-    model.load_state_dict(speech.CONVERTERS["speechbrain-ecapa"](sb.state_dict()), strict=True, assign=True)
+        model = speech.DOMAIN.archs["ecapa_tdnn"](**cfg)
+    model.load_state_dict(speech.DOMAIN.converters["speechbrain-ecapa"](sb.state_dict()), strict=True, assign=True)
     return model.eval()
 
 
@@ -95,11 +95,11 @@ def test_import_is_light() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-@pytest.mark.parametrize("arch", sorted(speech.ARCHS))
+@pytest.mark.parametrize("arch", sorted(speech.DOMAIN.archs))
 @pytest.mark.parametrize("residual", [True, False])
 def test_archs_build_on_meta_and_plain_twin_drops_skips(arch: str, residual: bool) -> None:
     with torch.device("meta"):
-        model = speech.ARCHS[arch](residual=residual)
+        model = speech.DOMAIN.archs[arch](residual=residual)
     blocks = [b for b in residual_blocks(model) if isinstance(b, SERes2NetBlock)]
     assert len(blocks) == len(model.config["channels"]) - 2
     assert all(b.residual is residual for b in blocks)
@@ -111,8 +111,8 @@ def test_archs_build_on_meta_and_plain_twin_drops_skips(arch: str, residual: boo
 
 def test_plain_twin_computes_a_different_function_and_has_no_projection() -> None:
     torch.manual_seed(0)
-    res = speech.ARCHS["ecapa_tdnn"](channels=[32, 48, 48, 48, 96], se_channels=8, attention_channels=8, embed_dim=8).eval()
-    plain = speech.ARCHS["ecapa_tdnn"](channels=[32, 48, 48, 48, 96], se_channels=8, attention_channels=8, embed_dim=8, residual=False).eval()
+    res = speech.DOMAIN.archs["ecapa_tdnn"](channels=[32, 48, 48, 48, 96], se_channels=8, attention_channels=8, embed_dim=8).eval()
+    plain = speech.DOMAIN.archs["ecapa_tdnn"](channels=[32, 48, 48, 48, 96], se_channels=8, attention_channels=8, embed_dim=8, residual=False).eval()
     state = res.state_dict()
     assert any(k.startswith("blocks.0.shortcut.") for k in state)  # 32 -> 48 needs a projection
     plain_state = {k: v for k, v in state.items() if ".shortcut." not in k}
@@ -265,7 +265,7 @@ def test_ecapa_matches_speechbrain_ecapa_tdnn(cfg: dict) -> None:
 
 def test_converter_is_strict() -> None:
     state = _speechbrain_ecapa(**SMALL).state_dict()
-    convert = speech.CONVERTERS["speechbrain-ecapa"]
+    convert = speech.DOMAIN.converters["speechbrain-ecapa"]
     with pytest.raises(speech.ConversionError, match="no reszoo counterpart: classifier.weight"):
         convert({**state, "classifier.weight": torch.zeros(1)})
     with pytest.raises(speech.ConversionError, match="missing mfa.conv.weight"):
@@ -339,7 +339,7 @@ def test_voxceleb_entry_describes_speechbrains_model() -> None:
     assert (w.repo, w.file, w.format, w.converter) == ("speechbrain/spkrec-ecapa-voxceleb", "embedding_model.ckpt", "torch", "speechbrain-ecapa")
     assert w.sha256 == "0575cb64845e6b9a10db9bcb74d5ac32b326b8dc90352671d345e2ee3d0126a2" and w.revision is None and w.pin_note
     with torch.device("meta"):
-        model = speech.ARCHS[entry.arch](**entry.arch_args)
+        model = speech.DOMAIN.archs[entry.arch](**entry.arch_args)
     assert sum(p.numel() for p in model.parameters()) == entry.extra["params"]
     assert FbankConfig.from_preprocess(entry.preprocess) == FbankConfig()  # SpeechBrain's front end
     assert {m.value for m in entry.metrics} == {0.8, 0.9} and all(not m.source.measured for m in entry.metrics)

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from .models import TextEncoder
-from .tokenize import TextPreprocess
+from .preprocess import TextPreprocess
 
 __all__ = [
     "LabelledTexts",
