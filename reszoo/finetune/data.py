@@ -32,6 +32,7 @@ __all__ = [
     "IMAGE_EXTENSIONS",
     "READ_ERRORS",
     "LabeledData",
+    "Splits",
     "drop_unreadable",
     "read_data",
     "split_validation",
@@ -341,3 +342,21 @@ def split_validation(data: LabeledData, fraction: float, seed: int) -> tuple[Lab
     train, held = data.subset(train_idx), data.subset(sorted(val_set), source=source)
     train.skipped = data.skipped
     return train, held
+
+
+@dataclass
+class Splits:
+    """A run's data: the training split, validation (given or held out) and test splits, as read."""
+
+    train: LabeledData
+    val: LabeledData | None
+    test: LabeledData | None
+    held_out: bool  # the validation split is a seeded hold-out of the training data
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return self.train.classes
+
+    def skipped(self) -> dict[str, int]:
+        return {"train": len(self.train.skipped), "validation": len(self.val.skipped) if self.val else 0,
+                "test": len(self.test.skipped) if self.test else 0}

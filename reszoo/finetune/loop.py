@@ -1,0 +1,304 @@
+"""The training loop, on Hugging Face ``accelerate``: epochs of optimizer steps, evaluation,
+best-epoch tracking, early stopping and a checkpoint per epoch.
+
+The same program runs in every process that ``accelerate launch`` or ``torchrun`` starts.
+``Accelerator.prepare`` wraps the model in DDP and shards each data loader by process; every
+process sees the same seeded permutation each epoch (accelerate's seedable sampler, seeded by
+``seed + epoch``) and takes its own batches of it, so a global step covers the same examples
+as one process with the same global batch. Metrics are gathered (``gather_for_metrics``) or
+summed (``reduce``) across processes; only the main process writes files.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .adapters import Adapter, Collate, EncodedDataset
+from .model import param_groups, set_train_mode
+from .options import FinetuneOptions, OptionsError
+from .rundir import BEST_WEIGHTS, CHECKPOINTS_DIR, SAMPLE_IDS_FILE, MetricsLog, save_checkpoint, save_weights
+
+__all__ = ["Loop", "Trained", "evaluate", "make_accelerator", "prepare_loop", "train"]
+
+
+def _resolve_mixed_precision(opts: FinetuneOptions) -> str:
+    cuda = torch.cuda.is_available() and not opts.cpu
+    if opts.mixed_precision == "auto":
+        if not cuda:
+            return "no"
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    if opts.mixed_precision == "fp16" and not cuda:
+        raise OptionsError("mixed_precision='fp16' needs a CUDA GPU; on CPU use 'no' (or 'bf16')")
+    return opts.mixed_precision
+
+
+def make_accelerator(opts: FinetuneOptions) -> tuple[Any, str]:
+    """The run's Accelerator and the mixed precision it runs with."""
+    from accelerate import Accelerator
+    from accelerate.utils import DataLoaderConfiguration
+
+    mixed_precision = _resolve_mixed_precision(opts)
+    accelerator = Accelerator(
+        cpu=opts.cpu,
+        mixed_precision=mixed_precision,
+        gradient_accumulation_steps=opts.grad_accum,
+        step_scheduler_with_optimizer=False,  # stepped once per optimizer step, below
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=opts.seed),
+    )
+    return accelerator, mixed_precision
+
+
+def _schedule(opts: FinetuneOptions, total_steps: int) -> tuple[Any, int]:
+    warmup = round(opts.warmup * total_steps) if opts.warmup < 1 else int(opts.warmup)
+    warmup = min(warmup, total_steps)
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / (warmup + 1)
+        if opts.schedule == "constant":
+            return 1.0
+        progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
+        shape = 0.5 * (1 + math.cos(math.pi * progress)) if opts.schedule == "cosine" else 1 - progress
+        return opts.min_lr_ratio + (1 - opts.min_lr_ratio) * shape
+
+    return factor, warmup
+
+
+# --------------------------------------------------------------------------- metrics
+
+
+def _summarise(loss_sum: float, preds: Tensor, targets: Tensor, num_classes: int,
+               with_confusion: bool = False) -> dict[str, Any]:
+    n = int(targets.numel())
+    if n == 0:
+        return {"loss": float("nan"), "accuracy": float("nan"), "macro_f1": float("nan"), "n": 0}
+    confusion = torch.bincount(targets * num_classes + preds, minlength=num_classes * num_classes).view(num_classes, num_classes)
+    tp = confusion.diag().double()
+    precision = tp / confusion.sum(0).clamp(min=1)
+    recall = tp / confusion.sum(1).clamp(min=1)
+    f1 = torch.where(tp > 0, 2 * precision * recall / (precision + recall), torch.zeros_like(tp))
+    present = confusion.sum(1) > 0  # macro average over the classes this split holds
+    summary: dict[str, Any] = {
+        "loss": loss_sum / n,
+        "accuracy": float((preds == targets).double().mean()),
+        "macro_f1": float(f1[present].mean()),
+        "n": n,
+    }
+    if with_confusion:  # rows: true class, columns: predicted (for the run's figure)
+        summary["confusion"] = confusion.tolist()
+    return summary
+
+
+def evaluate(accelerator: Any, model: nn.Module, loader: Any, adapter: Adapter, num_classes: int,
+             with_confusion: bool = False) -> dict[str, Any]:
+    model.eval()
+    losses, preds, targets = [], [], []
+    with torch.no_grad():
+        for batch in loader:
+            logits = adapter.forward(model, batch["inputs"]).float()
+            loss = F.cross_entropy(logits, batch["target"], reduction="none")
+            # gather_for_metrics drops the samples accelerate repeated to even out the last batch.
+            loss, pred, target = accelerator.gather_for_metrics((loss, logits.argmax(-1), batch["target"]))
+            losses.append(loss.cpu())
+            preds.append(pred.cpu())
+            targets.append(target.cpu())
+    return _summarise(float(torch.cat(losses).double().sum()), torch.cat(preds), torch.cat(targets), num_classes,
+                      with_confusion)
+
+
+# --------------------------------------------------------------------------- setup
+
+
+@dataclass
+class Loop:
+    """What the loop runs with, after ``accelerator.prepare``."""
+
+    accelerator: Any
+    model: nn.Module  # as prepared (DDP-wrapped under several processes)
+    unwrapped: nn.Module
+    optimizer: Any
+    scheduler: Any
+    train_loader: Any
+    eval_loaders: dict[str, Any]
+    adapter: Adapter
+    num_classes: int
+    opts: FinetuneOptions
+    log: MetricsLog
+    out: Path | None
+    steps_per_epoch: int
+    total_steps: int
+
+    @property
+    def main(self) -> bool:
+        return self.accelerator.is_main_process
+
+    def say(self, *args: Any, **kwargs: Any) -> None:
+        self.accelerator.print(*args, **kwargs)
+
+
+def prepare_loop(accelerator: Any, model: nn.Module, adapter: Adapter, collate: Collate, train_set: EncodedDataset,
+                 eval_sets: dict[str, EncodedDataset], *, num_classes: int, opts: FinetuneOptions, log: MetricsLog,
+                 out: Path | None) -> Loop:
+    """Optimizer, loaders and schedule, prepared by accelerate."""
+    optimizer = torch.optim.AdamW(param_groups(model, opts), lr=opts.lr)
+    loader_args = dict(collate_fn=collate, num_workers=opts.num_workers, pin_memory=accelerator.device.type == "cuda")
+    train_loader = torch.utils.data.DataLoader(train_set, batch_size=opts.batch_size, shuffle=True, **loader_args)
+    eval_loaders = {split: torch.utils.data.DataLoader(dataset, batch_size=opts.batch_size, shuffle=False, **loader_args)
+                    for split, dataset in eval_sets.items()}
+    wrapped, optimizer, train_loader = accelerator.prepare(model, optimizer, train_loader)
+    eval_loaders = {k: accelerator.prepare(v) for k, v in eval_loaders.items()}
+    steps_per_epoch = math.ceil(len(train_loader) / opts.grad_accum)
+    total_steps = steps_per_epoch * opts.epochs
+    factor, _ = _schedule(opts, total_steps)
+    scheduler = accelerator.prepare(torch.optim.lr_scheduler.LambdaLR(optimizer, factor))
+    return Loop(accelerator=accelerator, model=wrapped, unwrapped=accelerator.unwrap_model(wrapped),
+                optimizer=optimizer, scheduler=scheduler, train_loader=train_loader, eval_loaders=eval_loaders,
+                adapter=adapter, num_classes=num_classes, opts=opts, log=log, out=out,
+                steps_per_epoch=steps_per_epoch, total_steps=total_steps)
+
+
+# --------------------------------------------------------------------------- the loop
+
+
+@dataclass
+class Trained:
+    """What :func:`train` did in this invocation."""
+
+    stopped_by_request: bool
+    epoch: int
+    train_seconds: float
+    train_samples: int
+
+
+def _train_epoch(loop: Loop, epoch: int, state: dict[str, Any]) -> tuple[dict[str, Any], float]:
+    """One epoch of optimizer steps; the epoch's record (train loss, accuracy, speed) and its seconds."""
+    from tqdm.auto import tqdm
+
+    accelerator, opts, scheduler = loop.accelerator, loop.opts, loop.scheduler
+    wrapped, optimizer = loop.model, loop.optimizer
+    sums = torch.zeros(3, dtype=torch.float64, device=accelerator.device)  # loss sum, correct, count
+    seen_ids: list[int] = []
+    bar = tqdm(total=len(loop.train_loader), desc=f"epoch {epoch}/{opts.epochs}", unit="batch", leave=True,
+               disable=not (loop.main and opts.progress), dynamic_ncols=True,
+               mininterval=0.5 if sys.stderr.isatty() else 30.0, file=sys.stderr)
+    step_sums = torch.zeros(2, dtype=torch.float64, device=accelerator.device)
+    start = time.perf_counter()
+    for batch in loop.train_loader:
+        with accelerator.accumulate(wrapped):
+            logits = loop.adapter.forward(wrapped, batch["inputs"]).float()
+            loss = F.cross_entropy(logits, batch["target"], label_smoothing=opts.label_smoothing)
+            accelerator.backward(loss)
+            if accelerator.sync_gradients and opts.max_grad_norm:
+                accelerator.clip_grad_norm_(wrapped.parameters(), opts.max_grad_norm)
+            optimizer.step()
+            if accelerator.sync_gradients and not accelerator.optimizer_step_was_skipped:
+                scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+        n = batch["target"].numel()
+        with torch.no_grad():
+            sums += torch.stack([loss.detach().double() * n, (logits.argmax(-1) == batch["target"]).sum().double(),
+                                 torch.tensor(float(n), dtype=torch.float64, device=sums.device)])
+            step_sums += torch.stack([loss.detach().double() * n, torch.tensor(float(n), dtype=torch.float64, device=sums.device)])
+        if opts.log_sample_ids:
+            seen_ids += batch["index"].tolist()
+        if accelerator.sync_gradients:
+            state["global_step"] += 1
+            if opts.log_every and state["global_step"] % opts.log_every == 0:
+                totals = accelerator.reduce(step_sums, reduction="sum")
+                loop.log.write({"event": "step", "epoch": epoch, "step": state["global_step"],
+                                "loss": float(totals[0] / totals[1]), "lr": scheduler.get_last_lr()[0]})
+                step_sums.zero_()
+        elapsed = time.perf_counter() - start
+        bar.update(1)
+        bar.set_postfix(loss=f"{float(sums[0] / sums[2]):.4f}",
+                        samples_s=f"{float(sums[2]) * accelerator.num_processes / max(elapsed, 1e-9):.0f}", refresh=False)
+    bar.close()
+    seconds = time.perf_counter() - start
+    totals = accelerator.reduce(sums, reduction="sum")
+    count = int(totals[2])
+    if opts.log_sample_ids:
+        from accelerate.utils import gather_object
+
+        gathered = gather_object([{"rank": accelerator.process_index, "ids": seen_ids}])
+        if loop.main and loop.out is not None:
+            with (loop.out / SAMPLE_IDS_FILE).open("a", encoding="utf-8") as f:
+                for item in gathered:
+                    f.write(json.dumps({"epoch": epoch, **item}) + "\n")
+    return {
+        "event": "epoch", "epoch": epoch, "step": state["global_step"], "lr": scheduler.get_last_lr()[0],
+        "train_loss": float(totals[0] / count), "train_accuracy": float(totals[1] / count),
+        "train_samples": count, "seconds": round(seconds, 3), "samples_per_s": round(count / seconds, 1),
+    }, seconds
+
+
+def _validate(loop: Loop, epoch: int, state: dict[str, Any], record: dict[str, Any]) -> None:
+    """Validation metrics into ``record``; the best epoch's weights kept; early stopping decided."""
+    opts = loop.opts
+    metrics = evaluate(loop.accelerator, loop.model, loop.eval_loaders["validation"], loop.adapter, loop.num_classes)
+    record.update({f"val_{k}": v for k, v in metrics.items()})
+    score = (1.0 if opts.monitor == "accuracy" else -1.0) * metrics[opts.monitor]
+    if state["best"] is None or score > state["best"]:
+        state.update(best=score, best_epoch=epoch, bad_epochs=0)
+        record["best"] = True
+        if loop.main and loop.out is not None:
+            save_weights(loop.unwrapped, loop.out / CHECKPOINTS_DIR / BEST_WEIGHTS)
+        elif loop.out is None:
+            state["best_weights"] = {k: v.detach().clone() for k, v in loop.unwrapped.state_dict().items()}
+    else:
+        state["bad_epochs"] += 1
+    if opts.early_stopping and state["bad_epochs"] >= opts.early_stopping:
+        state["stopped_early"] = True
+
+
+def train(loop: Loop, state: dict[str, Any], *, wall_start: float, prior_wall: float) -> Trained:
+    """Epochs until ``opts.epochs``, early stopping or ``stop_after_epoch``; a checkpoint after each."""
+    opts = loop.opts
+    train_seconds, train_samples = 0.0, 0
+    done = state["epoch"] >= opts.epochs or state["stopped_early"]
+    epoch = state["epoch"]
+    while not done:
+        epoch = state["epoch"] + 1
+        loop.train_loader.set_epoch(epoch - 1)  # the permutation is a function of seed + epoch alone
+        set_train_mode(loop.unwrapped, opts)
+        record, seconds = _train_epoch(loop, epoch, state)
+        train_seconds += seconds
+        train_samples += record["train_samples"]
+        if "validation" in loop.eval_loaders:
+            _validate(loop, epoch, state, record)
+        state["epoch"] = epoch
+        state["history"].append(record)
+        loop.log.write(record)
+        loop.say(_epoch_line(record, opts.epochs))
+        done = epoch >= opts.epochs or state["stopped_early"]
+        state["wall_seconds"] = round(prior_wall + time.perf_counter() - wall_start, 3)
+        if loop.out is not None:
+            save_checkpoint(loop.accelerator, loop.out, epoch, state, opts.keep_checkpoints)
+        if state["stopped_early"]:
+            loop.say(f"early stopping: validation {opts.monitor} has not improved for {opts.early_stopping} epoch(s)")
+        if not done and opts.stop_after_epoch is not None and epoch >= opts.stop_after_epoch:
+            return Trained(stopped_by_request=True, epoch=epoch, train_seconds=train_seconds, train_samples=train_samples)
+    return Trained(stopped_by_request=False, epoch=epoch, train_seconds=train_seconds, train_samples=train_samples)
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+def _epoch_line(record: dict[str, Any], epochs: int) -> str:
+    parts = [f"epoch {record['epoch']}/{epochs}", f"train_loss {_fmt(record['train_loss'])}",
+             f"train_acc {_fmt(record['train_accuracy'])}"]
+    if "val_accuracy" in record:
+        parts += [f"val_loss {_fmt(record['val_loss'])}", f"val_acc {_fmt(record['val_accuracy'])}",
+                  f"val_f1 {_fmt(record['val_macro_f1'])}"]
+    parts += [f"{record['samples_per_s']:.0f} samples/s", f"{record['seconds']:.1f} s"]
+    return "  ".join(parts) + ("  *best*" if record.get("best") else "")

@@ -1,0 +1,140 @@
+"""The model a run trains: the base entry, the base loaded with a head for the data's classes,
+LoRA adapters, which parameters train and which stay frozen, and the optimizer's parameter groups."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from ..registry import Entry
+from .adapters import Adapter, Collate, EncodedDataset
+from .options import FinetuneError, FinetuneOptions, OptionsError
+
+__all__ = ["apply_lora", "base_entry", "configure_trainable", "freeze_unused", "is_head", "load_model",
+           "param_groups", "set_train_mode"]
+
+
+def base_entry(name: str) -> Entry:
+    """The entry of a registry name/alias, a saved-model folder or ``hf://owner/name[@rev]``,
+    without loading weights (the domain decides how the data is read)."""
+    from ..api import CONFIG_FILE, _config_to_entry, _is_uri
+    from ..hub import fetch_file
+    from ..registry import get_entry
+
+    if not _is_uri(name):
+        return get_entry(name)
+    if name.startswith("hf://"):
+        repo, _, rev = name[len("hf://"):].partition("@")
+        path = fetch_file(repo, CONFIG_FILE, revision=rev or None)
+    else:
+        path = Path(name) / CONFIG_FILE
+    return _config_to_entry(json.loads(path.read_text(encoding="utf-8")), name)
+
+
+def _head_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    prefixes = tuple(getattr(model, "head_prefixes", ()))
+    return [(n, m) for n, m in model.named_modules() if n and (n + ".").startswith(prefixes)]
+
+
+def is_head(name: str, prefixes: tuple[str, ...]) -> bool:
+    return (name + ".").startswith(prefixes) or name.startswith(prefixes)
+
+
+def load_model(name: str, entry: Entry, classes: tuple[str, ...], opts: FinetuneOptions) -> tuple[nn.Module, str]:
+    """The base model with a head for ``classes``; returns it and what happened to the head."""
+    from ..api import load
+
+    n = len(classes)
+    same_classes = entry.labels is not None and tuple(entry.labels) == classes
+    if opts.head == "keep" and entry.num_classes != n:
+        raise OptionsError(f"head='keep' needs the base's {entry.num_classes} classes; the data has {n}")
+    # A headless base gets a new head; a LoRA adapter base is merged first (a plain model to train).
+    model = load(name, num_classes=n, pretrained=opts.pretrained, merge=True)
+    if not hasattr(model, "head_prefixes") or not _head_modules(model):
+        raise FinetuneError(f"{entry.name}: {type(model).__name__} names no classifier head (head_prefixes); "
+                            "only classification models can be fine-tuned")
+    if not opts.pretrained:
+        return model, "random init (from scratch)"
+    if entry.num_classes != n:
+        return model, f"new head for {n} classes (the base has {entry.num_classes or 'none'})"
+    if opts.head == "new" or (opts.head == "auto" and not same_classes):
+        # Same number of classes, other classes: the base's class weights would only mislead.
+        for _, module in _head_modules(model):
+            if hasattr(module, "reset_parameters"):
+                module.reset_parameters()
+        return model, f"new head for {n} classes (the base's {n} classes are other ones)"
+    return model, f"the base's head kept (the data has the base's {n} classes)"
+
+
+def apply_lora(model: nn.Module, opts: FinetuneOptions, head: str) -> tuple[nn.Module, str]:
+    """LoRA adapters (reszoo/lora.py) on the base's layers; the head stays trainable in full."""
+    from ..errors import InputError
+    from ..lora import apply_lora as _apply, lora_summary
+
+    try:
+        _apply(model, rank=opts.lora_rank, alpha=opts.lora_alpha, dropout=opts.lora_dropout, targets=opts.lora_targets)
+    except InputError as err:
+        raise OptionsError(str(err)) from None
+    return model, f"{head}; {lora_summary(model)}"
+
+
+def configure_trainable(model: nn.Module, opts: FinetuneOptions) -> int:
+    if opts.lora:  # peft chose: the LoRA matrices and the head's trainable copy, nothing else
+        return sum(p.numel() for p in model.parameters() if p.requires_grad)
+    prefixes = tuple(model.head_prefixes)
+    count = 0
+    for name, param in model.named_parameters():
+        param.requires_grad_(not opts.freeze_backbone or is_head(name, prefixes))
+        count += param.numel() if param.requires_grad else 0
+    if count == 0:
+        raise FinetuneError("no trainable parameters (the head has none?)")
+    return count
+
+
+def set_train_mode(model: nn.Module, opts: FinetuneOptions) -> None:
+    """Train mode, except what stays fixed: a frozen backbone (BN statistics and dropout
+    included) and, with batchnorm='frozen', every BatchNorm's running statistics."""
+    model.train()
+    prefixes = tuple(model.head_prefixes)
+    for name, module in model.named_modules():
+        if opts.freeze_backbone and name and not is_head(name, prefixes):
+            module.eval()
+        # With LoRA the statistics stay the base's too: the adapter saves none, so the saved model
+        # would otherwise not be the one trained.
+        if (opts.batchnorm == "frozen" or opts.lora) and isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.eval()
+
+
+def param_groups(model: nn.Module, opts: FinetuneOptions) -> list[dict[str, Any]]:
+    """AdamW groups: no weight decay on biases and normalisation scales (1-d parameters), as is
+    usual; the head at ``head_lr`` when given (a fresh head learns faster than a trained backbone)."""
+    prefixes = tuple(model.head_prefixes)
+    groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            groups.setdefault((opts.head_lr is not None and is_head(name, prefixes), p.ndim >= 2), []).append(p)
+    return [{"params": params, "weight_decay": opts.weight_decay if decay else 0.0,
+             "lr": opts.head_lr if head else opts.lr}
+            for (head, decay), params in sorted(groups.items())]
+
+
+def freeze_unused(model: nn.Module, adapter: Adapter, dataset: EncodedDataset, collate: Collate) -> list[str]:
+    """Freeze parameters that get no gradient (e.g. BERT's pooler under mean pooling): DDP needs
+    every trainable parameter used, and an unused one is never updated anyway. Runs in eval
+    mode, so no RNG and no BatchNorm statistics are touched."""
+    was_training = model.training
+    model.eval()
+    batch = collate([dataset[i] for i in range(min(2, len(dataset)))])
+    device = next(model.parameters()).device
+    inputs = {k: v.to(device) for k, v in batch["inputs"].items()}
+    adapter.forward(model, inputs).float().sum().backward()
+    unused = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+    for n, p in model.named_parameters():
+        if n in unused:
+            p.requires_grad_(False)
+    model.zero_grad(set_to_none=True)
+    model.train(was_training)
+    return unused
