@@ -167,6 +167,9 @@ class ClassFolders:
     extensions: frozenset[str]
     kind: str
 
+    def describe(self) -> str:
+        return f"a folder of {self.kind} files, one subfolder per class"
+
 
 @dataclass(frozen=True)
 class Table:
@@ -175,6 +178,9 @@ class Table:
 
     text_column: str
     label_column: str = "label"
+
+    def describe(self) -> str:
+        return f"a CSV/TSV file with a header line (columns {self.label_column!r} and {self.text_column!r})"
 
 
 @dataclass(frozen=True)

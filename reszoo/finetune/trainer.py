@@ -27,7 +27,7 @@ from .adapters import Adapter, Collate, EncodedDataset, make_adapter
 from .data import Splits, drop_unreadable, read_data, split_validation
 from .loop import _schedule  # noqa: F401  (known here by older callers and tests)
 from .loop import make_accelerator, prepare_loop, train
-from .model import apply_lora, base_entry, configure_trainable, freeze_unused, load_model
+from .model import apply_lora, configure_trainable, freeze_unused, load_model
 from .options import FinetuneOptions, OptionsError, ResumeError
 from .results import RunInfo, finish
 from .rundir import (
@@ -117,6 +117,7 @@ def _prepare_model(model: nn.Module, adapter: Adapter, collate: Collate, train_s
 def _run(name: str, train_data: Any, val_data: Any, given: dict[str, Any], opts: FinetuneOptions) -> Any:
     from accelerate.utils import set_seed
 
+    from ..api import read_entry
     from . import FinetuneResult
 
     wall_start = time.perf_counter()
@@ -134,7 +135,7 @@ def _run(name: str, train_data: Any, val_data: Any, given: dict[str, Any], opts:
         raise OptionsError("batchnorm='sync' needs GPUs (torch's SyncBatchNorm); on CPU processes use 'frozen'")
 
     # ---- data and model (all checks before the run folder is touched)
-    entry = base_entry(name)
+    entry = read_entry(name)  # without weights: the domain decides how the data is read, before anything loads
     splits = _read_splits(train_data, val_data, entry.domain, opts)
     classes = splits.classes
     set_seed(opts.seed)  # before the head is initialised: the same head on every process and every run
@@ -142,7 +143,7 @@ def _run(name: str, train_data: Any, val_data: Any, given: dict[str, Any], opts:
     if opts.lora:
         model, head = apply_lora(model, opts, head)
         say(head)
-    adapter = make_adapter(model, entry.domain, max_length=opts.max_length)
+    adapter = make_adapter(model, entry.domain, opts)
     sets = _encode_splits(splits, adapter, opts)
     data_fingerprint = fingerprint(splits.train)
     if saved is not None and saved.get("fingerprint") != data_fingerprint:
