@@ -49,13 +49,13 @@ if TYPE_CHECKING:
     from .registry import Entry, info, list_models
 
 
-_SUBPACKAGES = {"image", "text", "speech", "rl", "gan", "nn", "hub", "api", "cards", "cli", "registry", "errors"}
+_SUBMODULES = {"nn", "hub", "api", "cards", "cli", "registry", "errors", "domains"}
 
 
 def __getattr__(name: str) -> Any:
     import importlib
 
-    if name in _SUBPACKAGES:  # `reszoo.image.predict` without an explicit import
+    if name in _SUBMODULES or _is_domain(name):  # `reszoo.image.predict` without an explicit import
         value = importlib.import_module(f".{name}", __name__)
         globals()[name] = value
         return value
@@ -65,6 +65,15 @@ def __getattr__(name: str) -> Any:
     value = getattr(importlib.import_module(f".{module}", __name__), name)
     globals()[name] = value
     return value
+
+
+def _is_domain(name: str) -> bool:
+    """A domain whose package is ``reszoo.<name>`` (the zoo's own; others live in their own packages)."""
+    if name.startswith("_"):  # dunder probes (copy, pickle, inspect) never trigger discovery
+        return False
+    from . import domains
+
+    return name in domains.names() and domains.get(name).package == f"{__name__}.{name}"
 
 
 def __dir__() -> list[str]:

@@ -23,13 +23,14 @@ import torch
 from torch import nn
 
 from . import __version__, network
-from .domains import arch_builder, aux_files, domain_module
+from . import domains
+from .domains import aux_files
 from .errors import InputError, LoadError, UnknownModelError
 from .hub import LocalRepo, entry_weights, fetch_file, file_digest, load_state_dict
 from .names import check_repo_filename
 from .registry import Entry, RegistryError, Weights, get_entry, parse_entry
 
-__all__ = ["LoadError", "build", "load", "push", "save_pretrained", "CONFIG_FILE", "WEIGHTS_FILE"]
+__all__ = ["LoadError", "build", "load", "push", "read_entry", "save_pretrained", "CONFIG_FILE", "WEIGHTS_FILE"]
 
 logger = logging.getLogger(__name__)
 CONFIG_FILE = "config.json"
@@ -54,7 +55,7 @@ def build(entry: Entry, *, num_classes: int | None = None, device: torch.device 
     """
     num_classes = _checked_num_classes(num_classes)
     target = _resolve_device(device)
-    builder = arch_builder(entry.domain, entry.arch)
+    builder = domains.get(entry.domain).arch(entry.arch)
     args = dict(entry.arch_args)
     if num_classes is not None:
         args["num_classes"] = num_classes
@@ -203,13 +204,12 @@ def _finish(model: nn.Module, entry: Entry, *, dtype: torch.dtype | None, mirror
     if dtype is not None:
         model.to(dtype=dtype)
     model.eval()
-    domain = domain_module(entry.domain)
+    domain = domains.get(entry.domain)
     model.entry = entry
     model.labels = entry.labels
     model.source_mirror = mirror  # where load found its files; save_pretrained copies the aux files from there too
     model.preprocess = domain.build_preprocess(entry)
-    if hasattr(domain, "prepare"):
-        domain.prepare(model, entry, mirror=mirror)
+    domain.prepare(model, entry, mirror=mirror)
     return model
 
 
@@ -233,27 +233,32 @@ def read_config(path: Path) -> dict[str, Any]:
     return config
 
 
-def _resolve_uri(uri: str, *, revision: str | None, mirror: Any) -> tuple[Entry, Path, Any]:
-    """(entry, weight file, mirror for auxiliary files) of ``hf://owner/name[@rev]`` or of a
-    saved-model folder."""
+def _fetch_config(uri: str, *, revision: str | None, mirror: Any) -> tuple[Path, str, str | None, str | None, Any]:
+    """(config.json, repo, revision to fetch the rest at, its commit if known, mirror for the
+    rest) of ``hf://owner/name[@rev]`` or of a saved-model folder."""
     if (m := _HF_URI.match(uri)) is not None:
         repo, rev = m["repo"], revision or m["rev"]
         config_path = fetch_file(repo, CONFIG_FILE, revision=rev, mirror=mirror, exact_revision=rev is not None)
         snap = config_path.parent.name  # hf cache: .../snapshots/<commit>/config.json
         commit = snap if re.fullmatch(r"[0-9a-f]{40}", snap) else None
-        rev = commit or rev  # the rest comes from the very commit the config came from
-    elif uri.startswith("hf://"):
+        return config_path, repo, commit or rev, commit, mirror  # the rest from the very commit the config came from
+    if uri.startswith("hf://"):
         raise ValueError(f"expected hf://owner/name[@revision], got {uri!r}")
-    else:
-        # A saved-model folder is local: every file comes from inside it, never from a mirror or the Hub.
-        folder = Path(uri).resolve()
-        config_path = folder / CONFIG_FILE
-        if not config_path.is_file():
-            raise FileNotFoundError(f"{uri}: no {CONFIG_FILE}; not a folder written by reszoo.save_pretrained")
-        if revision is not None:
-            raise ValueError(f"{uri}: a saved-model folder has no revisions (got revision={revision!r})")
-        repo, rev, commit = f"{folder.parent.name}/{folder.name}", None, None
-        mirror = LocalRepo(folder, repo)
+    # A saved-model folder is local: every file comes from inside it, never from a mirror or the Hub.
+    folder = Path(uri).resolve()
+    config_path = folder / CONFIG_FILE
+    if not config_path.is_file():
+        raise FileNotFoundError(f"{uri}: no {CONFIG_FILE}; not a folder written by reszoo.save_pretrained")
+    if revision is not None:
+        raise ValueError(f"{uri}: a saved-model folder has no revisions (got revision={revision!r})")
+    repo = f"{folder.parent.name}/{folder.name}"
+    return config_path, repo, None, None, LocalRepo(folder, repo)
+
+
+def _resolve_uri(uri: str, *, revision: str | None, mirror: Any) -> tuple[Entry, Path, Any]:
+    """(entry, weight file, mirror for auxiliary files) of ``hf://owner/name[@rev]`` or of a
+    saved-model folder."""
+    config_path, repo, rev, commit, mirror = _fetch_config(uri, revision=revision, mirror=mirror)
     config = read_config(config_path)
     entry = _config_to_entry(config, uri)
     weights_file = check_repo_filename(config.get("weights_file", WEIGHTS_FILE), f"{config_path}: weights_file")
@@ -261,6 +266,17 @@ def _resolve_uri(uri: str, *, revision: str | None, mirror: Any) -> tuple[Entry,
     weights = Weights(repo=repo, file=weights_file, revision=commit, sha256=file_digest(weights_path),
                       pin_note="loaded by URI: pinned to what was fetched")
     return dataclasses.replace(entry, weights=weights), weights_path, mirror
+
+
+def read_entry(name: str, *, revision: str | None = None, mirror: str | os.PathLike[str] | None = None) -> Entry:
+    """The entry of what :func:`load` would load from ``name`` (a registry name or alias,
+    ``hf://owner/name[@revision]`` or a saved-model folder), read without fetching weights: its
+    registry entry, or its ``config.json`` (whose entry names no weights)."""
+    name = _check_name(name)
+    if not _is_uri(name):
+        return get_entry(name)
+    config_path = _fetch_config(name, revision=revision, mirror=mirror)[0]
+    return _config_to_entry(read_config(config_path), name)
 
 
 def _check_name(name: object) -> str:

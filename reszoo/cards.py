@@ -14,6 +14,7 @@ from typing import Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from .domains import get as get_domain
 from .registry import Entry, Metric, get_entry
 
 __all__ = ["card", "card_for_entry", "load_path", "render_markdown"]
@@ -24,9 +25,6 @@ _PIPELINE_TAGS = {
     "fill-mask", "audio-classification", "reinforcement-learning", "unconditional-image-generation",
     "text-to-image", "zero-shot-classification", "token-classification",
 }
-
-
-_DOMAIN_NAMES = {"rl": "reinforcement-learning", "gan": "generative (GAN)"}
 
 
 def _slug(text: str) -> str:
@@ -168,8 +166,9 @@ def render_markdown(entry: Entry, repo_id: str | None = None, location: str | os
     if entry.description:
         out += [entry.description.strip(), ""]
     skips = "with" if entry.arch_args.get("residual", True) else "without (the plain twin)"
+    kind = get_domain(entry.domain).title  # how the domain names itself (Domain.title)
     out += [
-        f"{'An' if entry.domain[0] in 'aeiou' else 'A'} **{_DOMAIN_NAMES.get(entry.domain, entry.domain)}** model of [reszoo](https://pypi.org/project/reszoo/), the zoo of residual networks: "
+        f"{'An' if kind[0] in 'aeiou' else 'A'} **{kind}** model of [reszoo](https://pypi.org/project/reszoo/), the zoo of residual networks: "
         f"architecture `{entry.arch}` {skips} residual connections, task `{entry.task}`.",
         "",
     ]

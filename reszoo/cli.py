@@ -16,17 +16,32 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from . import __version__
-from .registry import DOMAINS
+from . import __version__, domains
+from .domains import Command
 
-# Domain and workflow commands: module with add_parser(subparsers) and run(args), and the help
-# line shown before it is imported (only the command being run imports its domain).
+# Workflow commands: module with add_parser(subparsers) and run(args), and the help line shown
+# before it is imported (only the command being run imports its module). Each domain adds its own
+# (Domain.commands).
 _EXTRA_COMMANDS = {
-    "finetune": ("reszoo.finetune.cli", "fine-tune a classification model on your own data"),
-    "play": ("reszoo.rl.cli", "run a reinforcement-learning agent and print its returns"),
-    "generate": ("reszoo.gan.cli", "sample a generator and write an image grid"),
-    "analyze": ("reszoo.analysis.cli", "gradient flow, branch ratio, lesions of a model: JSON, plots"),
+    "finetune": Command("reszoo.finetune.cli", "fine-tune a classification model on your own data"),
+    "analyze": Command("reszoo.analysis.cli", "gradient flow, branch ratio, lesions of a model: JSON, plots"),
 }
+_CORE_COMMANDS = ("list", "info", "card", "predict", "pull", "push", "verify")
+
+
+def extra_commands() -> dict[str, Command]:
+    """The workflow commands and every discovered domain's, by name; a name claimed twice is an error."""
+    commands = dict(_EXTRA_COMMANDS)
+    owner = {name: "reszoo" for name in (*_CORE_COMMANDS, *commands)}
+    for domain_name in domains.names():
+        for name, command in domains.get(domain_name).commands.items():
+            if name in owner:
+                from .errors import RegistryError
+
+                raise RegistryError(f"command {name!r} of domain {domain_name!r} is already a command of {owner[name]}; "
+                                    "rename it in its Domain.commands")
+            owner[name], commands[name] = f"domain {domain_name!r}", command
+    return commands
 
 
 def _print_rows(rows: list[dict[str, Any]], as_json: bool) -> None:
@@ -95,10 +110,9 @@ def cmd_card(args: argparse.Namespace) -> int:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from .api import load
-    from .domains import domain_module
 
     model = load(args.name, device=args.device, mirror=args.mirror)
-    rows = domain_module(model.entry.domain).predict(model, list(args.inputs), top_k=args.top_k)
+    rows = domains.get(model.entry.domain).predict(model, list(args.inputs), top_k=args.top_k)
     _print_rows(rows, args.json)
     return 0
 
@@ -227,7 +241,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
     p = sub.add_parser("list", help="list registry entries")
     p.add_argument("pattern", nargs="?", default="*", help="fnmatch pattern on names and aliases")
-    p.add_argument("--domain", choices=DOMAINS)
+    p.add_argument("--domain", choices=domains.names())
     p.add_argument("--task")
     p.add_argument("--json", action="store_true", help="full entries as JSON")
     p.set_defaults(func=cmd_list)
@@ -272,20 +286,25 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--mirror", default=None)
     p.set_defaults(func=cmd_verify)
 
-    for name, (module_name, help_line) in _EXTRA_COMMANDS.items():
+    for name, extra in extra_commands().items():
         if name == command:
-            importlib.import_module(module_name).add_parser(sub)
+            importlib.import_module(extra.module).add_parser(sub)
         else:
-            sub.add_parser(name, help=help_line)
+            sub.add_parser(name, help=extra.help)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     command = next((a for a in argv if not a.startswith("-")), None)
-    args = build_parser(command).parse_args(argv)
     from .errors import ReszooError
 
+    try:  # the domains are discovered here: a broken install is one line too
+        parser = build_parser(command)
+    except ReszooError as err:
+        print(f"reszoo: error: {err}", file=sys.stderr)
+        return 1
+    args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
     except (ReszooError, ValueError, FileNotFoundError, IsADirectoryError, PermissionError) as err:

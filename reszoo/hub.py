@@ -461,13 +461,13 @@ def entry_state_dict(entry: Entry, *, revision: str | None = None, mirror: str |
 def entry_weights(entry: Entry, *, revision: str | None = None, mirror: str | os.PathLike[str] | None = None,
                   device: str | torch.device = "cpu") -> tuple[Path, dict[str, torch.Tensor]]:
     """(local weight file, state dict) of a registry entry: fetched, verified and converted."""
-    from .domains import converter
+    from . import domains
 
     if entry.weights is None:
         raise WeightsNotFoundError(f"registry entry {entry.name!r} has no weights")
     w = entry.weights
     path = fetch_weights(w, revision=revision, mirror=mirror)
-    convert = converter(entry.domain, w.converter) if w.converter else None
+    convert = domains.get(entry.domain).converter(w.converter) if w.converter else None
     key = None
     if w.format == "torch":
         digest = w.sha256 if (revision is None and w.sha256) else file_digest(path)

@@ -2,9 +2,9 @@
 
 An adapter is a small file of low-rank updates to chosen layers of a *base* model plus the new
 classification head, trained in full (peft's ``modules_to_save``). Which layers: each domain
-declares its defaults in one place, ``LORA_TARGETS`` in its package (attention and feed-forward
-linears of the text encoder, the convolutions of a ResNet, the 1x1 TDNN convolutions of a speech
-model); ``targets=`` names others.
+declares its defaults in one place, ``lora_targets`` of its :class:`~reszoo.domains.Domain`
+(attention and feed-forward linears of the text encoder, the convolutions of a ResNet, the 1x1
+TDNN convolutions of a speech model); ``targets=`` names others.
 
 Saved, an adapter is PEFT's own pair of files, readable by ``peft.PeftModel.from_pretrained``::
 
@@ -121,15 +121,15 @@ def _unsupported(name: str, module: nn.Module) -> str | None:
 def resolve_targets(model: nn.Module, domain: str, targets: Sequence[str] | None = None) -> tuple[str, list[str]]:
     """(peft ``target_modules`` regex, names of the layers it adapts) for ``model``.
 
-    ``targets=None``: the domain's ``LORA_TARGETS`` (layers peft cannot adapt exactly are skipped).
+    ``targets=None``: the domain's ``Domain.lora_targets`` (layers peft cannot adapt exactly are skipped).
     Otherwise module names, matched as peft matches a list (the name, or its end after a dot:
     ``qkv`` is every ``*.qkv``); each must name at least one layer, every layer it names must be
     adaptable, and none may be in the head (trained in full). Raises :class:`InputError`."""
-    from .domains import domain_module
+    from . import domains
 
-    module = domain_module(domain)
+    declared = domains.get(domain)
     heads = tuple(_head_modules(model))
-    exclude = getattr(module, "LORA_EXCLUDE", None)
+    exclude = declared.lora_exclude
     modules = dict(model.named_modules())
 
     def in_head(name: str) -> bool:
@@ -139,13 +139,13 @@ def resolve_targets(model: nn.Module, domain: str, targets: Sequence[str] | None
         if in_head(name):
             return "part of the classifier head, which is trained in full"
         if exclude and re.fullmatch(exclude, name):
-            return f"excluded by the {domain} domain (LORA_EXCLUDE): the model reads its weight directly"
+            return f"excluded by the {domain} domain (its lora_exclude): the model reads its weight directly"
         return _unsupported(name, modules[name])
 
     what = f"{type(model).__name__} ({getattr(getattr(model, 'entry', None), 'name', domain)})"
     adaptable = sorted({_short(n) for n in modules if n and problem(n) is None})
     if targets is None:
-        pattern = getattr(module, "LORA_TARGETS", None)
+        pattern = declared.lora_targets
         if pattern is None:
             raise InputError(f"the {domain} domain declares no default LoRA targets; name them (lora_targets / --lora-targets)")
         matched = [n for n in modules if n and re.fullmatch(pattern, n)]

@@ -21,7 +21,7 @@ import difflib
 import fnmatch
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -29,13 +29,13 @@ from typing import Any
 
 import yaml
 
+from .domains import get as get_domain
+from .domains import names as domain_names
 from .errors import RegistryError, UnknownModelError
 from .names import filename_problem, repo_id_problem
 
 __all__ = [
-    "DOMAINS",
     "PLAIN_TAG",
-    "RUNTIME_SETTINGS",
     "Entry",
     "Metric",
     "RegistryError",
@@ -49,7 +49,6 @@ __all__ = [
     "registry_path",
 ]
 
-DOMAINS = ("image", "text", "speech", "rl", "gan")
 WEIGHT_FORMATS = ("safetensors", "torch")
 _HEX40 = re.compile(r"^[0-9a-f]{40}$")
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
@@ -123,7 +122,7 @@ class Entry:
     usage: str | None = None
     limitations: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)  # domain-specific card facts (no behaviour)
-    runtime: dict[str, Any] = field(default_factory=dict)  # settings the domain uses at run time (RUNTIME_SETTINGS)
+    runtime: dict[str, Any] = field(default_factory=dict)  # settings the domain uses at run time (Domain.runtime)
     figures: dict[str, str] = field(default_factory=dict)  # figure name -> image file in the weights repo
     twin: str | None = None  # the residual entry of a plain twin, or the plain twin of a residual entry
 
@@ -271,47 +270,20 @@ def _check_file_refs(preprocess: dict[str, Any], entry: str) -> None:
 # --------------------------------------------------------------------------- runtime settings and figures
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-@dataclass(frozen=True)
-class RuntimeSetting:
-    """A setting a domain reads at run time: what it means, its check, and where files written
-    before ``runtime`` existed kept it (``config.json`` on the Hub is read with the same meaning)."""
-
-    meaning: str
-    problem: Callable[[Any], str | None]  # why a value is not acceptable, or None
-    legacy: str  # "preprocess" or "extra"
-
-
-RUNTIME_SETTINGS: dict[str, dict[str, RuntimeSetting]] = {
-    "rl": {"env_id": RuntimeSetting(
-        "the Gymnasium environment the agent was trained for (`agent.env_id`, `reszoo play`)",
-        lambda v: None if isinstance(v, str) and v.strip() and len(v) <= 200 else "expected an environment id such as 'CartPole-v1'",
-        "preprocess")},
-    "gan": {"truncation": RuntimeSetting(
-        "the sampler's default truncation (`model.sample(truncation=None)`); absent: plain z ~ N(0, 1)",
-        lambda v: None if _is_number(v) and 0 < v <= 1 else "expected a number in (0, 1]",
-        "preprocess")},
-    "speech": {"verify_threshold": RuntimeSetting(
-        "the cosine score at or above which `model.verify` says 'same speaker'",
-        lambda v: None if _is_number(v) and -1 <= v <= 1 else "expected a cosine score in [-1, 1]",
-        "extra")},
-}
-
 FIGURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".svg", ".webp")
 _FIGURE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.-]{0,63}$")
 
 
 def _parse_runtime(raw: Mapping[str, Any], domain: str, entry: str, preprocess: dict[str, Any],
                    extra: dict[str, Any]) -> dict[str, Any]:
-    """``runtime``, checked against the domain's settings. A setting still in its old place
-    (``preprocess.env_id``, ``preprocess.truncation``, ``extra.verify_threshold``: a config.json
+    """``runtime``, checked against the settings the domain declares (``Domain.runtime``). A setting
+    still in its old place (``preprocess`` or ``extra``, its ``RuntimeSetting.legacy``: a config.json
     saved before ``runtime`` existed) is moved here, so such a model keeps behaving as it did."""
     runtime = dict(_take(raw, "runtime", dict, entry, required=False, default={}))
-    known = RUNTIME_SETTINGS.get(domain, {})
+    known = get_domain(domain).runtime  # the domain declares its settings (Domain.runtime)
     for key, setting in known.items():
+        if setting.legacy is None:
+            continue
         old_place = preprocess if setting.legacy == "preprocess" else extra
         if key not in old_place:
             continue
@@ -362,8 +334,8 @@ def parse_entry(raw: Any, where: str = "?") -> Entry:
         if key not in _ENTRY_FIELDS:
             raise _fail(name, key, f"unknown field (known: {', '.join(sorted(_ENTRY_FIELDS))})")
     domain = _take(raw, "domain", str, name)
-    if domain not in DOMAINS:
-        raise _fail(name, "domain", f"expected one of {DOMAINS}, got {domain!r}")
+    if domain not in (known := domain_names()):  # the installed domains (reszoo/domains.py), no domain imported
+        raise _fail(name, "domain", f"expected one of {known}, got {domain!r}")
     paper = raw.get("paper")
     if paper is not None and not (isinstance(paper, dict) and "title" in paper):
         raise _fail(name, "paper", f"expected {{title: ..., url: ...}}, got {paper!r}")
@@ -725,8 +697,8 @@ def _natural_key(name: str) -> list[Any]:
 
 def list_models(pattern: str = "*", domain: str | None = None, task: str | None = None) -> list[str]:
     """Names matching the fnmatch ``pattern`` (on names or aliases), in natural order."""
-    if domain is not None and domain not in DOMAINS:
-        raise ValueError(f"unknown domain {domain!r}; expected one of {DOMAINS}")
+    if domain is not None and domain not in (known := domain_names()):
+        raise ValueError(f"unknown domain {domain!r}; expected one of {known}")
     names = set()
     for key, entry in load_registry().items():
         if domain and entry.domain != domain or task and entry.task != task:

@@ -25,7 +25,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from reszoo.speech import ARCHS, CONVERTERS  # noqa: E402
+from reszoo.speech.convert import converters  # noqa: E402
+from reszoo.speech.models import archs  # noqa: E402
 
 
 def main() -> None:
@@ -47,8 +48,8 @@ def main() -> None:
     torch.manual_seed(0)
     sb = ECAPA_TDNN(80, lin_neurons=192, **cfg).eval()
     with torch.device("meta"):
-        ours = ARCHS["ecapa_tdnn"](input_size=80, embed_dim=192, **cfg)
-    ours.load_state_dict(CONVERTERS["speechbrain-ecapa"](sb.state_dict()), strict=True, assign=True)
+        ours = archs["ecapa_tdnn"](input_size=80, embed_dim=192, **cfg)
+    ours.load_state_dict(converters["speechbrain-ecapa"](sb.state_dict()), strict=True, assign=True)
     ours.eval()
 
     frames = int(args.seconds * 100)

@@ -61,7 +61,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 from reszoo.analysis import block_infos, branch_ratio, gradient_correlation, gradient_flow, lesion_study  # noqa: E402
 from reszoo.analysis.suite import plain_data, write_json  # noqa: E402
 from reszoo.api import build, save_pretrained  # noqa: E402
-from reszoo.image import ARCHS  # noqa: E402
+from reszoo.image.models import archs  # noqa: E402
 from reszoo.registry import Entry, parse_entry  # noqa: E402
 
 SCRIPT = "scripts/residual_study.py"
@@ -115,10 +115,10 @@ def arch_of(depth: int, residual: bool) -> tuple[str, dict[str, Any]]:
         raise SystemExit(f"depth {depth}: CIFAR-style ResNets have 6n + 2 layers (8, 14, 20, 32, 44, 56, 110, ...)")
     n = (depth - 2) // 6
     name = f"resnet{depth}"
-    args: dict[str, Any] = {"in_chans": 1} if name in ARCHS else {**CIFAR_RESNET, "layers": [n, n, n], "in_chans": 1, "num_classes": 10}
+    args: dict[str, Any] = {"in_chans": 1} if name in archs else {**CIFAR_RESNET, "layers": [n, n, n], "in_chans": 1, "num_classes": 10}
     if not residual:
         args["residual"] = False
-    return (name if name in ARCHS else "resnet"), args
+    return (name if name in archs else "resnet"), args
 
 
 def run_entry(recipe: Recipe, depth: int, residual: bool, metrics: list[dict[str, Any]] | None = None,

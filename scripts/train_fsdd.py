@@ -38,7 +38,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from reszoo.speech import ARCHS, FbankConfig, SpeechPreprocess
+from reszoo.speech import FbankConfig, SpeechPreprocess
+from reszoo.speech.models import archs
 from reszoo.speech.training import AAMSoftmax, eer, pair_scores, spec_augment
 from scripts.data import FSDD_SPEAKERS as SPEAKERS
 from scripts.data import fsdd_recordings
@@ -253,7 +254,7 @@ def cmd_digits(items: list[dict[str, Any]], args: argparse.Namespace) -> None:
     for variant in variants_of(args):
         name = "tdnn-fsdd-digits" + ("" if VARIANTS[variant] else "-plain")
         torch.manual_seed(args.seed)
-        model = ARCHS["tdnn_small"](residual=VARIANTS[variant], num_classes=10)
+        model = archs["tdnn_small"](residual=VARIANTS[variant], num_classes=10)
         seconds = train(model, train_items, label="digit", epochs=args.epochs, seed=args.seed, tag=f"digits/{variant}")
         acc = accuracy(model, test_items)
         log(f"digits/{variant}: test accuracy {acc:.4f} ({len(test_items)} recordings), trained in {seconds:.0f} s")
@@ -285,7 +286,7 @@ def cmd_digits_heldout(items: list[dict[str, Any]], args: argparse.Namespace) ->
                 log(f"{out.relative_to(ROOT)} exists; skipping (--force to redo)")
                 continue
             torch.manual_seed(args.seed)
-            model = ARCHS["tdnn_small"](residual=VARIANTS[variant], num_classes=10)
+            model = archs["tdnn_small"](residual=VARIANTS[variant], num_classes=10)
             seconds = train(model, train_items, label="digit", epochs=args.epochs, seed=args.seed, tag=f"heldout-{fold}/{variant}")
             acc = accuracy(model, test_items)
             log(f"held-out speaker {fold} ({variant}): accuracy {acc:.4f} on {len(test_items)} recordings")
@@ -316,7 +317,7 @@ def write_heldout_digits(args: argparse.Namespace) -> None:
 
 def train_speaker_model(train_items: list[dict[str, Any]], residual: bool, args: argparse.Namespace, tag: str) -> tuple[nn.Module, float]:
     torch.manual_seed(args.seed)
-    model = ARCHS["ecapa_tdnn_small"](residual=residual)
+    model = archs["ecapa_tdnn_small"](residual=residual)
     classes = sorted({it["speaker"] for it in train_items})
     remap = {c: i for i, c in enumerate(classes)}
     relabelled = [{**it, "spk": remap[it["speaker"]]} for it in train_items]

@@ -27,10 +27,9 @@ def architectures() -> list[tuple[str, str]]:
     """(domain, arch) of every architecture reszoo can build, in a stable order.
 
     The one place that enumerates them (tests parametrise over it, as timm's over ``list_models()``)."""
-    from reszoo.domains import domain_module
-    from reszoo.registry import DOMAINS
+    from reszoo import domains
 
-    return [(domain, arch) for domain in DOMAINS for arch in sorted(domain_module(domain).ARCHS)]
+    return [(n, a) for n in domains.names() for a in sorted(domains.get(n).archs)]
 
 
 def registry_entry(name: str) -> dict[str, Any]:

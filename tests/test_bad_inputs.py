@@ -28,8 +28,8 @@ from reszoo.errors import InputError, RegistryError
 from reszoo.image.preprocess import ImageInputError, ImagePreprocess, ImageTypeError
 from reszoo.rl import ObservationError
 from reszoo.speech.audio import AudioError
-from reszoo.speech.frontend import SpeechPreprocess
-from reszoo.text.tokenize import TextInputError, TextPreprocess, TextTypeError, check_texts
+from reszoo.speech.preprocess import SpeechPreprocess
+from reszoo.text.preprocess import TextInputError, TextPreprocess, TextTypeError, check_texts
 
 ROOT = Path(__file__).resolve().parents[1]
 DIGITS = ROOT / "examples" / "digits"

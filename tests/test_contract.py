@@ -35,9 +35,9 @@ from torch import Tensor, nn
 import reszoo
 from helpers import ROOT, architectures
 from hub import validate_card
-from reszoo.domains import arch_builder
+from reszoo import domains
 from reszoo.nn import ResidualBlock, residual_blocks
-from reszoo.registry import DOMAINS, Entry, get_entry
+from reszoo.registry import Entry, get_entry
 
 ARCHS = architectures()
 ENTRIES = reszoo.list_models()
@@ -79,7 +79,7 @@ def one_thread() -> Iterator[None]:
 
 def build(domain: str, arch: str, args: dict[str, Any], device: str = "cpu") -> nn.Module:
     with torch.device(device):
-        model = arch_builder(domain, arch)(**args).eval()
+        model = domains.get(domain).arch(arch)(**args).eval()
     if device != "meta":
         _settle_spectral_norms(model)
     return model
@@ -291,7 +291,7 @@ def test_required_args_are_exactly_the_builders_without_defaults() -> None:
 
     needs = set()
     for domain, arch in ARCHS:
-        params = inspect.signature(arch_builder(domain, arch)).parameters.values()
+        params = inspect.signature(domains.get(domain).arch(arch)).parameters.values()
         if any(p.default is p.empty and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) for p in params):
             needs.add((domain, arch))
     assert needs == set(REQUIRED_ARGS)
@@ -359,7 +359,7 @@ def test_arch_num_classes_replaces_only_the_head(domain: str, arch: str) -> None
 
 
 def test_entries_cover_every_domain() -> None:
-    assert {get_entry(name).domain for name in ENTRIES} == set(DOMAINS)
+    assert {get_entry(name).domain for name in ENTRIES} == set(domains.names())
 
 
 @pytest.mark.parametrize("name", ENTRIES)
@@ -400,11 +400,9 @@ def test_entry_state_dict_round_trip(name: str, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("name", ENTRIES)
 def test_entry_preprocessing_builds_offline(name: str, hub, offline) -> None:
-    from reszoo.domains import domain_module
-
     entry = get_entry(name)
     hub.reset_count()
-    assert callable(domain_module(entry.domain).build_preprocess(entry))
+    assert callable(domains.get(entry.domain).build_preprocess(entry))
     assert hub.request_count == 0
 
 
@@ -440,7 +438,7 @@ def test_entry_card_passes_hub_validation_and_describes_the_entry(name: str, hub
 def test_import_reszoo_and_its_domains_stay_light() -> None:
     """``import reszoo`` loads no torch and no Hub client; a domain package (and its command-line module)
     no heavy library: those are imported by the functions that need them."""
-    domain_modules = [f"reszoo.{d}" for d in DOMAINS]
+    domain_modules = [domains.get(d).package for d in domains.names()]
     domain_modules += [f"{m}.cli" for m in domain_modules if importlib.util.find_spec(f"{m}.cli") is not None]
     code = f"""
 import importlib, json, sys

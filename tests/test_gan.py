@@ -15,9 +15,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from reszoo.gan import CONVERTERS, save_grid
+from reszoo.gan import save_grid
 from reszoo.gan.biggan import biggan_deep_128
-from reszoo.gan.convert import convert_biggan_pretrained
+from reszoo.gan.convert import convert_biggan_pretrained, converters
 from reszoo.gan.metrics import class_accuracy, frechet_distance, inception_style_score, within_class_pixel_std
 from reszoo.gan.models import SNConv2d, SNLinear, sngan_d28, sngan_d32, sngan_g28, sngan_g32
 from reszoo.nn import residual_blocks
@@ -142,7 +142,7 @@ def _reference_images(ref, z, y, truncation):
 
 def test_biggan_converter_parity(biggan_reference):
     ours = biggan_deep_128()
-    ours.load_state_dict(CONVERTERS["biggan-pretrained"](biggan_reference.state_dict()), strict=True)
+    ours.load_state_dict(converters["biggan-pretrained"](biggan_reference.state_dict()), strict=True)
     ours.eval()
     g = torch.Generator().manual_seed(0)
     y = torch.tensor([207, 980])

@@ -16,8 +16,10 @@ from PIL import Image
 
 import reszoo
 from conftest import need_data
-from reszoo.image import ARCHS, CONVERTERS, ImageInputError, ImagePreprocess, PreprocessConfigError, build_preprocess, predict
+from reszoo.image import ImageInputError, ImagePreprocess, PreprocessConfigError, build_preprocess, predict
 from reszoo.image import models as M
+from reszoo.image.convert import converters
+from reszoo.image.models import archs
 from reszoo.nn import residual_blocks
 from reszoo.registry import get_entry, list_models
 
@@ -95,7 +97,7 @@ def _cifar_params(n: int, projection: bool) -> int:
                                                     ("resnet56", 9, 0.85), ("resnet110", 18, 1.7)])
 def test_cifar_resnet_parameter_counts(name: str, n: int, paper_m: float) -> None:
     with torch.device("meta"):
-        model, plain = ARCHS[name](), ARCHS[name](residual=False)
+        model, plain = archs[name](), archs[name](residual=False)
     count = sum(p.numel() for p in model.parameters())
     assert count == _cifar_params(n, projection=True)
     # Without the projections (the plain twin, = option A's parameters) it is the paper's Table 6 count.
@@ -107,9 +109,9 @@ def test_cifar_resnet_parameter_counts(name: str, n: int, paper_m: float) -> Non
 
 
 def test_cifar_and_mnist_shapes() -> None:
-    out = ARCHS["resnet20"]()(torch.randn(2, 3, 32, 32))
+    out = archs["resnet20"]()(torch.randn(2, 3, 32, 32))
     assert out.shape == (2, 10)
-    mnist = ARCHS["resnet_mnist"]()
+    mnist = archs["resnet_mnist"]()
     assert sum(p.numel() for p in mnist.parameters()) < 1_000_000
     assert mnist(torch.randn(2, 1, 28, 28)).shape == (2, 10)
 
@@ -129,7 +131,7 @@ def test_bad_arch_arguments() -> None:
 def test_torchvision_converter_is_a_strict_check() -> None:
     import timm
 
-    convert = CONVERTERS["torchvision"]
+    convert = converters["torchvision"]
     with torch.device("meta"):
         timm_sd = timm.create_model("resnet50").state_dict()
         deep_stem = timm.create_model("resnet50d").state_dict()

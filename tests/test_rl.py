@@ -286,13 +286,14 @@ def test_play_command_prints_returns_and_writes_gif(tmp_path, capsys) -> None:
 def test_sb3_mlp_policy_zip_converts_with_identical_outputs(tmp_path) -> None:
     from stable_baselines3 import PPO
 
-    from reszoo.rl import CONVERTERS, sb3_mlp_discrete
-    from reszoo.rl.sb3_convert import read_sb3_zip
+    from reszoo.rl import sb3_mlp_discrete
+    from reszoo.rl.convert import converters
+    from reszoo.rl.convert import read_sb3_zip
 
     torch.manual_seed(0)
     sb3 = PPO("MlpPolicy", gym.make("Acrobot-v1"), seed=0, device="cpu")
     sb3.save(tmp_path / "ppo-acrobot.zip")
-    state = CONVERTERS["sb3-mlp-policy"](read_sb3_zip(tmp_path / "ppo-acrobot.zip"))
+    state = converters["sb3-mlp-policy"](read_sb3_zip(tmp_path / "ppo-acrobot.zip"))
     with torch.device("meta"):
         agent = sb3_mlp_discrete(obs_dim=6, n_actions=3)
     agent.load_state_dict(state, strict=True, assign=True)
@@ -303,6 +304,6 @@ def test_sb3_mlp_policy_zip_converts_with_identical_outputs(tmp_path) -> None:
     torch.testing.assert_close(value, sb3.policy.predict_values(obs).squeeze(-1), rtol=0, atol=0)
     np.testing.assert_array_equal(agent.act(obs.numpy()), sb3.predict(obs.numpy(), deterministic=True)[0])
     with pytest.raises(ValueError, match="unexpected keys log_std"):
-        CONVERTERS["sb3-mlp-policy"]({**read_sb3_zip(tmp_path / "ppo-acrobot.zip"), "log_std": torch.zeros(3)})
+        converters["sb3-mlp-policy"]({**read_sb3_zip(tmp_path / "ppo-acrobot.zip"), "log_std": torch.zeros(3)})
     with pytest.raises(ValueError, match="no residual form"):
         sb3_mlp_discrete(obs_dim=6, n_actions=3, residual=True)

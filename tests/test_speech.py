@@ -20,7 +20,7 @@ from conftest import DATA, need_data
 from helpers import Upstream
 from reszoo import speech
 from reszoo.speech.audio import AudioError, as_waveform
-from reszoo.speech.frontend import Fbank, FbankConfig, SpeechPreprocess, mel_filterbank
+from reszoo.speech.preprocess import Fbank, FbankConfig, SpeechPreprocess, mel_filterbank
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples" / "speech"
@@ -80,8 +80,8 @@ def _speechbrain_ecapa(seed: int = 0, **cfg: object) -> torch.nn.Module:
 
 def _reszoo_from(sb: torch.nn.Module, **cfg: object) -> speech.ECAPATDNN:
     with torch.device("meta"):
-        model = speech.ARCHS["ecapa_tdnn"](**cfg)
-    model.load_state_dict(speech.CONVERTERS["speechbrain-ecapa"](sb.state_dict()), strict=True, assign=True)
+        model = speech.DOMAIN.archs["ecapa_tdnn"](**cfg)
+    model.load_state_dict(speech.DOMAIN.converters["speechbrain-ecapa"](sb.state_dict()), strict=True, assign=True)
     return model.eval()
 
 
@@ -227,7 +227,7 @@ def test_ecapa_matches_speechbrain_ecapa_tdnn(cfg: dict) -> None:
 
 def test_converter_is_strict() -> None:
     state = _speechbrain_ecapa(**SMALL).state_dict()
-    convert = speech.CONVERTERS["speechbrain-ecapa"]
+    convert = speech.DOMAIN.converters["speechbrain-ecapa"]
     with pytest.raises(speech.ConversionError, match="no reszoo counterpart: classifier.weight"):
         convert({**state, "classifier.weight": torch.zeros(1)})
     with pytest.raises(speech.ConversionError, match="missing mfa.conv.weight"):

@@ -17,7 +17,8 @@ import reszoo
 from conftest import DATA
 from helpers import publish_upstream
 from reszoo.registry import get_entry
-from reszoo.text import CONVERTERS, ConversionError, TextEncoder, TextPreprocess, aux_files, build_preprocess, predict
+from reszoo.text import ConversionError, TextEncoder, TextPreprocess, aux_files, build_preprocess, predict
+from reszoo.text.convert import converters
 from reszoo.text.models import EncoderConfig, build_encoder
 from scripts.data import read_label_names, read_labelled_tsv
 
@@ -131,7 +132,7 @@ def _padded_batch(seed: int = 1) -> tuple[torch.Tensor, torch.Tensor, torch.Tens
 def test_encoder_matches_transformers_bert_token_states() -> None:
     ref = _random_bert()
     ours = build_encoder(TINY).eval()
-    ours.load_state_dict(CONVERTERS["bert"](ref.state_dict()), strict=True)
+    ours.load_state_dict(converters["bert"](ref.state_dict()), strict=True)
     ids, mask, types = _padded_batch()
     with torch.no_grad():
         expected = ref(input_ids=ids, attention_mask=mask, token_type_ids=types).last_hidden_state
@@ -143,7 +144,7 @@ def test_encoder_matches_transformers_bert_token_states() -> None:
 
 def test_converter_accepts_bert_prefix_legacy_gamma_beta_and_position_ids() -> None:
     state = _random_bert().state_dict()
-    plain = CONVERTERS["bert"](state)
+    plain = converters["bert"](state)
     legacy = {}
     for key, value in state.items():
         key = "bert." + key
@@ -151,7 +152,7 @@ def test_converter_accepts_bert_prefix_legacy_gamma_beta_and_position_ids() -> N
             key = key.replace(".weight", ".gamma").replace(".bias", ".beta")
         legacy[key] = value
     legacy["bert.embeddings.position_ids"] = torch.arange(TINY.max_position)[None]
-    converted = CONVERTERS["bert"](legacy)
+    converted = converters["bert"](legacy)
     assert converted.keys() == plain.keys()
     assert all(torch.equal(converted[k], plain[k]) for k in plain)
     with torch.device("meta"):
@@ -164,7 +165,7 @@ def test_masked_lm_head_matches_transformers() -> None:
     state = ref.state_dict()
     assert any(k.startswith("cls.seq_relationship") for k in state)  # NSP head: ignored by the converter
     ours = build_encoder(TINY, mlm_head=True).eval()
-    ours.load_state_dict(CONVERTERS["bert"](state), strict=True)
+    ours.load_state_dict(converters["bert"](state), strict=True)
     ids, mask, types = _padded_batch()
     with torch.no_grad():
         expected = ref(input_ids=ids, attention_mask=mask, token_type_ids=types).prediction_logits
@@ -177,7 +178,7 @@ def test_masked_lm_head_matches_transformers() -> None:
 def test_sequence_classifier_with_bert_pooler_matches_transformers() -> None:
     ref = _random_bert("BertForSequenceClassification", num_labels=5)
     ours = build_encoder(TINY, pooling="pooler", num_classes=5).eval()
-    ours.load_state_dict(CONVERTERS["bert"](ref.state_dict()), strict=True)
+    ours.load_state_dict(converters["bert"](ref.state_dict()), strict=True)
     ids, mask, types = _padded_batch()
     with torch.no_grad():
         expected = ref(input_ids=ids, attention_mask=mask, token_type_ids=types).logits
@@ -272,32 +273,32 @@ def test_converter_rejects_leftover_keys() -> None:
     state = _random_bert().state_dict()
     state["encoder.layer.0.attention.self.rotary.weight"] = torch.zeros(2)
     with pytest.raises(ConversionError, match=r"does not know: encoder\.layer\.0\.attention\.self\.rotary\.weight"):
-        CONVERTERS["bert"](state)
+        converters["bert"](state)
 
 
 def test_converter_rejects_missing_keys() -> None:
     state = _random_bert().state_dict()
     del state["encoder.layer.1.attention.self.key.bias"]
     with pytest.raises(ConversionError, match=r"missing 1 key\(s\): encoder\.layer\.1\.attention\.self\.key\.bias"):
-        CONVERTERS["bert"](state)
+        converters["bert"](state)
     state = _random_bert().state_dict()
     del state["pooler.dense.bias"]
     with pytest.raises(ConversionError, match="pooler is incomplete"):
-        CONVERTERS["bert"](state)
+        converters["bert"](state)
     state = {k: v for k, v in _random_bert().state_dict().items() if not k.startswith("encoder.layer.0.")}
     with pytest.raises(ConversionError, match=r"encoder\.layer\.0\.\*"):
-        CONVERTERS["bert"](state)
+        converters["bert"](state)
 
 
 def test_converter_rejects_untied_decoder_and_duplicates() -> None:
     state = _random_bert("BertForMaskedLM").state_dict()
     state["cls.predictions.decoder.weight"] = state["cls.predictions.decoder.weight"] + 1
     with pytest.raises(ConversionError, match="not tied"):
-        CONVERTERS["bert"](state)
+        converters["bert"](state)
     state = _random_bert().state_dict()
     state["bert.embeddings.LayerNorm.gamma"] = state["embeddings.LayerNorm.weight"]
     with pytest.raises(ConversionError, match="twice"):
-        CONVERTERS["bert"](state)
+        converters["bert"](state)
 
 
 # --------------------------------------------------------------------------- real weights, loopback Hub

@@ -40,10 +40,10 @@ from reszoo.registry import parse_entry
 
 def _tiny_state(seed: int = 0) -> dict[str, torch.Tensor]:
     """A real resnet_mnist state dict (reszoo's own architecture), small enough to write anywhere."""
-    from reszoo.image import ARCHS
+    from reszoo.image.models import archs
 
     torch.manual_seed(seed)
-    return {k: v.contiguous() for k, v in ARCHS["resnet_mnist"](num_classes=10).state_dict().items()}
+    return {k: v.contiguous() for k, v in archs["resnet_mnist"](num_classes=10).state_dict().items()}
 
 
 def _config(**changes: object) -> dict:
@@ -170,7 +170,7 @@ def test_registry_names_are_checked_where_they_are_parsed(tmp_path):
 
 
 def test_text_tokenizer_name_goes_through_the_check(tmp_path):
-    from reszoo.text.tokenize import TextPreprocess
+    from reszoo.text.preprocess import TextPreprocess
 
     for name in ("/etc/passwd", "../../tokenizer.json"):
         with pytest.raises(HubError, match="unsafe file name"):

@@ -1,4 +1,5 @@
-"""Fine-tuning any classification model of the zoo (images, text, speech) on your own data.
+"""Fine-tuning any classification model of the zoo on your own data (every domain whose
+:class:`~reszoo.domains.Domain` declares a ``finetune`` spec: how its data is read and batched).
 
     import reszoo
     result = reszoo.finetune("resnet-mnist", "data/train", epochs=3, out="runs/fashion")
@@ -67,9 +68,9 @@ def finetune(name: str, train_data: str | os.PathLike[str] | list[tuple[Any, str
     """Fine-tune the model ``name`` (a registry name, a saved-model folder or ``hf://owner/name``)
     on ``train_data`` and return the trained model with its metrics.
 
-    ``train_data``/``val_data``: an image or audio folder (one subfolder per class), a CSV/TSV
-    file (text models; columns named by ``label_column``/``text_column``), or a list of
-    ``(input, label)`` pairs. Without ``val_data`` a seeded, stratified ``val_split`` of the
+    ``train_data``/``val_data``: what the model's domain reads (``FinetuneSpec.data``): a folder
+    with one subfolder per class, or a CSV/TSV file (columns named by ``label_column`` and
+    ``text_column``, by default the domain's), or a list of ``(input, label)`` pairs. Without ``val_data`` a seeded, stratified ``val_split`` of the
     training data is held out. ``options`` are the fields of :class:`FinetuneOptions`; with
     ``out=DIR`` the run writes checkpoints, metrics and the final model there (loadable with
     ``reszoo.load(DIR)``) and can be resumed with ``resume=True``.

@@ -46,28 +46,37 @@ def _opt(p: argparse.ArgumentParser, flag: str, help: str, **kwargs: Any) -> Non
     p.add_argument(flag, default=argparse.SUPPRESS, help=help, **kwargs)
 
 
+def _data_formats() -> dict[str, str]:
+    """Domain name -> how its training data comes, for every domain that can be fine-tuned."""
+    from .. import domains
+
+    specs = {name: domains.get(name).finetune for name in domains.names()}  # light: each domain's declaration only
+    return {name: spec.data.describe() for name, spec in specs.items() if spec is not None}
+
+
 def add_parser(subparsers: Any) -> None:
+    formats = _data_formats()
     p = subparsers.add_parser(
         "finetune",
-        help="fine-tune a classifier (image, text, speech) on your data; scales out with accelerate/torchrun",
-        description="Fine-tune a classification model of the zoo on an image folder, an audio folder or a "
-                    "CSV/TSV file; one CPU, one GPU, several GPUs or nodes (launched by accelerate or torchrun).",
+        help=f"fine-tune a classifier ({', '.join(formats)}) on your data; scales out with accelerate/torchrun",
+        description="Fine-tune a classification model of the zoo on your labelled data; one CPU, one GPU, several "
+                    "GPUs or nodes (launched by accelerate or torchrun).",
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("name", help="registry name, saved-model folder or hf://owner/name[@rev] of the base model")
     data = p.add_argument_group("data")
     data.add_argument("--data", dest="train_data", default=None,
-                      help="training data: a folder with one subfolder per class (images, audio) or a CSV/TSV file (text)")
+                      help="training data, by the model's domain: " + "; ".join(f"{n}: {f}" for n, f in formats.items()))
     data.add_argument("--val", dest="val_data", default=None,
                       help="validation data (same format); default: a seeded, stratified --val-split of --data")
     _opt(data, "--test", "test data, evaluated once at the end", dest="test_data")
     _opt(data, "--val-split", "fraction of --data held out for validation when --val is not given", type=float)
     _opt(data, "--dataset-name", "dataset name for the model card (default: the data folder/file name)")
-    _opt(data, "--text-column", "text: the column holding the texts")
-    _opt(data, "--label-column", "text: the column holding the labels")
-    _opt(data, "--delimiter", "text: the column separator (default: tab for .tsv, comma otherwise)")
-    _opt(data, "--max-length", "text: tokens per example after truncation (default: the model's)", type=int)
+    _opt(data, "--text-column", "tables: the column holding the inputs (default: the domain's)")
+    _opt(data, "--label-column", "tables: the column holding the labels (default: the domain's)")
+    _opt(data, "--delimiter", "tables: the column separator (default: tab for .tsv, comma otherwise)")
+    _opt(data, "--max-length", "tokenized inputs: tokens per example after truncation (default: the model's)", type=int)
     _opt(data, "--on-bad-file", "unreadable files/malformed rows: skip them (counted) or stop with an error",
          choices=("skip", "error"))
     _opt(data, "--num-workers", "data loader worker processes", type=int)
@@ -98,9 +107,8 @@ def add_parser(subparsers: Any) -> None:
     _opt(lora, "--lora-rank", "rank of the adapters", type=int)
     _opt(lora, "--lora-alpha", "scale numerator: updates are scaled by alpha/rank (default 2 x rank)", type=float)
     _opt(lora, "--lora-dropout", "dropout on the adapters' input", type=float)
-    _opt(lora, "--lora-targets", "module names to adapt, e.g. qkv proj (default: the domain's: attention and "
-                                 "feed-forward linears for text, convolutions for ResNets, 1x1 TDNN convolutions for speech)",
-         nargs="+", metavar="NAME")
+    _opt(lora, "--lora-targets", "module names to adapt, e.g. qkv proj (default: the domain's lora_targets; "
+                                 "see docs/finetune.md)", nargs="+", metavar="NAME")
     _opt(train, "--early-stopping", "stop after this many epochs without validation improvement", type=int)
     _opt(train, "--monitor", "validation metric for the best epoch and early stopping", choices=("accuracy", "loss"))
     _opt(train, "--cpu", "train on CPU even where a GPU is present", action="store_true")

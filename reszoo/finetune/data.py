@@ -1,10 +1,13 @@
 """Labelled data in the formats users already have, checked before anything is trained.
 
-- images: a folder with one subfolder per class (``root/<class>/**/<image>``), as torchvision's
-  ``ImageFolder`` reads it;
-- audio: the same layout with wav/flac/ogg/mp3 files;
-- text: a CSV or TSV file with a header line; the label and text columns are named by options
-  (``label`` and ``text`` by default);
+Each fine-tunable domain says which format its data comes in (``FinetuneSpec.data``,
+:mod:`reszoo.domains`):
+
+- :class:`~reszoo.domains.ClassFolders`: a folder with one subfolder per class
+  (``root/<class>/**/<file>``), as torchvision's ``ImageFolder`` reads it, with the domain's file
+  extensions (images, audio);
+- :class:`~reszoo.domains.Table`: a CSV or TSV file with a header line; the label and input
+  columns are named by options (by default the domain's);
 - or, from Python, a list of ``(input, label)`` pairs (paths or texts).
 
 Class names come from the data (subfolder names or label values, in natural order) and become
@@ -24,22 +27,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..domains import ClassFolders, FinetuneSpec, Table
 from ..errors import InputError
 from .options import DataError
 
 __all__ = [
-    "AUDIO_EXTENSIONS",
-    "IMAGE_EXTENSIONS",
     "READ_ERRORS",
     "LabeledData",
     "Splits",
     "drop_unreadable",
+    "finetune_spec",
     "read_data",
     "split_validation",
 ]
 
-IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"})
-AUDIO_EXTENSIONS = frozenset({".wav", ".flac", ".ogg", ".mp3", ".aif", ".aiff"})
 _SHOWN = 5  # how many offending files an error message lists
 # What decoding a bad file raises: reszoo's input errors (the domains' preprocess), I/O and format
 # errors of the decoders (PIL's are OSError or ValueError, soundfile's RuntimeError). A domain adds
@@ -148,7 +149,7 @@ def _table_data(path: Path, *, text_column: str, label_column: str, delimiter: s
     if not path.exists():
         raise DataError(f"{role} data: no such file {path}")
     if path.is_dir():
-        raise DataError(f"{role} data: {path} is a folder; text data is a CSV/TSV file with a header line "
+        raise DataError(f"{role} data: {path} is a folder; this model's data is a CSV/TSV file with a header line "
                         f"naming a {label_column!r} and a {text_column!r} column")
     tsv = path.suffix.lower() in (".tsv", ".tab")
     sep = delimiter or ("\t" if tsv else ",")
@@ -223,27 +224,39 @@ def _pairs_data(pairs: Iterable[Any], role: str, classes: Sequence[str] | None) 
 # --------------------------------------------------------------------------- entry points
 
 
+def finetune_spec(domain: str) -> FinetuneSpec:
+    """How models of ``domain`` are fine-tuned; a :class:`DataError` where the domain declares no fine-tuning."""
+    from .. import domains
+
+    spec = domains.get(domain).finetune
+    if spec is None:
+        tunable = [name for name in domains.names() if domains.get(name).finetune is not None]
+        raise DataError(f"the {domain} domain declares no fine-tuning (its Domain.finetune is None); fine-tuning "
+                        f"covers classification models of the {', '.join(tunable) or 'no'} domain(s)")
+    return spec
+
+
 def read_data(source: Any, domain: str, *, role: str = "train", classes: Sequence[str] | None = None,
-              text_column: str = "text", label_column: str = "label", delimiter: str | None = None,
+              text_column: str | None = None, label_column: str | None = None, delimiter: str | None = None,
               on_bad_file: str = "skip") -> LabeledData:
-    """Read ``source`` (a folder, a CSV/TSV file or a list of pairs) for a ``domain`` model.
+    """Read ``source`` (a folder, a CSV/TSV file or a list of pairs) for a ``domain`` model, in
+    the format the domain's ``FinetuneSpec.data`` names (table columns: ``text_column`` and
+    ``label_column``, else the domain's).
 
     ``classes``: the training classes, for validation/test data (their labels must be among them).
     Training data must hold at least two classes, each with at least one example.
     """
+    reader = finetune_spec(domain).data
     if isinstance(source, list | tuple):
         data = _pairs_data(source, role, classes)
+    elif isinstance(reader, ClassFolders):
+        data = _folder_data(Path(source).expanduser(), reader.extensions, reader.kind, role, classes)
+    elif isinstance(reader, Table):
+        data = _table_data(Path(source).expanduser(), text_column=text_column or reader.text_column,
+                           label_column=label_column or reader.label_column, delimiter=delimiter, role=role, classes=classes)
     else:
-        path = Path(source).expanduser()
-        if domain == "image":
-            data = _folder_data(path, IMAGE_EXTENSIONS, "image", role, classes)
-        elif domain == "speech":
-            data = _folder_data(path, AUDIO_EXTENSIONS, "audio", role, classes)
-        elif domain == "text":
-            data = _table_data(path, text_column=text_column, label_column=label_column, delimiter=delimiter,
-                               role=role, classes=classes)
-        else:
-            raise DataError(f"fine-tuning covers classification models of the image, text and speech domains, not {domain!r}")
+        raise DataError(f"the {domain} domain reads its data as {type(reader).__name__}, which reszoo.finetune does not "
+                        "know (expected reszoo.domains.ClassFolders or Table)")
     check_skipped(data, role, on_bad_file, what="malformed or misplaced record(s)")
     if classes is None:
         check_classes(data, role)

@@ -11,7 +11,6 @@ summed (``reduce``) across processes; only the main process writes files.
 
 from __future__ import annotations
 
-import importlib
 import json
 import math
 import sys
@@ -104,16 +103,16 @@ def _optimizer(model: nn.Module, opts: FinetuneOptions) -> torch.optim.Optimizer
 
 def resolve_criterion(opts: FinetuneOptions, domain: str) -> Callable[[Tensor, Tensor], Tensor]:
     """The training loss: cross-entropy, a callable, or a criterion the domain names in the
-    ``CRITERIA`` of its training module (``reszoo.<domain>.training``)."""
+    ``CRITERIA`` of its optional ``training.py`` (see reszoo/domains.py)."""
     if opts.criterion is None:
         smoothing = opts.label_smoothing
         return lambda logits, target: F.cross_entropy(logits, target, label_smoothing=smoothing)
     if callable(opts.criterion):
         return opts.criterion
-    try:
-        known = getattr(importlib.import_module(f"reszoo.{domain}.training"), "CRITERIA", {})
-    except ModuleNotFoundError:
-        known = {}
+    from .. import domains
+
+    training = domains.get(domain).module("training", required=False) if domain else None
+    known = getattr(training, "CRITERIA", {}) if training is not None else {}
     if opts.criterion not in known:
         raise OptionsError(f"criterion {opts.criterion!r}: the {domain} domain provides "
                            + (f"only {', '.join(sorted(known))}" if known else "no named criteria")

@@ -3,8 +3,6 @@ LoRA adapters, which parameters train and which stay frozen, and the optimizer's
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -14,25 +12,8 @@ from ..registry import Entry
 from .adapters import Adapter, Collate, EncodedDataset
 from .options import FinetuneError, FinetuneOptions, OptionsError
 
-__all__ = ["apply_lora", "base_entry", "configure_trainable", "deterministic_pools", "freeze_unused", "is_head",
-           "load_model", "param_groups", "set_train_mode"]
-
-
-def base_entry(name: str) -> Entry:
-    """The entry of a registry name/alias, a saved-model folder or ``hf://owner/name[@rev]``,
-    without loading weights (the domain decides how the data is read)."""
-    from ..api import CONFIG_FILE, _config_to_entry, _is_uri
-    from ..hub import fetch_file
-    from ..registry import get_entry
-
-    if not _is_uri(name):
-        return get_entry(name)
-    if name.startswith("hf://"):
-        repo, _, rev = name[len("hf://"):].partition("@")
-        path = fetch_file(repo, CONFIG_FILE, revision=rev or None)
-    else:
-        path = Path(name) / CONFIG_FILE
-    return _config_to_entry(json.loads(path.read_text(encoding="utf-8")), name)
+__all__ = ["apply_lora", "configure_trainable", "deterministic_pools", "freeze_unused", "is_head", "load_model",
+           "param_groups", "set_train_mode"]
 
 
 def _head_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:

@@ -111,14 +111,14 @@ class FinetuneOptions:
     lora_rank: int = 8
     lora_alpha: float | None = None  # scale alpha/rank; default 2 x rank
     lora_dropout: float = 0.0  # dropout on the adapters' input
-    lora_targets: list[str] | None = None  # module names (peft's suffix match); default: the domain's LORA_TARGETS
+    lora_targets: list[str] | None = None  # module names (peft's suffix match); default: the domain's lora_targets
     # --- validation
     val_split: float = 0.1  # fraction of train held out (stratified, seeded) when no val data is given
     early_stopping: int | None = None  # patience in epochs without improvement of `monitor`
     monitor: str = "accuracy"  # accuracy | loss (validation)
     # --- data
-    text_column: str = "text"
-    label_column: str = "label"
+    text_column: str | None = None  # tables: the column of inputs (default: the domain's, FinetuneSpec.data)
+    label_column: str | None = None  # tables: the column of labels (default: the domain's)
     delimiter: str | None = None  # default: tab for .tsv, comma otherwise
     max_length: int | None = None  # text: tokens per example after truncation (default: the model's)
     on_bad_file: str = "skip"  # skip (counted, listed) | error

@@ -13,6 +13,8 @@ from typing import Any
 from torch import nn
 
 from ..cards import load_path
+from ..domains import FinetuneSpec
+from ..domains import get as get_domain
 from ..registry import Entry, Metric, Source
 from .batches import TensorData
 from .data import Splits
@@ -20,10 +22,9 @@ from .loop import Loop, Trained, _fmt, evaluate
 from .options import FinetuneOptions
 from .rundir import finish_run_folder, load_best
 
-__all__ = ["TASKS", "finetuned_entry", "finish"]
+__all__ = ["finetuned_entry", "finish"]
 
 _SPLIT_NAMES = {"train", "training", "trn", "val", "valid", "validation", "dev", "test", "data"}
-TASKS = {"image": "image-classification", "text": "text-classification", "speech": "audio-classification"}
 
 
 # --------------------------------------------------------------------------- the entry of the result
@@ -111,36 +112,10 @@ def _loss_text(opts: FinetuneOptions) -> str:
     return text
 
 
-def _saved_preprocess(base: Entry, opts: FinetuneOptions, weights: Any) -> dict[str, Any]:
-    """The base's preprocess; for text, the tokenizer pinned to where the base model was loaded
-    from (``weights``: the loaded base's; a registry repo and revision, an ``hf://`` repo at its
-    commit, or a saved folder), since the text domain reads it from the weights' repo, which the
-    new model's folder or Hub repo is not until save_pretrained copies it there."""
-    preprocess = dict(base.preprocess)
-    if base.domain == "text":
-        spec = preprocess.get("tokenizer", {"file": "tokenizer.json"})
-        spec = {"file": spec} if isinstance(spec, str) else dict(spec)
-        if "repo" not in spec and weights is not None:
-            spec["repo"] = weights.repo
-            if weights.revision:
-                spec["revision"] = weights.revision
-        preprocess["tokenizer"] = spec
-        if opts.max_length is not None:
-            preprocess["max_length"] = opts.max_length
-    return preprocess
-
-
-_USAGE = {
-    "image": 'probs = model(model.preprocess("image.png")).softmax(-1)\nprint(model.labels[int(probs.argmax())])',
-    "text": 'probs = model(**model.preprocess(["a text to classify"])).softmax(-1)\nprint(model.labels[int(probs.argmax())])',
-    "speech": 'print(model.classify("clip.wav", top_k=3))   # [(label, probability), ...]',
-}
-
-
-def _usage(domain: str, opts: FinetuneOptions) -> str:
+def _usage(spec: FinetuneSpec | None, opts: FinetuneOptions) -> str:
     # The card replaces the load target with where the model is (its folder or Hub repo).
     where = f"hf://{opts.push_to}" if opts.push_to else (load_path(opts.out) if opts.out else "path/to/model")
-    return f'model = reszoo.load("{where}")\n{_USAGE.get(domain, "")}'.rstrip()
+    return f'model = reszoo.load("{where}")\n{spec.usage if spec else ""}'.rstrip()
 
 
 def finetuned_entry(base: Entry, *, name: str, classes: tuple[str, ...], dataset: str, metrics: list[Metric],
@@ -153,11 +128,12 @@ def finetuned_entry(base: Entry, *, name: str, classes: tuple[str, ...], dataset
     scores, token limits), tags and limitations describe the base's own training. What still
     holds (architecture, license, paper) stays; ``base_model`` links the base for the rest.
     """
+    spec = get_domain(base.domain).finetune  # the task and usage of a fine-tuned model of the domain
     return dataclasses.replace(
         base,
         name=name,
         aliases=(),
-        task=TASKS.get(base.domain, base.task),
+        task=spec.task if spec else base.task,
         arch_args={**base.arch_args, "num_classes": len(classes)},
         weights=None,
         preprocess=preprocess,
@@ -171,7 +147,7 @@ def finetuned_entry(base: Entry, *, name: str, classes: tuple[str, ...], dataset
         base_model=base.name if opts.pretrained else None,
         base=base.name if opts.lora else None,  # a LoRA adapter over the base (reszoo/lora.py)
         tags=("fine-tuned" if opts.pretrained else "trained-from-scratch", *(("lora", "peft") if opts.lora else ())),
-        usage=_usage(base.domain, opts),
+        usage=_usage(spec, opts),
         extra=dict(facts or {}),
         # The base's plain twin, figures (files of its repo) and run-time settings measured for its
         # weights (a verification threshold) are not this model's.
@@ -238,7 +214,7 @@ def _result_entry(loop: Loop, state: dict[str, Any], run: RunInfo, final: dict[s
                 metrics.append(Metric(dataset=dataset, split="validation" if split == "val" else "test", metric=key,
                                       value=round(100 * float(final[f"{split}_{key}"]), 4), name=label,
                                       source=Source(kind="measured", script=opts.script, note=note)))
-    preprocess = _saved_preprocess(entry, opts, getattr(loop.unwrapped.entry, "weights", None))
+    preprocess = loop.adapter.saved_preprocess(entry.preprocess, getattr(loop.unwrapped.entry, "weights", None))
     # This run's facts for the card, over every invocation of a resumed run (the history is restored).
     facts = {"epochs": state["epoch"], "best_epoch": state["best_epoch"], "train_examples": len(train),
              "validation_examples": len(val) if val else 0, "test_examples": len(test) if test else None,

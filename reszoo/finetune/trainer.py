@@ -29,7 +29,7 @@ from .batches import TensorData, TensorRows
 from .data import LabeledData, Splits, drop_unreadable, read_data, split_validation
 from .loop import _schedule  # noqa: F401  (known here by older callers and tests)
 from .loop import make_accelerator, prepare_loop, train
-from .model import apply_lora, base_entry, configure_trainable, deterministic_pools, freeze_unused, load_model
+from .model import apply_lora, configure_trainable, deterministic_pools, freeze_unused, load_model
 from .options import DataError, FinetuneOptions, OptionsError, ResumeError
 from .results import RunInfo, finish
 from .rundir import (
@@ -155,6 +155,7 @@ def _prepare_model(model: nn.Module, adapter: Adapter, collate: Collate, train_s
 def _run(name: str, train_data: Any, val_data: Any, given: dict[str, Any], opts: FinetuneOptions) -> Any:
     from accelerate.utils import set_seed
 
+    from ..api import read_entry
     from . import FinetuneResult
 
     wall_start = time.perf_counter()
@@ -172,7 +173,7 @@ def _run(name: str, train_data: Any, val_data: Any, given: dict[str, Any], opts:
         raise OptionsError("batchnorm='sync' needs GPUs (torch's SyncBatchNorm); on CPU processes use 'frozen'")
 
     # ---- data and model (all checks before the run folder is touched)
-    entry = base_entry(name)
+    entry = read_entry(name)  # without weights: the domain decides how the data is read, before anything loads
     splits = _read_splits(train_data, val_data, entry.domain, opts)
     classes = splits.classes
     set_seed(opts.seed)  # before the head is initialised: the same head on every process and every run
@@ -180,7 +181,7 @@ def _run(name: str, train_data: Any, val_data: Any, given: dict[str, Any], opts:
     if opts.lora:
         model, head = apply_lora(model, opts, head)
         say(head)
-    adapter = make_adapter(model, entry.domain, max_length=opts.max_length)
+    adapter = make_adapter(model, entry.domain, opts)
     if isinstance(train_data, TensorData):
         sources = {"train": train_data, "validation": val_data if val_data is not None else train_data,
                    "test": opts.test_data}

@@ -1,150 +1,39 @@
 """GANs: SNGAN-style residual generators/discriminators (28x28, 32x32) and BigGAN-deep 128.
 
 Generators loaded with ``reszoo.load`` have ``sample(n, labels=None, truncation=None,
-seed=None)`` -> images in [0, 1], shape (n, C, H, W). This module is light: torch only.
+seed=None)`` -> images in [0, 1], shape (n, C, H, W).
+
+The domain contract of :mod:`reszoo.domains`: ``models.py`` (SNGAN; ``biggan.py`` for BigGAN),
+``convert.py`` (pytorch-pretrained-BigGAN checkpoints), ``preprocess.py`` (class labels),
+``predict.py`` (one sample per label), ``cli.py`` (``reszoo generate``); ``grid.py`` (PNG grids),
+``losses.py`` and ``metrics.py`` (training and evaluation) besides. Light on import.
 """
 
 from __future__ import annotations
 
-import numbers
-from collections.abc import Callable, Iterable
-from pathlib import Path
-from typing import Any
+from ..domains import Command, Domain, RuntimeSetting, is_number, lazy_exports
+from .predict import predict
 
-import torch
-from torch import Tensor, nn
+DOMAIN = Domain(
+    name="gan",
+    title="generative (GAN)",
+    package=__name__,
+    commands={"generate": Command("reszoo.gan.cli", "sample a generator and write an image grid")},
+    runtime={"truncation": RuntimeSetting(
+        "the sampler's default truncation (`model.sample(truncation=None)`); absent: plain z ~ N(0, 1)",
+        lambda v: None if is_number(v) and 0 < v <= 1 else "expected a number in (0, 1]",
+        legacy="preprocess")},
+)
 
-from ..registry import Entry
-from .biggan import BigGANDeep, biggan_deep_128
-from .convert import convert_biggan_pretrained
-from .models import GeneratorMixin, SNGANDiscriminator, SNGANGenerator, sngan_d28, sngan_d32, sngan_g28, sngan_g32
-
-__all__ = [
-    "ARCHS",
-    "CONVERTERS",
-    "BigGANDeep",
-    "GeneratorMixin",
-    "SNGANDiscriminator",
-    "SNGANGenerator",
-    "build_preprocess",
-    "predict",
-    "prepare",
-    "save_grid",
-    "write_grid",
-]
-
-ARCHS: dict[str, Callable[..., nn.Module]] = {
-    "sngan_g28": sngan_g28,
-    "sngan_g32": sngan_g32,
-    "sngan_d28": sngan_d28,
-    "sngan_d32": sngan_d32,
-    "biggan_deep_128": biggan_deep_128,
+_EXPORTS = {
+    "BigGANDeep": "biggan",
+    "GeneratorMixin": "models",
+    "SNGANDiscriminator": "models",
+    "SNGANGenerator": "models",
+    "build_preprocess": "preprocess",
+    "prepare": "preprocess",
+    "save_grid": "grid",
+    "write_grid": "grid",
 }
-
-CONVERTERS: dict[str, Callable[[dict[str, Tensor]], dict[str, Tensor]]] = {
-    "biggan-pretrained": convert_biggan_pretrained,
-}
-
-
-def build_preprocess(entry: Entry) -> Callable[[Any], Tensor]:
-    """A generator's raw input is its class labels: names or indices -> a LongTensor of indices,
-    checked against the entry's classes."""
-    names = tuple(entry.labels or ())
-    num_classes = entry.num_classes or 0
-
-    def preprocess(labels: Any) -> Tensor:
-        if not num_classes:
-            raise ValueError(f"{entry.name} is unconditional: it takes no class labels")
-        if isinstance(labels, Tensor):
-            labels = labels.tolist()
-        if isinstance(labels, numbers.Number | str):  # one label (a bad one is refused below)
-            labels = [labels]
-        out = []
-        for label in labels:
-            if isinstance(label, str) and not label.isdigit():
-                if label not in names:
-                    raise ValueError(f"{entry.name}: unknown label {label!r}")
-                out.append(names.index(label))
-            else:
-                if isinstance(label, bool) or not isinstance(label, numbers.Integral | str):  # int(3.7) would be a silent 3
-                    raise ValueError(f"{entry.name}: labels must be class indices or names, got {label!r}")
-                index = int(label)
-                if not 0 <= index < num_classes:
-                    raise ValueError(f"{entry.name}: label {index} out of range 0..{num_classes - 1}")
-                out.append(index)
-        return torch.tensor(out, dtype=torch.long)
-
-    return preprocess
-
-
-def prepare(model: nn.Module, entry: Entry, *, mirror: str | Path | None = None) -> None:
-    """The entry's default truncation (``runtime.truncation``) becomes the sampler's default.
-    (``mirror``: part of the domain contract; generators read no files besides their weights.)"""
-    if isinstance(model, GeneratorMixin) and "truncation" in entry.runtime:
-        model.default_truncation = entry.runtime["truncation"]
-
-
-def save_grid(images: Tensor, path: str | Path, *, nrow: int | None = None, padding: int = 2) -> Path:
-    """Write images in [0, 1] (N, C, H, W) as one PNG grid, ``nrow`` per row (default: ~square)."""
-    if images.ndim != 4 or images.shape[1] not in (1, 3):
-        raise ValueError(f"expected images of shape (N, 1|3, H, W), got {tuple(images.shape)}")
-    return write_grid([images], images.shape[0], path, nrow=nrow, padding=padding)
-
-
-def write_grid(chunks: Iterable[Tensor], n: int, path: str | Path, *, nrow: int | None = None, padding: int = 2) -> Path:
-    """Write ``n`` images, arriving as chunks (N_i, C, H, W) in [0, 1], as one PNG grid (the layout
-    of :func:`save_grid`), holding only the 8-bit grid and one chunk in memory at a time."""
-    import math
-
-    import numpy as np
-    from PIL import Image
-
-    if n < 1:
-        raise ValueError(f"a grid needs at least one image, got n={n}")
-    if isinstance(nrow, bool) or (nrow is not None and (not isinstance(nrow, int) or nrow < 1)):
-        raise ValueError(f"nrow must be a positive integer, got {nrow!r}")
-    nrow = nrow or math.ceil(math.sqrt(n))
-    rows = math.ceil(n / nrow)
-    grid: Any = None
-    done = 0
-    for chunk in chunks:
-        if chunk.ndim != 4 or chunk.shape[1] not in (1, 3):
-            raise ValueError(f"expected images of shape (N, 1|3, H, W), got {tuple(chunk.shape)}")
-        _, c, h, w = chunk.shape
-        if grid is None:  # white background and padding, as the images' 1.0
-            grid = np.full((rows * (h + padding) + padding, nrow * (w + padding) + padding, c), 255, dtype=np.uint8)
-        pixels = (chunk.detach().float().cpu().clamp(0, 1).permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)
-        for img in pixels:
-            if done == n:
-                raise ValueError(f"got more than the n={n} images announced")
-            r, col = divmod(done, nrow)
-            top, left = padding + r * (h + padding), padding + col * (w + padding)
-            grid[top:top + h, left:left + w] = img
-            done += 1
-    if done != n:
-        raise ValueError(f"got {done} images, expected n={n}")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(grid[:, :, 0] if grid.shape[2] == 1 else grid).save(path)
-    return path
-
-
-def predict(model: nn.Module, inputs: list[str], top_k: int = 5) -> list[dict[str, Any]]:
-    """``reszoo predict NAME LABEL...``: one sample per class label (name or index; ``random``
-    for a random class or an unconditional model), seeded by its position, written to
-    ``<name>-<i>.png`` in the current folder. ``top_k`` does not apply to generators."""
-    if not isinstance(model, GeneratorMixin):
-        raise TypeError(f"{type(model).__name__} is not a generator")
-    name = getattr(getattr(model, "entry", None), "name", "sample")
-    names = getattr(model, "labels", None) or ()
-    rows = []
-    for i, text in enumerate(inputs):
-        label = None if text == "random" else text
-        image = model.sample(1, labels=label, seed=i)
-        path = save_grid(image, Path(f"{name}-{i}.png"), padding=0)
-        row: dict[str, Any] = {"input": text, "seed": i, "file": str(path)}
-        if label is not None and model.num_classes:
-            index = int(model.class_indices(label, 1)[0])
-            row["class"] = names[index] if index < len(names) else index
-        rows.append(row)
-    return rows
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__all__ = ["DOMAIN", "predict", *_EXPORTS]

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..nn import ResidualBlock
-from .models import GeneratorMixin, SNConv2d, SNLinear
+from .models import GeneratorMixin, SNConv2d, SNLinear, archs
 
 __all__ = ["BigGANDeep", "BigGANDeepConfig", "BIGGAN_DEEP_CFGS", "biggan_deep_128"]
 
@@ -199,6 +199,7 @@ class BigGANDeep(GeneratorMixin, nn.Module):
         return self(z, y, truncation)
 
 
+@archs.register
 def biggan_deep_128(*, residual: bool = True, **overrides: Any) -> BigGANDeep:
     """BigGAN-deep at 128x128 for the 1000 ImageNet classes (the released configuration)."""
     cfg = BIGGAN_DEEP_CFGS[128]

@@ -52,7 +52,8 @@ def run(args: argparse.Namespace) -> int:
 
     import reszoo
 
-    from . import GeneratorMixin, write_grid
+    from .grid import write_grid
+    from .models import GeneratorMixin
 
     _check_options(args)
     model = reszoo.load(args.name, mirror=args.mirror)

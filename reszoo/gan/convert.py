@@ -26,10 +26,15 @@ saved) is derived data and skipped.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 from torch import Tensor
 
-__all__ = ["convert_biggan_pretrained"]
+from ..domains import Registry
+
+__all__ = ["convert_biggan_pretrained", "converters"]
+
+converters: Registry[Callable[[dict[str, Tensor]], dict[str, Tensor]]] = Registry("converter")
 
 _LAYER = re.compile(r"^generator\.layers\.(\d+)\.(.+)$")
 _BLOCK_PART = re.compile(r"^(bn|conv)_(\d)\.(.+)$")
@@ -53,6 +58,7 @@ def _hwc_rows_to_chw(t: Tensor, side: int = 4) -> Tensor:
     return t.reshape(side, side, c, *t.shape[1:]).movedim(2, 0).reshape(t.shape).contiguous()
 
 
+@converters.register("biggan-pretrained")
 def convert_biggan_pretrained(state: dict[str, Tensor]) -> dict[str, Tensor]:
     """pytorch-pretrained-BigGAN's ``BigGAN`` state dict -> reszoo's :class:`BigGANDeep`."""
     attention = {int(m[1]) for k in state if (m := _LAYER.match(k)) and m[2] == "gamma"}

@@ -9,7 +9,7 @@ network builds it. Every residual block derives from :class:`reszoo.nn.ResidualB
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..domains import Registry
 from ..nn import ResidualBlock
 
 __all__ = [
@@ -31,7 +32,12 @@ __all__ = [
     "sngan_g32",
     "sngan_d28",
     "sngan_d32",
+    "archs",
 ]
+
+# Every architecture of the domain, registered where it is defined (registry entries name them in
+# ``arch``); the BigGAN builder is in biggan.py, imported at the end of this module.
+archs: Registry[Callable[..., nn.Module]] = Registry("architecture")
 
 
 # --------------------------------------------------------------------------- spectral norm
@@ -392,6 +398,7 @@ def _d(resolution: int, **kwargs: Any) -> SNGANDiscriminator:
     return SNGANDiscriminator(SNGAN_CFGS[resolution], **kwargs)
 
 
+@archs.register
 def sngan_g28(*, ch: int = 64, z_dim: int = 128, num_classes: int = 0, class_embed_dim: int = 0, out_channels: int = 1,
               residual: bool = True) -> SNGANGenerator:
     """SNGAN generator for 28x28 images (7 -> 14 -> 28), 1 channel by default (MNIST)."""
@@ -399,6 +406,7 @@ def sngan_g28(*, ch: int = 64, z_dim: int = 128, num_classes: int = 0, class_emb
               out_channels=out_channels, residual=residual)
 
 
+@archs.register
 def sngan_g32(*, ch: int = 64, z_dim: int = 128, num_classes: int = 0, class_embed_dim: int = 0, out_channels: int = 3,
               residual: bool = True) -> SNGANGenerator:
     """SNGAN generator for 32x32 images (4 -> 8 -> 16 -> 32; 256 channels at ch=64, as for CIFAR-10)."""
@@ -406,12 +414,16 @@ def sngan_g32(*, ch: int = 64, z_dim: int = 128, num_classes: int = 0, class_emb
               out_channels=out_channels, residual=residual)
 
 
+@archs.register
 def sngan_d28(*, ch: int = 64, num_classes: int = 0, in_channels: int = 1, residual: bool = True) -> SNGANDiscriminator:
     """SNGAN discriminator for 28x28 images (28 -> 14 -> 7, then two blocks at 7x7)."""
     return _d(28, ch=ch, num_classes=num_classes, in_channels=in_channels, residual=residual)
 
 
+@archs.register
 def sngan_d32(*, ch: int = 64, num_classes: int = 0, in_channels: int = 3, residual: bool = True) -> SNGANDiscriminator:
     """SNGAN discriminator for 32x32 images (32 -> 16 -> 8, then two blocks at 8x8; 128 channels at ch=64)."""
     return _d(32, ch=ch, num_classes=num_classes, in_channels=in_channels, residual=residual)
 
+
+from . import biggan  # noqa: E402,F401  (registers biggan_deep_128; it builds on the classes above)

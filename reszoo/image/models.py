@@ -12,30 +12,17 @@ exist to make the addition possible).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from ..domains import Registry
 from ..nn import ResidualBlock
 
-__all__ = [
-    "BasicBlock",
-    "Bottleneck",
-    "ResNet",
-    "resnet18",
-    "resnet34",
-    "resnet50",
-    "resnet101",
-    "resnet152",
-    "resnet20",
-    "resnet32",
-    "resnet44",
-    "resnet56",
-    "resnet110",
-    "resnet_mnist",
-]
+# Every architecture of the domain, registered where it is defined (registry entries name them in ``arch``).
+archs: Registry[Callable[..., nn.Module]] = Registry("architecture")
 
 
 def _conv3x3(in_chs: int, out_chs: int, stride: int = 1) -> nn.Conv2d:
@@ -103,6 +90,7 @@ class Bottleneck(ResidualBlock):
 BLOCKS: dict[str, type[BasicBlock] | type[Bottleneck]] = {"basic": BasicBlock, "bottleneck": Bottleneck}
 
 
+@archs.register("resnet")  # fully configurable from arch_args (block, layers, widths, ...)
 class ResNet(nn.Module):
     """A ResNet described by data.
 
@@ -233,26 +221,31 @@ def _create(block: str, layers: Sequence[int], defaults: dict[str, Any], kwargs:
     return ResNet(block, layers, **{**defaults, **kwargs})
 
 
+@archs.register
 def resnet18(**kwargs: Any) -> ResNet:
     """ResNet-18 (ImageNet)."""
     return _create("basic", (2, 2, 2, 2), _IMAGENET, kwargs)
 
 
+@archs.register
 def resnet34(**kwargs: Any) -> ResNet:
     """ResNet-34 (ImageNet)."""
     return _create("basic", (3, 4, 6, 3), _IMAGENET, kwargs)
 
 
+@archs.register
 def resnet50(**kwargs: Any) -> ResNet:
     """ResNet-50 (ImageNet)."""
     return _create("bottleneck", (3, 4, 6, 3), _IMAGENET, kwargs)
 
 
+@archs.register
 def resnet101(**kwargs: Any) -> ResNet:
     """ResNet-101 (ImageNet)."""
     return _create("bottleneck", (3, 4, 23, 3), _IMAGENET, kwargs)
 
 
+@archs.register
 def resnet152(**kwargs: Any) -> ResNet:
     """ResNet-152 (ImageNet)."""
     return _create("bottleneck", (3, 8, 36, 3), _IMAGENET, kwargs)
@@ -262,26 +255,31 @@ def _cifar(n: int, kwargs: dict[str, Any]) -> ResNet:
     return _create("basic", (n, n, n), {**_CIFAR, "num_classes": 10}, kwargs)
 
 
+@archs.register
 def resnet20(**kwargs: Any) -> ResNet:
     """CIFAR ResNet-20 (n=3), projection shortcuts (option B)."""
     return _cifar(3, kwargs)
 
 
+@archs.register
 def resnet32(**kwargs: Any) -> ResNet:
     """CIFAR ResNet-32 (n=5), projection shortcuts (option B)."""
     return _cifar(5, kwargs)
 
 
+@archs.register
 def resnet44(**kwargs: Any) -> ResNet:
     """CIFAR ResNet-44 (n=7), projection shortcuts (option B)."""
     return _cifar(7, kwargs)
 
 
+@archs.register
 def resnet56(**kwargs: Any) -> ResNet:
     """CIFAR ResNet-56 (n=9), projection shortcuts (option B)."""
     return _cifar(9, kwargs)
 
 
+@archs.register
 def resnet110(**kwargs: Any) -> ResNet:
     """CIFAR ResNet-110 (n=18), projection shortcuts (option B)."""
     return _cifar(18, kwargs)
@@ -295,6 +293,7 @@ MNIST_CONFIG: dict[str, Any] = dict(
 )
 
 
+@archs.register
 def resnet_mnist(**kwargs: Any) -> ResNet:
     """A small ResNet for 28x28 grayscale input (MNIST)."""
     return ResNet(**{**MNIST_CONFIG, **kwargs})

@@ -30,14 +30,17 @@ import os
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
 
 from ..errors import InputError, RegistryError
 
-__all__ = ["ImagePreprocess", "PreprocessConfigError", "ImageInputError", "ImageTypeError"]
+if TYPE_CHECKING:
+    from ..registry import Entry
+
+__all__ = ["ImagePreprocess", "PreprocessConfigError", "ImageInputError", "ImageTypeError", "build_preprocess"]
 
 _INTERPOLATIONS = ("bilinear", "bicubic", "nearest")
 _KNOWN_FIELDS = {"size", "input_size", "resize", "crop_pct", "crop", "interpolation", "mean", "std", "channels"}
@@ -62,6 +65,11 @@ _FLAT_ALPHA, _FLAT_SPREAD = 64, 8
 
 def _config_error(where: str, field: str, problem: str) -> PreprocessConfigError:
     return PreprocessConfigError(f"{where}: preprocess.{field}: {problem}")
+
+
+def build_preprocess(entry: Entry) -> ImagePreprocess:
+    """The entry's ``preprocess`` as a callable: path / PIL image / tensor -> float NCHW batch."""
+    return ImagePreprocess(entry.preprocess, where=f"registry entry {entry.name!r}")
 
 
 class ImagePreprocess:

@@ -21,10 +21,13 @@ and add ``act(obs, deterministic=True)``:
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from ..domains import Registry
 from ..nn import ResidualBlock
 from .agents import Agent
 
@@ -41,7 +44,11 @@ __all__ = [
     "ImpalaActorCritic",
     "LOG_STD_MIN",
     "LOG_STD_MAX",
+    "archs",
 ]
+
+# Every architecture of the domain, registered where it is defined (registry entries name them in ``arch``).
+archs: Registry[Callable[..., nn.Module]] = Registry("architecture")
 
 # Stable-Baselines3's SAC bounds, so the deterministic action is the same function of the weights.
 LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0
@@ -345,3 +352,36 @@ class MLPActorCritic(Agent):
         if deterministic:
             return logits.argmax(-1)
         return torch.distributions.Categorical(logits=logits).sample()
+
+
+# --------------------------------------------------------------------------- architectures
+
+
+@archs.register("resmlp-discrete")
+def resmlp_discrete(obs_dim: int, n_actions: int, width: int = 64, depth: int = 2, residual: bool = True,
+                    **kwargs: Any) -> DiscreteActorCritic:
+    """PPO agent: SimBa actor and critic trunks, categorical policy and value heads."""
+    return DiscreteActorCritic(obs_dim, n_actions, width=width, depth=depth, residual=residual, **kwargs)
+
+
+@archs.register("resmlp-sac")
+def resmlp_sac(obs_dim: int, action_dim: int, width: int = 128, depth: int = 1, residual: bool = True,
+               **kwargs: Any) -> SquashedGaussianActorCritic:
+    """SAC agent: SimBa actor, squashed Gaussian head, twin Q over ``[obs, action]``."""
+    return SquashedGaussianActorCritic(obs_dim, action_dim, width=width, depth=depth, residual=residual, **kwargs)
+
+
+@archs.register("impala-cnn")
+def impala_cnn(height: int = 64, width: int = 64, in_channels: int = 3, n_actions: int = 15, residual: bool = True,
+               **kwargs: Any) -> ImpalaActorCritic:
+    """IMPALA residual CNN (channels 16/32/32, 256 units) with policy and value heads (Procgen: 64x64x3, 15 actions)."""
+    return ImpalaActorCritic(height, width, in_channels, n_actions, residual=residual, **kwargs)
+
+
+@archs.register("sb3-mlp-discrete")
+def sb3_mlp_discrete(obs_dim: int, n_actions: int, net_arch: list[int] | tuple[int, ...] = (64, 64), activation: str = "tanh",
+                     residual: bool = False) -> MLPActorCritic:
+    """Stable-Baselines3's discrete MlpPolicy (to load RL-Zoo agents). It has no skips: ``residual=True`` is an error."""
+    if residual:
+        raise ValueError("sb3-mlp-discrete is SB3's plain MLP policy and has no residual form; use resmlp-discrete")
+    return MLPActorCritic(obs_dim, n_actions, tuple(net_arch), activation)

@@ -24,12 +24,16 @@ embedding, is an error naming the keys.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 from torch import Tensor
 
+from ..domains import Registry
 from ..errors import ConversionError
 
-__all__ = ["ConversionError", "convert_speechbrain_ecapa"]
+__all__ = ["ConversionError", "convert_speechbrain_ecapa", "converters"]
+
+converters: Registry[Callable[[dict[str, Tensor]], dict[str, Tensor]]] = Registry("converter")
 
 
 # (pattern on the SpeechBrain key, replacement); the TDNN tail ``conv.conv.X`` / ``norm.norm.X``
@@ -75,6 +79,7 @@ def _rename(key: str) -> str | None:
     return None
 
 
+@converters.register("speechbrain-ecapa")
 def convert_speechbrain_ecapa(state_dict: dict[str, Tensor]) -> dict[str, Tensor]:
     """A SpeechBrain ``ECAPA_TDNN`` state dict (``embedding_model.ckpt``) in reszoo's layout."""
     # Checkpoints saved from a DataParallel/DDP-wrapped module carry a "module." prefix.

@@ -20,28 +20,18 @@ checkpoints give the same embeddings (tested).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..domains import Registry
 from ..nn import ResidualBlock
 
-__all__ = [
-    "TDNNBlock",
-    "Res2NetConv",
-    "SqueezeExcite",
-    "SERes2NetBlock",
-    "AttentiveStatsPool",
-    "ECAPATDNN",
-    "ecapa_tdnn",
-    "ecapa_tdnn_c512",
-    "ecapa_tdnn_c1024",
-    "ecapa_tdnn_small",
-    "tdnn_small",
-]
+# Every architecture of the domain, registered where it is defined (registry entries name them in ``arch``).
+archs: Registry[Callable[..., nn.Module]] = Registry("architecture")
 
 
 def _length_mask(lengths: Tensor | None, frames: int, like: Tensor) -> Tensor | None:
@@ -221,7 +211,7 @@ class ECAPATDNN(nn.Module):
 
     # ------------------------------------------------------------------ raw-audio conveniences
     # ``reszoo.load`` sets ``self.preprocess`` (a reszoo.speech.SpeechPreprocess), ``self.labels``
-    # and, through reszoo.speech.prepare, ``self.verify_threshold``.
+    # and, through reszoo.speech.preprocess.prepare, ``self.verify_threshold``.
 
     def _features(self, audio: Any, sample_rate: int | None) -> list[Tensor]:
         """Features ``(1, frames, n_mels)`` per utterance. Utterances run one at a time, not padded
@@ -270,21 +260,25 @@ class ECAPATDNN(nn.Module):
         return rows if isinstance(audio, list) else rows[0]
 
 
+@archs.register
 def ecapa_tdnn(residual: bool = True, num_classes: int = 0, **kwargs: Any) -> ECAPATDNN:
     """ECAPA-TDNN with any configuration (keyword arguments of :class:`ECAPATDNN`)."""
     return ECAPATDNN(residual=residual, num_classes=num_classes, **kwargs)
 
 
+@archs.register
 def ecapa_tdnn_c512(residual: bool = True, num_classes: int = 0, **kwargs: Any) -> ECAPATDNN:
     """C=512 ECAPA-TDNN (SpeechBrain's default configuration)."""
     return ECAPATDNN(channels=(512, 512, 512, 512, 1536), residual=residual, num_classes=num_classes, **kwargs)
 
 
+@archs.register
 def ecapa_tdnn_c1024(residual: bool = True, num_classes: int = 0, **kwargs: Any) -> ECAPATDNN:
     """C=1024 ECAPA-TDNN (the paper's large model; speechbrain/spkrec-ecapa-voxceleb)."""
     return ECAPATDNN(channels=(1024, 1024, 1024, 1024, 3072), residual=residual, num_classes=num_classes, **kwargs)
 
 
+@archs.register
 def ecapa_tdnn_small(residual: bool = True, num_classes: int = 0, **kwargs: Any) -> ECAPATDNN:
     """A small ECAPA-TDNN (C=128, 3 blocks, 128-dim embedding) for small speaker sets."""
     cfg: dict[str, Any] = dict(channels=(128, 128, 128, 128, 384), attention_channels=64, se_channels=64, embed_dim=128)
@@ -292,6 +286,7 @@ def ecapa_tdnn_small(residual: bool = True, num_classes: int = 0, **kwargs: Any)
     return ECAPATDNN(residual=residual, num_classes=num_classes, **cfg)
 
 
+@archs.register
 def tdnn_small(residual: bool = True, num_classes: int = 10, **kwargs: Any) -> ECAPATDNN:
     """A small residual conv-TDNN classifier (keywords, spoken digits): C=64, 3 SE-Res2Net blocks, head."""
     cfg: dict[str, Any] = dict(channels=(64, 64, 64, 64, 192), kernel_sizes=(5, 3, 3, 3, 1), dilations=(1, 2, 3, 4, 1),

@@ -16,13 +16,17 @@ reszoo model uses, and every key a complete encoder needs must be there. Ignored
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
 
+from ..domains import Registry
 from ..errors import ConversionError
 
-__all__ = ["ConversionError", "convert_bert"]
+__all__ = ["ConversionError", "convert_bert", "converters"]
+
+converters: Registry[Callable[[dict[str, Tensor]], dict[str, Tensor]]] = Registry("converter")
 
 
 _LAYER = re.compile(r"^encoder\.layer\.(\d+)\.(.+)$")
@@ -77,6 +81,7 @@ def _listing(keys: list[str], limit: int = 10) -> str:
     return ", ".join(keys[:limit]) + (f" … ({len(keys)} in all)" if len(keys) > limit else "")
 
 
+@converters.register("bert")
 def convert_bert(state: dict[str, Tensor]) -> dict[str, Tensor]:
     """A transformers BERT state dict -> a :class:`TextEncoder` state dict (see the module doc)."""
     src: dict[str, Tensor] = {}

@@ -16,7 +16,7 @@ embeddings). Attention runs through ``F.scaled_dot_product_attention``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..domains import Registry
 from ..nn import ResidualBlock
 
 __all__ = [
@@ -35,8 +36,12 @@ __all__ = [
     "EncoderLayer",
     "TextEmbeddings",
     "TextEncoder",
+    "archs",
     "build_encoder",
 ]
+
+# Every architecture of the domain, registered where it is defined (registry entries name them in ``arch``).
+archs: Registry[Callable[..., nn.Module]] = Registry("architecture")
 
 POOLINGS = ("mean", "cls", "pooler")
 NORMS = ("post", "pre")
@@ -375,3 +380,38 @@ def build_encoder(config: str | EncoderConfig, **kwargs: Any) -> TextEncoder:
     cfg = ENCODER_CONFIGS[config] if isinstance(config, str) else config
     size_fields = {k: kwargs.pop(k) for k in list(kwargs) if k in EncoderConfig.__dataclass_fields__}
     return TextEncoder(replace(cfg, **size_fields), **kwargs)
+
+
+# --------------------------------------------------------------------------- architectures
+# Keyword arguments go to TextEncoder (residual, norm, pooling, num_classes, mlm_head …) and
+# override fields of the named EncoderConfig.
+
+
+@archs.register
+def bert_base(**kwargs: Any) -> TextEncoder:
+    """BERT-base: 12 layers, hidden 768, 12 heads."""
+    return build_encoder("bert_base", **kwargs)
+
+
+@archs.register
+def bert_large(**kwargs: Any) -> TextEncoder:
+    """BERT-large: 24 layers, hidden 1024, 16 heads."""
+    return build_encoder("bert_large", **kwargs)
+
+
+@archs.register
+def minilm_l6_h384(**kwargs: Any) -> TextEncoder:
+    """MiniLM-L6-H384 (the backbone of all-MiniLM-L6-v2): 6 layers, hidden 384, 12 heads."""
+    return build_encoder("minilm_l6_h384", **kwargs)
+
+
+@archs.register
+def minilm_l12_h384(**kwargs: Any) -> TextEncoder:
+    """MiniLM-L12-H384: 12 layers, hidden 384, 12 heads."""
+    return build_encoder("minilm_l12_h384", **kwargs)
+
+
+@archs.register
+def transformer_encoder(**kwargs: Any) -> TextEncoder:
+    """Any size: ``hidden_size``, ``num_layers``, ``num_heads`` … (fields of EncoderConfig) plus model options."""
+    return build_encoder(EncoderConfig(), **kwargs)

@@ -10,11 +10,17 @@ import io
 import os
 import re
 import zipfile
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
 
-__all__ = ["convert_sb3_mlp_policy", "read_sb3_zip"]
+from ..domains import Registry
+
+__all__ = ["convert_sb3_mlp_policy", "converters", "read_sb3_zip"]
+
+# Upstream layouts onto reszoo's (strict: leftover or missing keys are errors).
+converters: Registry[Callable[[dict[str, Tensor]], dict[str, Tensor]]] = Registry("converter")
 
 _RENAMES = (
     (re.compile(r"^mlp_extractor\.policy_net\.(\d+)\.(weight|bias)$"), r"actor.\1.\2"),
@@ -24,6 +30,7 @@ _RENAMES = (
 )
 
 
+@converters.register("sb3-mlp-policy")
 def convert_sb3_mlp_policy(state: dict[str, Tensor]) -> dict[str, Tensor]:
     """SB3 discrete ``MlpPolicy`` state dict -> :class:`~reszoo.rl.models.MLPActorCritic`'s.
 

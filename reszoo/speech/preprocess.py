@@ -1,4 +1,5 @@
-"""Log-mel filterbank front end (SpeechBrain's ``Fbank`` + sentence mean normalisation), on torchaudio.
+"""Raw audio to model input: log-mel filterbanks (SpeechBrain's ``Fbank`` + sentence mean
+normalisation), on torchaudio; audio files are read by :mod:`reszoo.speech.audio`.
 
 Pipeline, per utterance: power spectrogram (torchaudio ``Spectrogram``: 400-point FFT, 25 ms
 Hamming window, 10 ms hop, centred with zero padding) -> mel filterbank -> ``10 log10`` with a
@@ -20,13 +21,19 @@ Two filter shapes (``mel_filters``):
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-__all__ = ["FbankConfig", "Fbank", "SpeechPreprocess", "mel_filterbank"]
+__all__ = ["DEFAULT_VERIFY_THRESHOLD", "FbankConfig", "Fbank", "SpeechPreprocess", "build_preprocess", "mel_filterbank",
+           "prepare"]
+
+# SpeechBrain's SpeakerRecognition.verify_batch default; entries may give their own
+# (runtime.verify_threshold), e.g. the equal-error-rate point measured on a dev set.
+DEFAULT_VERIFY_THRESHOLD = 0.25
 
 MEL_FILTERS = ("speechbrain", "torchaudio")
 
@@ -196,3 +203,17 @@ class SpeechPreprocess:
 
     def __repr__(self) -> str:
         return f"SpeechPreprocess({self.cfg})"
+
+
+# --------------------------------------------------------------------------- the domain contract
+
+
+def build_preprocess(entry: Any) -> SpeechPreprocess:
+    """``entry.preprocess`` (an fbank description, see FbankConfig) -> raw audio to features."""
+    return SpeechPreprocess(FbankConfig.from_preprocess(dict(entry.preprocess or {})))
+
+
+def prepare(model: nn.Module, entry: Any, *, mirror: str | os.PathLike[str] | None = None) -> None:
+    """Attach the verification threshold the entry documents (or SpeechBrain's default).
+    (``mirror``: part of the domain contract; speech models read no files besides their weights.)"""
+    model.verify_threshold = float(entry.runtime.get("verify_threshold", DEFAULT_VERIFY_THRESHOLD))

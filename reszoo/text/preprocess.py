@@ -1,5 +1,11 @@
 """Raw text to model input, with the tokenizer that ships in the model's own Hub repo.
 
+Registry ``preprocess`` of a text entry::
+
+    preprocess:
+      tokenizer: {file: tokenizer.json}   # + repo/revision when not the weights' repo
+      max_length: 256                     # longer texts are truncated (documented in docs/text.md)
+
 Tokenization is the Hugging Face ``tokenizers`` library (the Rust "fast" tokenizer that
 transformers and sentence-transformers use) reading the repo's ``tokenizer.json``: reszoo has
 no WordPiece of its own. Two settings of that file are replaced, because they are per-use choices
@@ -27,7 +33,8 @@ from torch import Tensor
 
 from ..errors import InputError
 
-__all__ = ["TextInputError", "TextPreprocess", "TextTypeError", "check_texts"]
+__all__ = ["TextInputError", "TextPreprocess", "TextTypeError", "aux_files", "build_preprocess", "check_texts", "prepare",
+           "tokenizer_spec"]
 
 
 class TextInputError(InputError):
@@ -181,3 +188,43 @@ class TextPreprocess:
 
     def decode(self, ids: Sequence[int]) -> str:
         return self._tok().decode(list(ids), skip_special_tokens=True)
+
+
+# --------------------------------------------------------------------------- the domain contract
+
+
+def tokenizer_spec(entry: Any) -> tuple[str, str | None, str | None]:
+    """(file, repo, revision) of an entry's tokenizer; repo/revision default to the weights'."""
+    spec = entry.preprocess.get("tokenizer", {"file": "tokenizer.json"})
+    if isinstance(spec, str):
+        spec = {"file": spec}
+    if not isinstance(spec, dict) or not isinstance(spec.get("file"), str):
+        raise ValueError(f"{entry.name}: preprocess.tokenizer must be a file name or {{file, repo?, revision?}}, got {spec!r}")
+    weights = entry.weights
+    if "repo" in spec:
+        return spec["file"], spec["repo"], spec.get("revision")
+    return spec["file"], weights.repo if weights else None, weights.revision if weights else None
+
+
+def build_preprocess(entry: Any) -> TextPreprocess:
+    """The entry's :class:`TextPreprocess` (its tokenizer is read by :func:`prepare`)."""
+    max_length = entry.preprocess.get("max_length")
+    if max_length is None:
+        raise ValueError(f"{entry.name}: preprocess.max_length is required for text models")
+    file, repo, revision = tokenizer_spec(entry)
+    return TextPreprocess(max_length=max_length, tokenizer_file=file, repo=repo, revision=revision)
+
+
+def aux_files(entry: Any) -> list[tuple[str, str | None, str]]:
+    """``(repo, revision, file)`` of the tokenizer, which ``prepare`` reads besides the weights."""
+    file, repo, revision = tokenizer_spec(entry)
+    return [(repo, revision, file)] if repo else []
+
+
+def prepare(model: Any, entry: Any, *, mirror: str | os.PathLike[str] | None = None) -> None:
+    """Read the tokenizer (same mirror/cache/Hub lookup as the weights) so ``model.encode`` works."""
+    pre = getattr(model, "preprocess", None)
+    if not isinstance(pre, TextPreprocess):
+        pre = model.preprocess = build_preprocess(entry)
+    if pre.tokenizer is None:
+        pre.load(mirror=mirror)
