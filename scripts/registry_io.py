@@ -171,6 +171,36 @@ def update_entry(name: str, path: Path = REGISTRY, **fields: Any) -> None:
         yaml.dump(doc, f)
 
 
+def _flow(value: Any, top: bool = False) -> Any:
+    """``value`` laid out as the registry's hand-written entries are: short lists and mappings on
+    one line (``[16, 32, 64]``, ``{size: 28, ...}``), longer ones in block style."""
+    from ruamel.yaml.comments import CommentedMap, CommentedSeq
+
+    if isinstance(value, dict):
+        out = CommentedMap((k, _flow(v)) for k, v in value.items())
+    elif isinstance(value, list):
+        out = CommentedSeq(_flow(v) for v in value)
+    else:
+        return value
+    if not top and len(repr(value)) <= 120 and all(not isinstance(v, dict | list) or len(repr(v)) <= 60 for v in
+                                                  (value.values() if isinstance(value, dict) else value)):
+        out.fa.set_flow_style()
+    return out
+
+
+def add_entry(raw: dict[str, Any], path: Path = REGISTRY) -> None:
+    """Append a new entry (raw, as it would be written) to ``models:``; an existing name is refused:
+    a recipe re-registering its own entry updates it with :func:`update_entry` instead."""
+    yaml = _yaml()
+    doc = yaml.load(path.read_text(encoding="utf-8"))
+    taken = {item["name"] for item in doc["models"]} | {item["name"] + PLAIN_SUFFIX for item in doc["models"] if "plain" in item}
+    if raw["name"] in taken:
+        raise KeyError(f"{path}: {raw['name']!r} is already an entry; update it instead")
+    doc["models"].append(_flow(raw, top=True))
+    with path.open("w", encoding="utf-8") as f:
+        yaml.dump(doc, f)
+
+
 def measured(script: str, dataset: str, split: str, metric: str, value: float, *, name: str | None = None,
              dataset_type: str | None = None, note: str | None = None) -> dict[str, Any]:
     """One metric record whose source is the recipe ``script`` (its path relative to the project)."""

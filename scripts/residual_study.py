@@ -487,6 +487,64 @@ def cmd_image(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_register(args: argparse.Namespace) -> int:
+    """The deepest pair the sweep saved (``RESULTS/image/weights/<name>/``) as one registry entry
+    with its plain twin: weights into the bundled mirror, the runs' own numbers (the saved seed's
+    test accuracy; mean and std over every seed of the sweep) into registry.yaml, cards regenerated."""
+    import shutil
+    import statistics
+
+    from reszoo.cards import card
+    from reszoo.hub import sha256_of
+    from scripts.registry_io import COMMIT_LIMIT, add_entry, update_entry
+
+    saved = args.results / "image" / "weights"
+    folders = sorted(p for p in saved.glob("*/config.json"))
+    residual = [json.loads(p.read_text()) for p in folders if not p.parent.name.endswith("-plain")]
+    if len(residual) != 1 or not (saved / f"{residual[0]['name']}-plain" / "config.json").is_file():
+        raise SystemExit(f"{saved}: expected one saved residual model and its -plain twin (run `image` first)")
+    config = residual[0]
+    runs = [json.loads(p.read_text()) for p in (args.results / "image" / "runs").glob("*.json")]
+    depth = int(config["name"].split("-")[0].removeprefix("resnet"))
+
+    def placed(name: str) -> dict[str, Any]:
+        source = saved / name / "model.safetensors"
+        dest = ROOT / "weights" / "reszoo" / name / "model.safetensors"
+        if source.stat().st_size > COMMIT_LIMIT:
+            raise SystemExit(f"{source}: over the {COMMIT_LIMIT}-byte limit of the bundled mirror")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, dest)
+        return {"repo": f"reszoo/{name}", "file": "model.safetensors", "revision": None, "sha256": sha256_of(dest),
+                "size": dest.stat().st_size, "pin_note": "trained here by the residual study; bundled, not yet on the Hub"}
+
+    def over_seeds(residual_flag: bool) -> str:
+        accs = [r["final"]["test_acc"] for r in runs if r["depth"] == depth and r["residual"] is residual_flag]
+        spread = f" ± {statistics.stdev(accs):.2f}" if len(accs) > 1 else ""
+        return f"{statistics.mean(accs):.2f}{spread} % test accuracy over {len(accs)} seed(s) ({', '.join(f'{a:.2f}' for a in accs)})"
+
+    plain = json.loads((saved / f"{config['name']}-plain" / "config.json").read_text())
+    # The registry's defaults sets give the pins' file/format, the paper and the data set's labels,
+    # license and name: the entry states only what is its own.
+    fields = ("domain", "task", "arch", "arch_args", "preprocess", "recipe", "description", "tags", "metrics")
+    weights = {k: v for k, v in placed(config["name"]).items() if k in ("repo", "revision", "sha256", "size")}
+    raw = {"name": config["name"], "defaults": ["trained-here", "resnet", config["dataset"][0]],
+           **{k: config[k] for k in fields if k in config}, "weights": weights}
+    raw["extra"] = {**config["extra"], "over_seeds": over_seeds(True), "study": "docs/residual-study.md"}
+    raw["plain"] = {"weights": {k: v for k, v in placed(plain["name"]).items() if k in ("repo", "sha256", "size")},
+                    "metrics": plain["metrics"],
+                    "extra": {**plain["extra"], "over_seeds": over_seeds(False), "study": "docs/residual-study.md"}}
+    raw["arch_args"] = {k: v for k, v in raw["arch_args"].items() if k != "residual"}
+    try:
+        add_entry(raw)
+    except KeyError:  # registered before: the same fields, rewritten from this run
+        update_entry(raw["name"], **{k: v for k, v in raw.items() if k not in ("name", "plain")})
+        update_entry(plain["name"], weights=raw["plain"]["weights"], metrics=plain["metrics"], extra=raw["plain"]["extra"])
+    for name in (config["name"], plain["name"]):
+        (ROOT / "model_cards" / f"{name}.md").write_text(str(card(name)) + "\n", encoding="utf-8")
+        print(f"registered {name}: weights/reszoo/{name}/model.safetensors, model_cards/{name}.md")
+    return 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from residual_report import write_report
 
@@ -524,6 +582,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=ROOT / "docs" / "residual-study.md")
     p.add_argument("--figures", type=Path, default=None, help="figure folder (default: img/residual-study beside --out)")
     p.set_defaults(func=cmd_report)
+    p = sub.add_parser("register", help="publish the deepest saved pair: bundled weights, registry entry, cards")
+    p.add_argument("--results", type=Path, default=ROOT / "results" / "residual-study", help="holds image/weights/<name>/")
+    p.set_defaults(func=cmd_register)
     args = parser.parse_args(argv)
     return args.func(args)
 
