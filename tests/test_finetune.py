@@ -813,6 +813,53 @@ def test_criterion_hook_callable_and_named(zoo: Path, squares: Path) -> None:
         reszoo.finetune("tiny-image", squares / "train", epochs=1, criterion="aam-softmax", progress=False)
 
 
+def _padded_utterances(n: int) -> tuple[torch.Tensor, list[int]]:
+    """``n`` random feature matrices of distinct lengths (12 to 11 + n frames, 40 bins), zero-padded into one tensor."""
+    gen = torch.Generator().manual_seed(0)
+    frames = (12 + torch.randperm(n, generator=gen)).tolist()
+    feats = torch.zeros(n, max(frames), 40)
+    for i, f in enumerate(frames):
+        feats[i, :f] = torch.randn(f, 40, generator=gen)
+    return feats, frames
+
+
+class _Unpad:
+    """Cut a batch of padded rows to its longest (SpeechAdapter's batch), noting each batch's lengths."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[int]] = []
+
+    def __call__(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        frames = inputs["frames"]
+        self.batches.append(frames.tolist())
+        longest = int(frames.max())
+        return {"feats": inputs["feats"][:, :longest], "lengths": frames.float() / longest}
+
+
+def test_tensor_rows_grouped_by_length_and_the_criterions_cosine_head(zoo: Path, tmp_path: Path) -> None:
+    from reszoo.finetune.batches import LengthGroupedBatchSampler, TensorData
+    from reszoo.speech.training import CosineHead
+
+    feats, frames = _padded_utterances(24)
+    unpad = _Unpad()
+    data = TensorData({"feats": feats, "frames": torch.tensor(frames)}, [i % 3 for i in range(24)], ("a", "b", "c"),
+                      transform=unpad, lengths=frames)
+    result = reszoo.finetune("tiny-speech", data, pretrained=False, epochs=1, batch_size=4, group_by_length=2,
+                             val_split=0, criterion="aam-softmax", progress=False)
+    # The loop's batches are the length-grouping sampler's, rows picked from the padded tensor.
+    expected = [[frames[i] for i in batch] for batch in LengthGroupedBatchSampler(frames, 4, pool=2, seed=0).batches()]
+    assert unpad.batches == expected
+    # AAM-softmax scores cosines: the loop gave the model the criterion's head, not a linear one.
+    assert isinstance(result.model.head, CosineHead) and "CosineHead(16, 3) head for the criterion" in result.metrics["head"]
+    with pytest.raises(OptionsError, match="CosineHead head, which reszoo's saved format cannot rebuild"):
+        reszoo.finetune("tiny-speech", data, pretrained=False, epochs=1, val_split=0, criterion="aam-softmax",
+                        out=tmp_path / "run", progress=False)
+    assert not (tmp_path / "run" / "run.json").exists()
+    with pytest.raises(OptionsError, match=r"group_by_length groups rows by their lengths: give TensorData\(lengths="):
+        reszoo.finetune("tiny-speech", TensorData({"feats": feats, "frames": torch.tensor(frames)}, [i % 3 for i in range(24)],
+                                                  transform=unpad), group_by_length=2, val_split=0, progress=False)
+
+
 def test_bf16_support_follows_the_hardware(monkeypatch: pytest.MonkeyPatch) -> None:
     from reszoo.finetune import loop
 

@@ -1,5 +1,5 @@
-"""The recipes under scripts/ (a package): shared data loading, and the resnet-mnist recipe on the
-one training loop, whose smoke runs never touch weights/ or registry.yaml."""
+"""The recipes under scripts/ (a package): shared data loading, and the resnet-mnist and FSDD
+recipes on the one training loop, whose smoke runs never touch weights/ or registry.yaml."""
 
 from __future__ import annotations
 
@@ -8,13 +8,15 @@ import json
 import os
 import subprocess
 import sys
+import wave
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from scripts import data
+from scripts import data, train_fsdd
 from scripts.train_resnet_mnist import RandomAffine, register_from
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -85,4 +87,97 @@ def test_register_from_checks_the_weights_against_their_results(tmp_path: Path) 
         register_from(tmp_path)
     with pytest.raises(SystemExit, match="no results.json under"):
         register_from(tmp_path / "nothing")
+    assert _sha(ROOT / "registry.yaml") == before
+
+
+# --------------------------------------------------------------------------- FSDD
+
+
+def _fsdd(root: Path, takes: int = 12) -> Path:
+    """A tiny FSDD look-alike: ``recordings/{digit}_{speaker}_{take}.wav`` at 8 kHz, two speakers
+    (their own pitch) and three digits (their own tone), a third of a second of noisy tones each."""
+    rng = np.random.RandomState(0)
+    folder = root / "recordings"
+    folder.mkdir(parents=True)
+    t = np.arange(2400) / 8000
+    for digit in range(3):
+        for s, speaker in enumerate(("george", "jackson")):
+            for take in range(takes):
+                wave_ = np.sin(2 * np.pi * (300 + 200 * digit) * t) + 0.5 * np.sin(2 * np.pi * (120 + 60 * s) * t)
+                samples = (8000 * (wave_ + 0.3 * rng.randn(len(t)))).astype("<i2")
+                with wave.open(str(folder / f"{digit}_{speaker}_{take}.wav"), "wb") as w:
+                    w.setnchannels(1)
+                    w.setsampwidth(2)
+                    w.setframerate(8000)
+                    w.writeframes(samples.tobytes())
+    return root
+
+
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """The recipe sets torch's threads (one, its default); the test process gets its own back."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_fsdd_batches_are_the_speech_adapters() -> None:
+    from reszoo.speech.finetune import SpeechAdapter
+
+    feats = [torch.randn(n, 4) for n in (7, 3, 5)]
+    data = train_fsdd.tensor_data([{"feats": f} for f in feats], [0, 1, 0], ["a", "b"], "x")
+    assert data.lengths == [7, 3, 5]
+    rows = train_fsdd.unpad({k: v[[1, 2]] for k, v in data.inputs.items()})  # a batch of rows 1 and 2
+    adapter = SpeechAdapter.__new__(SpeechAdapter)  # collate reads no preprocessing
+    expected = adapter.collate(feats[1:])
+    assert rows["feats"].shape == (2, 5, 4) and torch.equal(rows["feats"], expected["feats"])
+    assert torch.equal(rows["lengths"], expected["lengths"])
+
+
+def test_fsdd_smoke_runs_are_deterministic_and_publish_nothing(tmp_path: Path, one_thread: None) -> None:
+    fsdd = _fsdd(tmp_path / "fsdd")
+    guarded = [ROOT / "registry.yaml", *sorted((ROOT / "weights" / "reszoo").glob("*fsdd*/model.safetensors"))]
+    assert len(guarded) == 5
+    before = [_sha(p) for p in guarded]
+    common = ["--data", str(fsdd), "--cache", str(tmp_path / "cache"), "--epochs", "1", "--limit", "8"]
+    for out in ("a", "b"):
+        for task in ("digits", "speakers"):
+            assert train_fsdd.main([task, *common, "--out", str(tmp_path / out)]) == 0
+    assert [_sha(p) for p in guarded] == before  # weights/ and registry.yaml untouched
+    for task, variant in [(t, v) for t in ("digits", "speakers") for v in ("residual", "plain")]:
+        a, b = (tmp_path / out / task / variant for out in ("a", "b"))
+        assert (a / "model.safetensors").read_bytes() == (b / "model.safetensors").read_bytes()  # seeded: the same bytes
+        results = json.loads((a / "results.json").read_text())
+        assert results["smoke"] is True and results["train_recordings"] == 8 and results["sha256"] == _sha(a / "model.safetensors")
+    speakers = json.loads((tmp_path / "a" / "speakers" / "residual" / "results.json").read_text())
+    assert speakers["test_recordings"] == 30 and speakers["target_trials"] + speakers["nontarget_trials"] == 435
+    assert 0 <= speakers["eer"] <= 1 and speakers["params"] == 566512  # the embedding model: the cosine head dropped
+    with pytest.raises(SystemExit, match="a smoke run .* cannot be registered"):
+        train_fsdd.register_from(tmp_path / "a")
+    with pytest.raises(SystemExit) as exc:
+        train_fsdd.main(["digits", *common, "--register"])
+    assert exc.value.code == 2
+    assert [_sha(p) for p in guarded] == before
+
+
+def test_fsdd_register_from_checks_weights_and_settings(tmp_path: Path) -> None:
+    run = {"task": "digits", "variant": "residual", "fold": None, "name": "tdnn-fsdd-digits", "epochs": 20, "seed": 0,
+           "limit": None, "smoke": False, "weights_file": "model.safetensors", "sha256": "0" * 64, "size": 9}
+    folder = tmp_path / "digits" / "residual"
+    folder.mkdir(parents=True)
+    (folder / "model.safetensors").write_bytes(b"not these")
+    (folder / "results.json").write_text(json.dumps(run))
+    before = _sha(ROOT / "registry.yaml")
+    with pytest.raises(SystemExit, match="sha256 or size differs"):
+        train_fsdd.register_from(tmp_path)
+    heldout = tmp_path / "digits-heldout"
+    fold = {k: v for k, v in run.items() if k not in ("weights_file", "sha256", "size")}  # folds only measure
+    for variant, seed in (("residual", 0), ("plain", 1)):
+        (heldout / f"{variant}-george").mkdir(parents=True)
+        (heldout / f"{variant}-george" / "results.json").write_text(json.dumps(
+            {**fold, "task": "digits-heldout", "variant": variant, "fold": "george", "seed": seed, "accuracy": 0.5}))
+    with pytest.raises(SystemExit, match="digits-heldout: runs with different seeds"):
+        train_fsdd.register_from(tmp_path, ["digits-heldout"])
+    with pytest.raises(SystemExit, match="no results.json under"):
+        train_fsdd.register_from(tmp_path / "nothing")
     assert _sha(ROOT / "registry.yaml") == before

@@ -6,6 +6,9 @@
   training device once; a batch is then an index into them on that device, and an epoch's
   permutation is made once per epoch (seeded by ``seed + epoch``, like the file loaders'), so no
   step waits for a host-to-device copy.
+  Rows of varying length (utterances' features) are padded to one shape; with their ``lengths``
+  given, ``group_by_length`` batches them like file data, and the ``transform`` can cut a batch's
+  padding to its longest row.
 - :class:`LengthGroupedBatchSampler`: shuffled batches of similar lengths (texts, utterances), so
   a batch pads to little more than its own items; the order is a function of ``seed + epoch``.
 """
@@ -34,6 +37,7 @@ class TensorData:
 
     ``transform`` maps a batch's inputs to the model's (e.g. uint8 pixels to normalised floats),
     at training and evaluation alike; it runs on the training device, a batch at a time.
+    ``lengths``: each row's length before padding (frames, tokens), for ``group_by_length``.
     """
 
     inputs: Tensor | Mapping[str, Tensor]
@@ -41,6 +45,7 @@ class TensorData:
     classes: Sequence[str] | None = None  # default: "0", "1", ... up to the largest target
     transform: Callable[[dict[str, Tensor]], dict[str, Tensor]] | None = None
     name: str = "<in-memory tensors>"
+    lengths: Sequence[int] | None = None
     _targets: Tensor = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -58,6 +63,11 @@ class TensorData:
         low, high = int(self._targets.min()), int(self._targets.max())
         if low < 0 or high >= len(self.classes):
             raise DataError(f"{self.name}: class ids from {low} to {high}, but {len(self.classes)} classes are named")
+        if self.lengths is not None:
+            self.lengths = [int(x) for x in self.lengths]
+            if len(self.lengths) != n or min(self.lengths, default=0) < 1:
+                raise DataError(f"{self.name}: lengths must give each of the {n} rows a length >= 1, got "
+                                f"{len(self.lengths)} lengths (shortest {min(self.lengths, default=None)})")
 
     def __len__(self) -> int:
         return len(self._targets)
@@ -80,7 +90,8 @@ class TensorRows(Dataset):
 
     ``key``: the adapter's input name for a bare tensor (found from ``adapter.collate``).
     ``shuffle_seed``: for training, the epoch's order is a seeded permutation (``set_epoch``);
-    evaluation keeps the row order.
+    evaluation keeps the row order, and so does training with a batch sampler (``group_by_length``),
+    which then picks the rows. ``lengths``: the data's row lengths, of these rows.
     """
 
     def __init__(self, data: TensorData, rows: Sequence[int], device: Any, key: str,
@@ -88,6 +99,7 @@ class TensorRows(Dataset):
         self.inputs = {(k or key): v.to(device) for k, v in data._tensors().items()}
         self.targets = data._targets.to(device)
         self.rows = torch.as_tensor(list(rows), dtype=torch.long)
+        self.lengths = [data.lengths[r] for r in self.rows.tolist()] if data.lengths is not None else None
         self.transform = data.transform
         self.shuffle_seed = shuffle_seed
         self.epoch: int | None = None

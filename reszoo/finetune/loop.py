@@ -223,12 +223,17 @@ def _loaders(accelerator: Any, collate: Collate, train_set: Any, eval_sets: dict
     """The data loaders, and what must hear of each new epoch (its order is a function of seed + epoch)."""
     DataLoader = torch.utils.data.DataLoader
     if isinstance(train_set, TensorRows):
-        if opts.group_by_length:
-            raise OptionsError("group_by_length groups items of varying lengths (texts, audio); tensor data has one shape")
-        # Batches are cut from rows already on the device; the dataset shuffles them per epoch.
+        # Batches are cut from rows already on the device; the dataset shuffles them per epoch,
+        # or (group_by_length, padded rows of known lengths) a length-grouping sampler picks them.
         args = dict(collate_fn=TensorRows.collate, num_workers=0)
-        train_loader = DataLoader(train_set, batch_size=opts.batch_size, shuffle=False, **args)
         evals = {k: DataLoader(v, batch_size=opts.batch_size, shuffle=False, **args) for k, v in eval_sets.items()}
+        if opts.group_by_length:
+            if train_set.lengths is None:
+                raise OptionsError("group_by_length groups rows by their lengths: give TensorData(lengths=...) "
+                                   "(each row's length before padding), or leave group_by_length out")
+            sampler = LengthGroupedBatchSampler(train_set.lengths, opts.batch_size, pool=opts.group_by_length, seed=opts.seed)
+            return DataLoader(train_set, batch_sampler=sampler, **args), evals, [sampler]
+        train_loader = DataLoader(train_set, batch_size=opts.batch_size, shuffle=False, **args)
         return train_loader, evals, [train_set]
     args = dict(collate_fn=collate, num_workers=opts.num_workers, pin_memory=accelerator.device.type == "cuda")
     evals = {k: DataLoader(v, batch_size=opts.batch_size, shuffle=False, **args) for k, v in eval_sets.items()}
@@ -242,8 +247,9 @@ def _loaders(accelerator: Any, collate: Collate, train_set: Any, eval_sets: dict
 
 def prepare_loop(accelerator: Any, model: nn.Module, adapter: Adapter, collate: Collate, train_set: EncodedDataset | TensorRows,
                  eval_sets: dict[str, Any], *, num_classes: int, opts: FinetuneOptions, log: MetricsLog,
-                 out: Path | None, domain: str = "") -> Loop:
-    """Optimizer, loaders and schedule, prepared by accelerate."""
+                 out: Path | None, domain: str = "", criterion: Callable[[Tensor, Tensor], Tensor] | None = None) -> Loop:
+    """Optimizer, loaders and schedule, prepared by accelerate; the loss is ``criterion``, else
+    the options' (:func:`resolve_criterion`)."""
     channels_last = opts.channels_last if opts.channels_last is not None else accelerator.device.type == "cuda"
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -258,7 +264,8 @@ def prepare_loop(accelerator: Any, model: nn.Module, adapter: Adapter, collate: 
     return Loop(accelerator=accelerator, model=wrapped, unwrapped=accelerator.unwrap_model(wrapped),
                 optimizer=optimizer, scheduler=scheduler, train_loader=train_loader, eval_loaders=eval_loaders,
                 adapter=adapter, num_classes=num_classes, opts=opts, log=log, out=out,
-                steps_per_epoch=steps_per_epoch, total_steps=total_steps, criterion=resolve_criterion(opts, domain),
+                steps_per_epoch=steps_per_epoch, total_steps=total_steps,
+                criterion=criterion if criterion is not None else resolve_criterion(opts, domain),
                 channels_last=channels_last, epoch_hooks=hooks)
 
 

@@ -12,8 +12,8 @@ from ..registry import Entry
 from .adapters import Adapter, Collate, EncodedDataset
 from .options import FinetuneError, FinetuneOptions, OptionsError
 
-__all__ = ["apply_lora", "configure_trainable", "deterministic_pools", "freeze_unused", "is_head", "load_model",
-           "param_groups", "set_train_mode"]
+__all__ = ["apply_lora", "configure_trainable", "criterion_head", "deterministic_pools", "freeze_unused", "is_head",
+           "load_model", "param_groups", "set_train_mode"]
 
 
 def _head_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
@@ -49,6 +49,38 @@ def load_model(name: str, entry: Entry, classes: tuple[str, ...], opts: Finetune
                 module.reset_parameters()
         return model, f"new head for {n} classes (the base's {n} classes are other ones)"
     return model, f"the base's head kept (the data has the base's {n} classes)"
+
+
+def criterion_head(model: nn.Module, criterion: Any, opts: FinetuneOptions) -> str | None:
+    """The head the ``criterion`` scores, in place of the model's linear one.
+
+    A criterion that scores something else than a linear layer's logits (speech's AAM-softmax
+    scores cosines) names its head: ``criterion.head``, a factory ``(in_features, num_classes) ->
+    module``. The new head trains with the model. Returns what was done (for the run's record), or
+    None when the criterion names no head."""
+    make = getattr(criterion, "head", None)
+    if make is None:
+        return None
+    what = getattr(make, "__name__", type(make).__name__)
+    if opts.pretrained and opts.head == "keep":
+        raise OptionsError(f"head='keep' keeps the base's linear head, but the criterion scores a {what}; "
+                           "leave head at auto/new")
+    if opts.lora:
+        raise OptionsError(f"the criterion scores a {what} head, which a LoRA adapter (a linear head over the base) "
+                           "cannot hold; train without lora")
+    if opts.out is not None or opts.push_to is not None:
+        # A saved model is rebuilt from its architecture, whose head is linear: the weights would not fit it.
+        raise OptionsError(f"the criterion trains a {what} head, which reszoo's saved format cannot rebuild; "
+                           "train without out=/push_to and keep the parts you need from result.model")
+    heads = [(name, m) for name, m in _head_modules(model) if isinstance(m, nn.Linear)]
+    if len(heads) != 1:
+        raise FinetuneError(f"the criterion needs a {what} head in place of {type(model).__name__}'s linear head, "
+                            f"but its head ({', '.join(n for n, _ in _head_modules(model))}) is not one linear layer")
+    name, linear = heads[0]
+    parent, _, attr = name.rpartition(".")
+    new = make(linear.in_features, linear.out_features).to(linear.weight.device, linear.weight.dtype)
+    setattr(model.get_submodule(parent) if parent else model, attr, new)
+    return f"a {what}({linear.in_features}, {linear.out_features}) head for the criterion"
 
 
 def apply_lora(model: nn.Module, opts: FinetuneOptions, head: str) -> tuple[nn.Module, str]:

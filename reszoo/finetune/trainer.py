@@ -28,8 +28,8 @@ from .adapters import Adapter, Collate, EncodedDataset, make_adapter
 from .batches import TensorData, TensorRows
 from .data import LabeledData, Splits, drop_unreadable, read_data, split_validation
 from .loop import _schedule  # noqa: F401  (known here by older callers and tests)
-from .loop import make_accelerator, prepare_loop, train
-from .model import apply_lora, configure_trainable, deterministic_pools, freeze_unused, load_model
+from .loop import make_accelerator, prepare_loop, resolve_criterion, train
+from .model import apply_lora, configure_trainable, criterion_head, deterministic_pools, freeze_unused, load_model
 from .options import DataError, FinetuneOptions, OptionsError, ResumeError
 from .results import RunInfo, finish
 from .rundir import (
@@ -115,8 +115,10 @@ def _tensor_sets(splits: Splits, sources: dict[str, Any], adapter: Adapter, devi
     for role, data in (("train", splits.train), ("validation", splits.val), ("test", splits.test)):
         if data is not None:
             source = sources[role]
+            # Training rows are shuffled per epoch, unless a length-grouping sampler picks them (loop._loaders).
+            shuffled = role == "train" and not opts.group_by_length
             sets[role] = TensorRows(source, data.items, device, _tensor_key(adapter, source),
-                                    shuffle_seed=opts.seed if role == "train" else None)
+                                    shuffle_seed=opts.seed if shuffled else None)
     return sets
 
 
@@ -178,6 +180,10 @@ def _run(name: str, train_data: Any, val_data: Any, given: dict[str, Any], opts:
     classes = splits.classes
     set_seed(opts.seed)  # before the head is initialised: the same head on every process and every run
     model, head = load_model(name, entry, classes, opts)
+    criterion = resolve_criterion(opts, entry.domain)
+    fitted = criterion_head(model, criterion, opts)  # e.g. AAM-softmax's cosine head, in place of the linear one
+    if fitted:
+        head = f"{head}; {fitted}"
     if opts.lora:
         model, head = apply_lora(model, opts, head)
         say(head)
@@ -207,7 +213,7 @@ def _run(name: str, train_data: Any, val_data: Any, given: dict[str, Any], opts:
     model, trainable = _prepare_model(model, adapter, collate, sets["train"], opts, processes)
     deterministic_pools(model, accelerator.device)
     loop = prepare_loop(accelerator, model, adapter, collate, sets.pop("train"), sets, num_classes=len(classes),
-                        opts=opts, log=log, out=out, domain=entry.domain)
+                        opts=opts, log=log, out=out, domain=entry.domain, criterion=criterion)
     state = restore_state(accelerator, out, log, say) if opts.resume else new_state()
     prior_wall = float(state.get("wall_seconds", 0.0))  # of the invocations before this one
     log.write({"event": "resume" if opts.resume else "start", "epoch": state["epoch"], "model": name,

@@ -3,7 +3,7 @@
 - :class:`AAMSoftmaxLoss`: additive angular margin softmax (ArcFace), the loss ECAPA-TDNN speaker
   models are trained with, on cosine logits (a :class:`CosineHead`); :class:`AAMSoftmax` is the
   two together, on embeddings. ``reszoo.finetune(..., criterion="aam-softmax")`` names the loss
-  (:data:`CRITERIA`); the model's head must then give cosines (see :class:`CosineHead`).
+  (:data:`CRITERIA`), and the loop gives the model the cosine head it scores (``AAMSoftmaxLoss.head``).
 - :func:`spec_augment` (one utterance) and :class:`SpecAugment` (a padded batch, as the
   fine-tuning loop's ``augment=`` hook): a random crop in time, frequency masks, a time mask.
 - :func:`eer` and :func:`pair_scores`: verification trials of every pair of embeddings, and the
@@ -38,17 +38,6 @@ def aam_softmax_loss(cosine: Tensor, target: Tensor, *, margin: float = 0.2, sca
     return F.cross_entropy(scale * logits, target)
 
 
-class AAMSoftmaxLoss(nn.Module):
-    """:func:`aam_softmax_loss` as a criterion ``(cosine logits, target) -> loss`` (no parameters)."""
-
-    def __init__(self, margin: float = 0.2, scale: float = 30.0) -> None:
-        super().__init__()
-        self.margin, self.scale = margin, scale
-
-    def forward(self, cosine: Tensor, target: Tensor) -> Tensor:
-        return aam_softmax_loss(cosine, target, margin=self.margin, scale=self.scale)
-
-
 class CosineHead(nn.Module):
     """Class scores as cosines between the embedding and one learned direction per class."""
 
@@ -58,6 +47,22 @@ class CosineHead(nn.Module):
 
     def forward(self, emb: Tensor) -> Tensor:
         return F.linear(F.normalize(emb), F.normalize(self.weight))
+
+
+class AAMSoftmaxLoss(nn.Module):
+    """:func:`aam_softmax_loss` as a criterion ``(cosine logits, target) -> loss`` (no parameters).
+
+    ``head``: the head whose outputs it scores; ``reszoo.finetune`` builds the model's new head
+    this way (a linear head's logits are no cosines)."""
+
+    head = CosineHead
+
+    def __init__(self, margin: float = 0.2, scale: float = 30.0) -> None:
+        super().__init__()
+        self.margin, self.scale = margin, scale
+
+    def forward(self, cosine: Tensor, target: Tensor) -> Tensor:
+        return aam_softmax_loss(cosine, target, margin=self.margin, scale=self.scale)
 
 
 class AAMSoftmax(CosineHead):
