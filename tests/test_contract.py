@@ -282,6 +282,30 @@ def test_the_plain_twin_checks_catch_a_kept_projection(name: str) -> None:
         assert_plain_twin(residual, residual)
 
 
+def test_the_base_class_decides_what_the_plain_twin_drops() -> None:
+    """``make_projection`` builds nothing in the plain twin, ``shortcut_of`` computes nothing there, and
+    ``init_branch_scale`` starts a branch at 0 only where a skip carries the input: every block asks these."""
+    built: list[int] = []
+
+    def build() -> nn.Module:
+        built.append(1)
+        return nn.Linear(2, 2)
+
+    plain, residual = ResidualBlock(residual=False), ResidualBlock(residual=True)
+    assert plain.make_projection(True, build) is None and not built
+    assert residual.make_projection(False, build) is None and not built
+    assert isinstance(residual.make_projection(True, build), nn.Linear) and built == [1]
+    x, seen = torch.ones(1, 2), []
+    assert plain.shortcut_of(x, seen.append) is None and not seen
+    assert residual.shortcut_of(x) is x
+    torch.testing.assert_close(residual.shortcut_of(x, lambda t: 2 * t), 2 * x)
+    scale = nn.Parameter(torch.full((3,), 0.5))
+    plain.init_branch_scale(scale)
+    assert scale.tolist() == [1.0] * 3
+    residual.init_branch_scale(scale)
+    assert scale.tolist() == [0.0] * 3
+
+
 # --------------------------------------------------------------------------- every architecture
 
 

@@ -186,6 +186,23 @@ def test_biggan_through_loopback_hub_and_load(upstream):
     assert (images - (expected + 1) / 2).abs().max().item() < 1e-4
 
 
+def test_plain_biggan_attention_starts_as_attention_not_zeros():
+    """No skip goes around the plain twin's self-attention, so its gamma starts at 1 (0 in the residual
+    block, which starts as the identity): a fresh plain twin's attention does not output zeros."""
+    from reszoo.gan.biggan import SelfAttention
+
+    torch.manual_seed(0)
+    x = torch.randn(2, 16, 8, 8)
+    residual, plain = SelfAttention(16), SelfAttention(16, residual=False)
+    assert residual.gamma.item() == 0.0 and plain.gamma.item() == 1.0
+    torch.testing.assert_close(residual(x), x)
+    assert plain(x).abs().amax(dim=(1, 2, 3)).min() > 1e-3
+    plain.gamma.data.fill_(0.3)
+    plain.reset_parameters()
+    assert plain.gamma.item() == 1.0
+    assert biggan_deep_128(ch=4, residual=False).attention.gamma.item() == 1.0
+
+
 # --------------------------------------------------------------------------- sampling contract
 
 

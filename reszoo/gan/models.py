@@ -271,13 +271,15 @@ class GBlock(ResidualBlock):
         self.conv1 = nn.Conv2d(in_channels, out_channels, 3, padding=1)
         self.bn2 = _norm(out_channels, num_classes)
         self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1)
-        self.shortcut = nn.Conv2d(in_channels, out_channels, 1) if residual else None
+        self.shortcut = self.make_projection(True, lambda: nn.Conv2d(in_channels, out_channels, 1))  # SNGAN always learns it
+
+    def _shortcut(self, x: Tensor) -> Tensor:
+        return self.shortcut(F.interpolate(x, scale_factor=2, mode="nearest"))
 
     def forward(self, x: Tensor, y: Tensor | None = None) -> Tensor:
         h = F.interpolate(F.relu(self.bn1(x, y)), scale_factor=2, mode="nearest")
         h = self.conv2(F.relu(self.bn2(self.conv1(h), y)))
-        shortcut = self.shortcut(F.interpolate(x, scale_factor=2, mode="nearest")) if self.shortcut is not None else None
-        return self.join(h, shortcut)
+        return self.join(h, self.shortcut_of(x, self._shortcut))
 
 
 class SNGANGenerator(GeneratorMixin, nn.Module):
@@ -334,10 +336,10 @@ class DBlock(ResidualBlock):
         self.conv1 = SNConv2d(in_channels, out_channels, 3, padding=1)
         self.conv2 = SNConv2d(out_channels, out_channels, 3, padding=1)
         learned = in_channels != out_channels or downsample
-        self.shortcut = SNConv2d(in_channels, out_channels, 1) if residual and learned else None
+        self.shortcut = self.make_projection(learned, lambda: SNConv2d(in_channels, out_channels, 1))
 
     def _shortcut(self, x: Tensor) -> Tensor:
-        if self.shortcut is None:
+        if self.shortcut is None:  # an identity shortcut (same shape)
             return x
         if self.first:
             return self.shortcut(F.avg_pool2d(x, 2) if self.downsample else x)
@@ -349,7 +351,7 @@ class DBlock(ResidualBlock):
         h = self.conv2(F.relu(h))
         if self.downsample:
             h = F.avg_pool2d(h, 2)
-        return self.join(h, self._shortcut(x) if self.residual else None)
+        return self.join(h, self.shortcut_of(x, self._shortcut))
 
 
 class SNGANDiscriminator(nn.Module):
