@@ -193,13 +193,13 @@ def _base_pins(base: Entry) -> dict[str, Any]:
 
 def _registry_base(model: nn.Module) -> Entry:
     """The registry entry ``model`` was loaded from: an adapter names its base by registry name."""
-    from .registry import get_entry
+    from .registry import info
 
     entry = getattr(model, "entry", None)
     if entry is None:
         raise InputError(f"{type(model).__name__} has no registry entry: load the base with reszoo.load(name)")
     try:
-        registered = get_entry(entry.name)
+        registered = info(entry.name)
     except UnknownModelError:
         registered = None
     if registered is None or registered.weights != entry.weights:
@@ -283,13 +283,13 @@ def write_adapter(model: nn.Module, folder: Path, config: dict[str, Any]) -> dic
     """Write PEFT's ``adapter_config.json`` and ``adapter_model.safetensors`` to ``folder`` (through
     ``PeftModel.save_pretrained``) and return reszoo's ``config.json`` for it: ``config`` (the
     entry's) with ``base``, ``base_weights`` and the adapter as weight file."""
-    from .registry import get_entry
+    from .registry import info
 
     base_name = config.get("base") or model.__dict__.get(_BASE_ATTR)
     if not base_name:
         raise InputError("this adapter names no base model (entry.base)")
     try:
-        base = get_entry(base_name)
+        base = info(base_name)
     except UnknownModelError as err:
         raise RegistryError(f"the adapter's base {base_name!r} is not in the registry; save it with the registry "
                             "it was trained with") from err
@@ -372,12 +372,12 @@ def load_adapter(entry: Entry, *, adapter_path: Path | None = None, base_weights
 
     from .api import _finish, load
     from .hub import fetch_file, fetch_weights
-    from .registry import get_entry
+    from .registry import info
 
     if entry.weights is None:
         raise LoadError(f"{entry.name}: an adapter entry needs its adapter file (weights)")
     try:
-        base = get_entry(entry.base)
+        base = info(entry.base)
     except UnknownModelError:
         raise UnknownModelError(f"{entry.name}: its base model {entry.base!r} is not in the registry; load it with the "
                                 "registry it was made with (RESZOO_REGISTRY), or add the base entry") from None

@@ -42,7 +42,6 @@ __all__ = [
     "UnknownModelError",
     "Weights",
     "expand_registry",
-    "get_entry",
     "info",
     "list_models",
     "load_registry",
@@ -674,8 +673,9 @@ def load_registry(path: str | os.PathLike[str] | None = None) -> dict[str, Entry
     return _load(p, mtime_ns)
 
 
-def get_entry(name: str) -> Entry:
-    """The entry for a name or alias; an unknown name raises with the closest names."""
+def info(name: str) -> Entry:
+    """The typed registry entry of ``name`` (a name or an alias); an unknown name raises
+    :class:`UnknownModelError` with the closest names. (``reszoo.info``; the one registry lookup.)"""
     reg = load_registry()
     if name in reg:
         return reg[name]
@@ -684,11 +684,6 @@ def get_entry(name: str) -> Entry:
     hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else "; see `reszoo list`"
     shown = repr(name) if len(name) <= 100 else f"{name[:60]!r}… ({len(name)} characters)"
     raise UnknownModelError(f"unknown model {shown}{hint}")
-
-
-def info(name: str) -> Entry:
-    """The typed registry entry of ``name`` (a name or an alias)."""
-    return get_entry(name)
 
 
 def _natural_key(name: str) -> list[Any]:

@@ -418,7 +418,7 @@ def test_a_domain_without_fine_tuning_says_which_domains_have_it() -> None:
 
 
 def test_finetune_reads_its_base_as_load_does(tmp_path: Path) -> None:
-    """The base's entry comes from reszoo.api.read_entry (load's own URI and config parsing), not a
+    """The base's entry comes from reszoo.api.resolve_entry (load's own URI and config parsing), not a
     second parser: a broken config.json or a malformed hf:// URI is the error load gives."""
     (tmp_path / "broken").mkdir()
     (tmp_path / "broken" / "config.json").write_text("{not json")

@@ -112,6 +112,18 @@ def test_lookup_listing_and_close_names(tmp_path, monkeypatch):
         reszoo.list_models(domain="audio")
 
 
+def test_one_registry_lookup(tmp_path, monkeypatch):
+    """``reszoo.info`` is the registry lookup (no second name for it); ``reszoo.api.resolve_entry``, which
+    also reads hf:// URIs and folders, gives a registry name's entry through it."""
+    from reszoo import api, registry
+
+    monkeypatch.setenv("RESZOO_REGISTRY", str(_write_registry(tmp_path, [_with(name="net-1", aliases=["n1"])])))
+    assert reszoo.info is registry.info and not hasattr(registry, "get_entry")
+    assert api.resolve_entry("n1") is reszoo.info("net-1")
+    with pytest.raises(UnknownModelError, match="did you mean 'net-1'"):
+        api.resolve_entry("net-2")
+
+
 def test_project_registry_is_valid_and_pins_are_well_formed():
     reg = load_registry(ROOT / "registry.yaml")
     for entry in {e.name: e for e in reg.values()}.values():

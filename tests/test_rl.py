@@ -231,9 +231,9 @@ def test_sac_policy_hosts_reszoo_critics_on_obs_and_action() -> None:
 
 
 def _trained(name: str):
-    from reszoo.registry import get_entry
+    from reszoo.registry import info
 
-    entry = get_entry(name)
+    entry = info(name)
     if entry.weights is None or entry.weights.sha256 is None or not entry.metrics:
         pytest.skip(f"{name} has not been trained yet (no sha256/metrics in registry.yaml)")
     return entry

@@ -155,7 +155,7 @@ def _prepare_model(model: nn.Module, adapter: Adapter, collate: Collate, train_s
 def _run(name: str, train_data: Any, val_data: Any, given: dict[str, Any], opts: FinetuneOptions) -> Any:
     from accelerate.utils import set_seed
 
-    from ..api import read_entry
+    from ..api import resolve_entry
     from . import FinetuneResult
 
     wall_start = time.perf_counter()
@@ -173,7 +173,7 @@ def _run(name: str, train_data: Any, val_data: Any, given: dict[str, Any], opts:
         raise OptionsError("batchnorm='sync' needs GPUs (torch's SyncBatchNorm); on CPU processes use 'frozen'")
 
     # ---- data and model (all checks before the run folder is touched)
-    entry = read_entry(name)  # without weights: the domain decides how the data is read, before anything loads
+    entry = resolve_entry(name)  # without weights: the domain decides how the data is read, before anything loads
     splits = _read_splits(train_data, val_data, entry.domain, opts)
     classes = splits.classes
     set_seed(opts.seed)  # before the head is initialised: the same head on every process and every run
