@@ -383,7 +383,7 @@ def load_adapter(entry: Entry, *, adapter_path: Path | None = None, base_weights
                                 "registry it was made with (RESZOO_REGISTRY), or add the base entry") from None
     if base.base is not None or base.domain != entry.domain:
         raise RegistryError(f"{entry.name}: its base {base.name!r} is "
-                            + (f"itself an adapter" if base.base else f"a {base.domain} model, not {entry.domain}"))
+                            + ("itself an adapter" if base.base else f"a {base.domain} model, not {entry.domain}"))
     if num_classes is not None and num_classes != entry.num_classes and not merge:
         raise InputError(f"{entry.name}: the adapter's head has {entry.num_classes} classes; a head for {num_classes} "
                          "replaces it only on the merged model (merge=True)")

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 
 from torch import Tensor, nn
 
-__all__ = ["JoinHook", "ResidualBlock", "Residual", "join_hook", "residual_blocks"]
+__all__ = ["JoinHook", "ResidualBlock", "join_hook", "residual_blocks"]
 
 # ``hook(block, branch, shortcut)``: observes a block's join; a tensor it returns replaces the join's
 # output (``None`` leaves it alone). See :func:`join_hook`.
@@ -74,17 +74,6 @@ class ResidualBlock(nn.Module):
 
     def extra_repr(self) -> str:
         return f"residual={self.residual}"
-
-
-class Residual(ResidualBlock):
-    """Wraps any module ``fn`` into ``x + fn(x)`` (pre-norm Transformer and MLP blocks)."""
-
-    def __init__(self, fn: nn.Module, residual: bool = True) -> None:
-        super().__init__(residual)
-        self.fn = fn
-
-    def forward(self, x: Tensor, *args: object, **kwargs: object) -> Tensor:
-        return self.join(self.fn(x, *args, **kwargs), x)
 
 
 def residual_blocks(model: nn.Module) -> Iterator[ResidualBlock]:

@@ -399,7 +399,7 @@ def test_early_stopping_keeps_the_best_epoch_and_stays_stopped(zoo: Path, square
 
 def test_warmup_then_cosine_schedule() -> None:
     from reszoo.finetune.options import FinetuneOptions
-    from reszoo.finetune.trainer import _schedule
+    from reszoo.finetune.loop import _schedule
 
     factor, warmup = _schedule(FinetuneOptions(warmup=0.1, min_lr_ratio=0.1), total_steps=100)
     values = [factor(step) for step in range(100)]

@@ -27,7 +27,6 @@ from torch import nn
 from .adapters import Adapter, Collate, EncodedDataset, make_adapter
 from .batches import TensorData, TensorRows
 from .data import LabeledData, Splits, drop_unreadable, read_data, split_validation
-from .loop import _schedule  # noqa: F401  (known here by older callers and tests)
 from .loop import make_accelerator, prepare_loop, train
 from .model import apply_lora, configure_trainable, deterministic_pools, freeze_unused, load_model
 from .options import DataError, FinetuneOptions, OptionsError, ResumeError

@@ -275,7 +275,6 @@ class ImpalaCNN(nn.Module):
         for _ in channels:  # max-pool 3, stride 2, padding 1: ceil(n / 2)
             h, w = (h + 1) // 2, (w + 1) // 2
         self.fc = nn.Linear(c * h * w, hidden)
-        self.out_dim = hidden
 
     def forward(self, x: Tensor) -> Tensor:
         x = torch.relu(self.stages(x))

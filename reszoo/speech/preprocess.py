@@ -157,9 +157,6 @@ class Fbank(nn.Module):
             out = out / std
         return out
 
-    def num_frames(self, num_samples: int) -> int:
-        return num_samples // self.cfg.hop_length + 1
-
 
 class SpeechPreprocess:
     """Raw audio -> normalised features ``(frames, n_mels)``: what ``model.preprocess`` is.

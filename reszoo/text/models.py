@@ -228,7 +228,6 @@ class TextEncoder(nn.Module):
         self.options = dict(residual=residual, norm=norm, pooling=pooling, normalize=normalize, pooler=pooler,
                             num_classes=num_classes, classifier_dropout=classifier_dropout, mlm_head=mlm_head)
         self.residual = residual
-        self.norm_placement = norm
         self.pooling = pooling
         self.normalize = normalize
         self.num_classes = num_classes
@@ -367,11 +366,6 @@ class TextEncoder(nn.Module):
         finally:
             self.train(was_training)
         return out
-
-    def similarity(self, a: str | Sequence[str], b: str | Sequence[str]) -> Tensor:
-        """Cosine similarity matrix ``[len(a), len(b)]`` of two lists of texts."""
-        ea, eb = self.encode(a, normalize=True), self.encode(b, normalize=True)
-        return ea @ eb.T
 
 
 def build_encoder(config: str | EncoderConfig, **kwargs: Any) -> TextEncoder:
