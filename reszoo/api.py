@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from . import __version__, network
+from ._text import listing
 from . import domains
 from .domains import aux_files
 from .errors import InputError, LoadError, UnknownModelError
@@ -191,7 +192,7 @@ def _fill(model: nn.Module, state: dict[str, torch.Tensor], *, replace_head: boo
         parts = []
         for label, keys in (("unexpected", unexpected), ("missing", missing), ("wrong shape", mismatched)):
             if keys:
-                parts.append(f"{label}: {', '.join(keys[:8])}{' …' if len(keys) > 8 else ''}")
+                parts.append(f"{label}: {listing(keys, 8)}")
         where = f" ({source})" if source != name else ""
         raise LoadError(f"{name}: checkpoint{where} does not fit the architecture ({'; '.join(parts)})")
     _check_values(state, own, source=source, name=name)

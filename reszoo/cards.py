@@ -14,6 +14,7 @@ from typing import Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from ._text import listing
 from .domains import get as get_domain
 from .registry import Entry, Metric, info
 
@@ -206,8 +207,7 @@ def render_markdown(entry: Entry, repo_id: str | None = None, location: str | os
         out += ["## Preprocessing", "", "`model.preprocess` turns raw input into model input:", "",
                 _table(rows, ("step", "value")), ""]
     if entry.labels:
-        shown = ", ".join(entry.labels[:10]) + (f", … ({len(entry.labels)} in all)" if len(entry.labels) > 10 else "")
-        out += ["## Labels", "", shown, ""]
+        out += ["## Labels", "", listing(entry.labels, 10), ""]
 
     out += ["## Results", ""]
     if entry.metrics:

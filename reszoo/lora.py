@@ -39,6 +39,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ._text import listing
 from .errors import InputError, IntegrityError, LoadError, RegistryError, UnknownModelError
 from .registry import Entry
 
@@ -179,7 +180,7 @@ def resolve_targets(model: nn.Module, domain: str, targets: Sequence[str] | None
                          f"its adaptable layers: {', '.join(adaptable) or 'none'}")
     if bad:
         raise InputError(f"LoRA target(s) {', '.join(map(repr, names))} in {what} name layers it cannot adapt: "
-                         f"{'; '.join(bad[:3])}{' …' if len(bad) > 3 else ''}")
+                         f"{listing(bad, 3, sep='; ')}")
     # peft's list semantics (the name or a dotted suffix), as one regex: a string stays as written in
     # adapter_config.json, where a list would be saved in set order (a different file every run).
     pattern = r"(?:.*\.)?(?:" + "|".join(re.escape(t) for t in names) + ")"
@@ -404,7 +405,7 @@ def load_adapter(entry: Entry, *, adapter_path: Path | None = None, base_weights
     unexpected = sorted(result.unexpected_keys)
     missing = sorted(k for k in result.missing_keys if ".lora_" in k or ".modules_to_save." in k)
     if unexpected or missing:
-        shown = "; ".join(f"{label}: {', '.join(keys[:6])}{' …' if len(keys) > 6 else ''}"
+        shown = "; ".join(f"{label}: {listing(keys, 6)}"
                           for label, keys in (("unexpected", unexpected), ("missing", missing)) if keys)
         raise LoadError(f"{entry.name}: the adapter file does not fit {base.name} with its adapter config ({shown})")
     model.__dict__[_PEFT_ATTR] = wrapped

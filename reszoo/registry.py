@@ -29,6 +29,7 @@ from typing import Any
 
 import yaml
 
+from ._text import natural_key
 from .domains import get as get_domain
 from .domains import names as domain_names
 from .errors import RegistryError, UnknownModelError
@@ -686,10 +687,6 @@ def info(name: str) -> Entry:
     raise UnknownModelError(f"unknown model {shown}{hint}")
 
 
-def _natural_key(name: str) -> list[Any]:
-    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
-
-
 def list_models(pattern: str = "*", domain: str | None = None, task: str | None = None) -> list[str]:
     """Names matching the fnmatch ``pattern`` (on names or aliases), in natural order."""
     if domain is not None and domain not in (known := domain_names()):
@@ -700,4 +697,4 @@ def list_models(pattern: str = "*", domain: str | None = None, task: str | None 
             continue
         if fnmatch.fnmatchcase(key, pattern):
             names.add(entry.name)
-    return sorted(names, key=_natural_key)
+    return sorted(names, key=natural_key)

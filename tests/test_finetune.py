@@ -780,6 +780,17 @@ def test_length_grouped_batches() -> None:
     assert sampler.batches() != batches
 
 
+def test_by_length_is_the_one_length_batching() -> None:
+    """Fine-tuning's sampler and TextEncoder.encode cut batches of similar lengths with the same helper:
+    stable (equal lengths keep their order) shortest or longest first."""
+    from reszoo._batching import by_length
+
+    lengths = [3, 1, 3, 2, 1, 3]
+    assert by_length(range(6), lengths, 4) == [[1, 4, 3, 0], [2, 5]]
+    assert by_length(range(6), lengths, 4, longest_first=True) == [[0, 2, 5, 3], [1, 4]]
+    assert by_length([5, 2, 0], lengths, 2) == [[5, 2], [0]]  # only the indices given, in their order on ties
+
+
 def test_length_grouping_and_frozen_parts_on_text(zoo: Path, tmp_path: Path) -> None:
     data = _intents(tmp_path / "intents.tsv", n=32)
     result = reszoo.finetune("tiny-text", str(data), epochs=1, batch_size=8, lr=0.01, group_by_length=2,

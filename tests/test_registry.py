@@ -516,3 +516,14 @@ def test_recipes_write_a_plain_twin_into_its_entry_and_only_what_differs(tmp_pat
     doc = yaml.safe_load(path.read_text())
     assert "license" not in doc["models"][0]  # equal to its defaults set: not repeated
     assert doc["models"][0]["plain"]["extra"] == {"residual_twin": "fam-net", "params": 10, "shared": "same for both", "new": None}
+
+
+def test_listing_and_natural_key() -> None:
+    """One capped listing for messages and cards ("a, b, … (12 in all)"), one natural order."""
+    from reszoo._text import listing, natural_key
+
+    assert listing(["a", "b"], 2) == "a, b"
+    assert listing(iter("abcde"), 2) == "a, b, … (5 in all)"
+    assert listing([("x: 1"), "y: 2", "z: 3"], 1, sep="; ") == "x: 1; … (3 in all)"
+    assert listing([], 3) == ""
+    assert sorted(["net-10", "net-2", "net-1", "a"], key=natural_key) == ["a", "net-1", "net-2", "net-10"]
