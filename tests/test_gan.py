@@ -252,6 +252,25 @@ def test_sample_rejects_bad_input(mnist_generator, kwargs, match):
         mnist_generator.sample(**kwargs)
 
 
+def test_sample_and_preprocess_read_labels_alike(mnist_generator):
+    """``sample(labels=)`` and the entry's preprocess share one label reader: numpy integers and a
+    single float are handled by both (sample raised TypeError), "-1" is an index out of range for both
+    (preprocess looked it up as a name)."""
+    import reszoo
+    from reszoo.gan import build_preprocess
+
+    preprocess = build_preprocess(reszoo.info("sngan-mnist"))
+    assert mnist_generator.class_indices(np.int64(3), 2).tolist() == [3, 3] == preprocess([np.int64(3)] * 2).tolist()
+    assert mnist_generator.class_indices(["7", 2], 2).tolist() == [7, 2] == preprocess(["7", 2]).tolist()
+    for read in (lambda labels: mnist_generator.class_indices(labels, 1), preprocess):
+        with pytest.raises(ValueError, match="must be class indices or names, got 3.7"):
+            read(3.7)
+        with pytest.raises(ValueError, match="label -1 out of range 0..9"):
+            read("-1")
+        with pytest.raises(ValueError, match="unknown label 'seven'"):
+            read("seven")
+
+
 def test_unconditional_generator_rejects_labels():
     g = sngan_g32(ch=8).eval()
     assert g.sample(2, seed=0).shape == (2, 3, 32, 32)

@@ -9,7 +9,9 @@ network builds it. Every residual block derives from :class:`reszoo.nn.ResidualB
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import numbers
+import re
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,11 +19,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .._text import listing
 from ..domains import Registry
 from ..nn import ResidualBlock
 
 __all__ = [
     "GeneratorMixin",
+    "label_indices",
     "SNConv2d",
     "SNLinear",
     "SNEmbedding",
@@ -112,6 +116,33 @@ class SNEmbedding(_SpectralNorm, nn.Embedding):
 
 # --------------------------------------------------------------------------- sampling
 
+_INDEX = re.compile(r"-?[0-9]+")  # a class index written out (e.g. on the command line)
+
+
+def label_indices(labels: Any, names: Sequence[str], num_classes: int) -> list[int]:
+    """Class labels as checked class indices: one label or a sequence of them (a tensor too), each a
+    class name (one of ``names``) or an index (an integer, or its digits as a string)."""
+    if isinstance(labels, Tensor):
+        labels = labels.tolist()
+    if isinstance(labels, numbers.Number | str):  # one label (a bad one is refused below)
+        labels = [labels]
+    out = []
+    for label in labels:
+        if isinstance(label, str) and not _INDEX.fullmatch(label):
+            if label not in names:
+                hint = f"; known: {listing(names, 12)}" if names else "; this model has no label names: use class indices"
+                raise ValueError(f"unknown label {label!r}{hint}")
+            out.append(names.index(label))
+            continue
+        if isinstance(label, bool) or not isinstance(label, numbers.Integral | str):  # int(3.7) would be a silent 3
+            raise ValueError(f"labels must be class indices or names, got {label!r}")
+        index = int(label)
+        if not 0 <= index < num_classes:
+            raise ValueError(f"label {index} out of range 0..{num_classes - 1}")
+        out.append(index)
+    return out
+
+
 
 class GeneratorMixin:
     """``sample()`` for reszoo generators.
@@ -133,30 +164,11 @@ class GeneratorMixin:
             return None
         if labels is None:
             return None
-        if isinstance(labels, Tensor):
-            labels = labels.tolist()
-        if isinstance(labels, int | str):
-            labels = [labels]
-        labels = list(labels)
-        if len(labels) == 1:
-            labels = labels * n
-        if len(labels) != n:
-            raise ValueError(f"got {len(labels)} labels for n={n} samples (give one label, or one per sample)")
-        names = getattr(self, "labels", None) or ()
-        out = []
-        for label in labels:
-            if isinstance(label, str) and not label.lstrip("-").isdigit():
-                if label not in names:
-                    hint = f"; known: {', '.join(names[:12])}{' …' if len(names) > 12 else ''}" if names else "; this model has no label names: use class indices"
-                    raise ValueError(f"unknown label {label!r}{hint}")
-                out.append(names.index(label))
-                continue
-            if isinstance(label, bool) or not isinstance(label, int | str):
-                raise ValueError(f"labels must be class indices or names, got {label!r}")
-            index = int(label)
-            if not 0 <= index < self.num_classes:
-                raise ValueError(f"label {index} out of range: this generator has classes 0..{self.num_classes - 1}")
-            out.append(index)
+        out = label_indices(labels, tuple(getattr(self, "labels", None) or ()), self.num_classes)
+        if len(out) == 1:
+            out = out * n
+        if len(out) != n:
+            raise ValueError(f"got {len(out)} labels for n={n} samples (give one label, or one per sample)")
         return torch.tensor(out, dtype=torch.long)
 
     def sample_noise(self, n: int, truncation: float | None, generator: torch.Generator | None) -> Tensor:
