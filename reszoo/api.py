@@ -23,14 +23,15 @@ import torch
 from torch import nn
 
 from . import __version__, network
+from ._text import listing
 from . import domains
 from .domains import aux_files
 from .errors import InputError, LoadError, UnknownModelError
 from .hub import LocalRepo, entry_weights, fetch_file, file_digest, load_state_dict
 from .names import check_repo_filename
-from .registry import Entry, RegistryError, Weights, get_entry, parse_entry
+from .registry import Entry, RegistryError, Weights, info, parse_entry
 
-__all__ = ["LoadError", "build", "load", "push", "read_entry", "save_pretrained", "CONFIG_FILE", "WEIGHTS_FILE"]
+__all__ = ["LoadError", "build", "load", "push", "resolve_entry", "save_pretrained", "CONFIG_FILE", "WEIGHTS_FILE"]
 
 logger = logging.getLogger(__name__)
 CONFIG_FILE = "config.json"
@@ -191,7 +192,7 @@ def _fill(model: nn.Module, state: dict[str, torch.Tensor], *, replace_head: boo
         parts = []
         for label, keys in (("unexpected", unexpected), ("missing", missing), ("wrong shape", mismatched)):
             if keys:
-                parts.append(f"{label}: {', '.join(keys[:8])}{' …' if len(keys) > 8 else ''}")
+                parts.append(f"{label}: {listing(keys, 8)}")
         where = f" ({source})" if source != name else ""
         raise LoadError(f"{name}: checkpoint{where} does not fit the architecture ({'; '.join(parts)})")
     _check_values(state, own, source=source, name=name)
@@ -268,13 +269,14 @@ def _resolve_uri(uri: str, *, revision: str | None, mirror: Any) -> tuple[Entry,
     return dataclasses.replace(entry, weights=weights), weights_path, mirror
 
 
-def read_entry(name: str, *, revision: str | None = None, mirror: str | os.PathLike[str] | None = None) -> Entry:
+def resolve_entry(name: str, *, revision: str | None = None, mirror: str | os.PathLike[str] | None = None) -> Entry:
     """The entry of what :func:`load` would load from ``name`` (a registry name or alias,
     ``hf://owner/name[@revision]`` or a saved-model folder), read without fetching weights: its
-    registry entry, or its ``config.json`` (whose entry names no weights)."""
+    registry entry (:func:`reszoo.info`, the registry lookup, which this extends to what only
+    ``load`` accepts), or its ``config.json`` (whose entry names no weights)."""
     name = _check_name(name)
     if not _is_uri(name):
-        return get_entry(name)
+        return info(name)
     config_path = _fetch_config(name, revision=revision, mirror=mirror)[0]
     return _config_to_entry(read_config(config_path), name)
 
@@ -336,7 +338,7 @@ def load(
         state_of = lambda: (path, load_state_dict(path, device=target))  # noqa: E731
         adapter_path = path
     else:
-        entry = get_entry(name)
+        entry = info(name)
         state_of = lambda: entry_weights(entry, revision=revision, mirror=mirror, device=target)  # noqa: E731
     # --- LoRA adapters (reszoo/lora.py): the base, fetched and verified, with the adapter applied
     if entry.base is not None and pretrained:
@@ -457,7 +459,7 @@ def push(
             # Every wait bounded by RESZOO_HUB_TIMEOUT; no retries: a commit that failed may still have landed.
             with network.guarded():
                 api.create_repo(repo_id, exist_ok=True, private=private)
-                info = api.upload_folder(
+                commit = api.upload_folder(
                     repo_id=repo_id,
                     folder_path=tmp,
                     commit_message=commit_message or f"Upload {entry.name} with reszoo {__version__}",
@@ -466,4 +468,4 @@ def push(
             if (error := network.push_error(err, repo_id)) is None:
                 raise
             raise error from err
-    return info.oid
+    return commit.oid

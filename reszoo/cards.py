@@ -14,8 +14,9 @@ from typing import Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from ._text import listing
 from .domains import get as get_domain
-from .registry import Entry, Metric, get_entry
+from .registry import Entry, Metric, info
 
 __all__ = ["card", "card_for_entry", "load_path", "render_markdown"]
 
@@ -88,7 +89,7 @@ def _base_model_repo(base: str | None) -> str | None:
     if base is None or "/" in base:
         return base
     try:
-        weights = get_entry(base).weights
+        weights = info(base).weights
     except KeyError:
         return base
     return weights.repo if weights else base
@@ -118,7 +119,7 @@ def _is_registry_model(entry: Entry) -> bool:
     """Whether ``entry`` is the registry's own model of that name (``reszoo info NAME`` describes
     it), and not a model derived from one (fine-tuned, a replaced head) that kept or took a name."""
     try:
-        own = get_entry(entry.name)
+        own = info(entry.name)
     except KeyError:
         return False
     return (own.arch, own.arch_args, own.labels, own.metrics) == (entry.arch, entry.arch_args, entry.labels, entry.metrics)
@@ -206,8 +207,7 @@ def render_markdown(entry: Entry, repo_id: str | None = None, location: str | os
         out += ["## Preprocessing", "", "`model.preprocess` turns raw input into model input:", "",
                 _table(rows, ("step", "value")), ""]
     if entry.labels:
-        shown = ", ".join(entry.labels[:10]) + (f", … ({len(entry.labels)} in all)" if len(entry.labels) > 10 else "")
-        out += ["## Labels", "", shown, ""]
+        out += ["## Labels", "", listing(entry.labels, 10), ""]
 
     out += ["## Results", ""]
     if entry.metrics:
@@ -243,4 +243,4 @@ def card_for_entry(entry: Entry, *, repo_id: str | None = None, location: str | 
 
 def card(name: str) -> ModelCard:
     """The model card of a registry entry (by name or alias)."""
-    return card_for_entry(get_entry(name))
+    return card_for_entry(info(name))

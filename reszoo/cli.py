@@ -68,18 +68,18 @@ def _cell(value: Any) -> str:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from .registry import get_entry, list_models
+    from .registry import info, list_models
 
     rows = []
     for name in list_models(args.pattern, domain=args.domain, task=args.task):
-        e = get_entry(name)
+        e = info(name)
         head = e.metrics[0] if e.metrics else None
         rows.append({
             "name": name, "domain": e.domain, "task": e.task, "arch": e.arch, "license": e.license,
             "metric": f"{head.metric}={head.value:.4g} ({head.dataset})" if head else "",
         })
     if args.json:
-        print(json.dumps([get_entry(r["name"]).to_dict() for r in rows], indent=2))
+        print(json.dumps([info(r["name"]).to_dict() for r in rows], indent=2))
     else:
         _print_rows(rows, False)
     return 0
@@ -88,9 +88,9 @@ def cmd_list(args: argparse.Namespace) -> int:
 def cmd_info(args: argparse.Namespace) -> int:
     import yaml
 
-    from .registry import get_entry
+    from .registry import info
 
-    data = get_entry(args.name).to_dict()
+    data = info(args.name).to_dict()
     if "labels" in data and len(data["labels"]) > 12 and not args.json:
         data["labels"] = data["labels"][:12] + [f"... ({len(data['labels'])} labels)"]
     print(json.dumps(data, indent=2) if args.json else yaml.safe_dump(data, sort_keys=False, width=100).rstrip())
@@ -160,7 +160,7 @@ def cmd_pull(args: argparse.Namespace) -> int:
     from .errors import ReszooError
     from .hub import fetch_file, fetch_weights
     from .names import check_revision
-    from .registry import get_entry
+    from .registry import info
 
     if args.revision is not None:
         check_revision(args.revision, "--revision", ReszooError)
@@ -169,11 +169,11 @@ def cmd_pull(args: argparse.Namespace) -> int:
                               "pull other revisions into the cache (no --to)")
     names = list(args.names)
     for name in names:  # a LoRA adapter is nothing without its base: pulled too (appended once)
-        base = get_entry(name).base
+        base = info(name).base
         if base is not None and base not in names:
             names.append(base)
     for name in names:
-        entry = get_entry(name)
+        entry = info(name)
         if entry.weights is None:
             print(f"{entry.name}: no weights to pull")
             continue
@@ -206,12 +206,12 @@ def cmd_push(args: argparse.Namespace) -> int:
 def cmd_verify(args: argparse.Namespace) -> int:
     """Re-hash every cached or mirrored copy of the registry's pinned files."""
     from .hub import mirror_dirs, cached_files, sha256_of
-    from .registry import get_entry, list_models
+    from .registry import info, list_models
 
     names = args.names or list_models()
     pins: dict[tuple[str, str], tuple[str, str | None]] = {}
     for name in names:
-        w = get_entry(name).weights
+        w = info(name).weights
         if w and w.sha256:
             pins[(w.repo, w.file)] = (w.sha256, w.revision)
     checked, bad = 0, 0

@@ -15,7 +15,6 @@ them touches a path: a repo's data never picks a local file outside the repo.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import re
@@ -497,6 +496,3 @@ def cached_files(repos: Iterable[str] | None = None) -> list[tuple[str, str, str
                 out.append((repo.repo_id, rev.commit_hash, f.file_name, Path(f.file_path)))
     return out
 
-
-def write_json(path: Path, data: dict[str, Any]) -> None:
-    path.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n", encoding="utf-8")

@@ -39,6 +39,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ._text import listing
 from .errors import InputError, IntegrityError, LoadError, RegistryError, UnknownModelError
 from .registry import Entry
 
@@ -179,7 +180,7 @@ def resolve_targets(model: nn.Module, domain: str, targets: Sequence[str] | None
                          f"its adaptable layers: {', '.join(adaptable) or 'none'}")
     if bad:
         raise InputError(f"LoRA target(s) {', '.join(map(repr, names))} in {what} name layers it cannot adapt: "
-                         f"{'; '.join(bad[:3])}{' …' if len(bad) > 3 else ''}")
+                         f"{listing(bad, 3, sep='; ')}")
     # peft's list semantics (the name or a dotted suffix), as one regex: a string stays as written in
     # adapter_config.json, where a list would be saved in set order (a different file every run).
     pattern = r"(?:.*\.)?(?:" + "|".join(re.escape(t) for t in names) + ")"
@@ -193,13 +194,13 @@ def _base_pins(base: Entry) -> dict[str, Any]:
 
 def _registry_base(model: nn.Module) -> Entry:
     """The registry entry ``model`` was loaded from: an adapter names its base by registry name."""
-    from .registry import get_entry
+    from .registry import info
 
     entry = getattr(model, "entry", None)
     if entry is None:
         raise InputError(f"{type(model).__name__} has no registry entry: load the base with reszoo.load(name)")
     try:
-        registered = get_entry(entry.name)
+        registered = info(entry.name)
     except UnknownModelError:
         registered = None
     if registered is None or registered.weights != entry.weights:
@@ -283,13 +284,13 @@ def write_adapter(model: nn.Module, folder: Path, config: dict[str, Any]) -> dic
     """Write PEFT's ``adapter_config.json`` and ``adapter_model.safetensors`` to ``folder`` (through
     ``PeftModel.save_pretrained``) and return reszoo's ``config.json`` for it: ``config`` (the
     entry's) with ``base``, ``base_weights`` and the adapter as weight file."""
-    from .registry import get_entry
+    from .registry import info
 
     base_name = config.get("base") or model.__dict__.get(_BASE_ATTR)
     if not base_name:
         raise InputError("this adapter names no base model (entry.base)")
     try:
-        base = get_entry(base_name)
+        base = info(base_name)
     except UnknownModelError as err:
         raise RegistryError(f"the adapter's base {base_name!r} is not in the registry; save it with the registry "
                             "it was trained with") from err
@@ -372,18 +373,18 @@ def load_adapter(entry: Entry, *, adapter_path: Path | None = None, base_weights
 
     from .api import _finish, load
     from .hub import fetch_file, fetch_weights
-    from .registry import get_entry
+    from .registry import info
 
     if entry.weights is None:
         raise LoadError(f"{entry.name}: an adapter entry needs its adapter file (weights)")
     try:
-        base = get_entry(entry.base)
+        base = info(entry.base)
     except UnknownModelError:
         raise UnknownModelError(f"{entry.name}: its base model {entry.base!r} is not in the registry; load it with the "
                                 "registry it was made with (RESZOO_REGISTRY), or add the base entry") from None
     if base.base is not None or base.domain != entry.domain:
         raise RegistryError(f"{entry.name}: its base {base.name!r} is "
-                            + (f"itself an adapter" if base.base else f"a {base.domain} model, not {entry.domain}"))
+                            + ("itself an adapter" if base.base else f"a {base.domain} model, not {entry.domain}"))
     if num_classes is not None and num_classes != entry.num_classes and not merge:
         raise InputError(f"{entry.name}: the adapter's head has {entry.num_classes} classes; a head for {num_classes} "
                          "replaces it only on the merged model (merge=True)")
@@ -404,7 +405,7 @@ def load_adapter(entry: Entry, *, adapter_path: Path | None = None, base_weights
     unexpected = sorted(result.unexpected_keys)
     missing = sorted(k for k in result.missing_keys if ".lora_" in k or ".modules_to_save." in k)
     if unexpected or missing:
-        shown = "; ".join(f"{label}: {', '.join(keys[:6])}{' …' if len(keys) > 6 else ''}"
+        shown = "; ".join(f"{label}: {listing(keys, 6)}"
                           for label, keys in (("unexpected", unexpected), ("missing", missing)) if keys)
         raise LoadError(f"{entry.name}: the adapter file does not fit {base.name} with its adapter config ({shown})")
     model.__dict__[_PEFT_ATTR] = wrapped

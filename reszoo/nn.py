@@ -15,7 +15,7 @@ from contextlib import contextmanager
 
 from torch import Tensor, nn
 
-__all__ = ["JoinHook", "ResidualBlock", "Residual", "join_hook", "residual_blocks"]
+__all__ = ["JoinHook", "ResidualBlock", "join_hook", "residual_blocks"]
 
 # ``hook(block, branch, shortcut)``: observes a block's join; a tensor it returns replaces the join's
 # output (``None`` leaves it alone). See :func:`join_hook`.
@@ -27,7 +27,9 @@ class ResidualBlock(nn.Module):
 
     Subclasses compute their branch and call :meth:`join` with the shortcut. They keep
     their own submodule names (e.g. torchvision's ``conv1``/``bn1``/``downsample``), so
-    upstream checkpoints load without renaming.
+    upstream checkpoints load without renaming. What the plain twin drops is decided here, not
+    in each block: a block builds its projection with :meth:`make_projection` (None in the plain
+    twin) and passes :meth:`shortcut_of` to :meth:`join` (None in the plain twin, uncomputed).
     """
 
     # Hooks installed by :func:`join_hook` (analysis: norms, lesions). A class-level empty tuple, so
@@ -37,6 +39,26 @@ class ResidualBlock(nn.Module):
     def __init__(self, residual: bool = True) -> None:
         super().__init__()
         self.residual = residual
+
+    def make_projection(self, needed: bool, build: Callable[[], nn.Module]) -> nn.Module | None:
+        """The block's projection shortcut, ``build()``, where it ``needed`` one (shapes change, or the
+        architecture always projects); None in the plain twin. A projection only exists to make the
+        addition possible, so the plain twin has none: its state dict is the residual network's minus
+        these modules, whatever the block calls them."""
+        return build() if needed and self.residual else None
+
+    def shortcut_of(self, x: Tensor, path: Callable[[Tensor], Tensor] | None = None) -> Tensor | None:
+        """The shortcut ``S(x)`` to hand to :meth:`join`: ``path(x)`` (a projection, a resampling) or
+        ``x`` itself; None in the plain twin, whose join adds nothing, so ``path`` is not computed."""
+        if not self.residual:
+            return None
+        return x if path is None else path(x)
+
+    def init_branch_scale(self, scale: Tensor) -> None:
+        """Initialise a scale the branch's output ends with (a last BN's weight, SAGAN's ``gamma``): 0 where a
+        skip carries the input, so the block starts as the identity; 1 in the plain twin, where the branch is
+        all the block outputs and a 0 would hand zeros to every later layer."""
+        nn.init.constant_(scale, 0.0 if self.residual else 1.0)
 
     def join(self, branch: Tensor, shortcut: Tensor | None) -> Tensor:
         """``branch + shortcut``, or ``branch`` alone in the plain twin (unless a hook replaces it)."""
@@ -52,17 +74,6 @@ class ResidualBlock(nn.Module):
 
     def extra_repr(self) -> str:
         return f"residual={self.residual}"
-
-
-class Residual(ResidualBlock):
-    """Wraps any module ``fn`` into ``x + fn(x)`` (pre-norm Transformer and MLP blocks)."""
-
-    def __init__(self, fn: nn.Module, residual: bool = True) -> None:
-        super().__init__(residual)
-        self.fn = fn
-
-    def forward(self, x: Tensor, *args: object, **kwargs: object) -> Tensor:
-        return self.join(self.fn(x, *args, **kwargs), x)
 
 
 def residual_blocks(model: nn.Module) -> Iterator[ResidualBlock]:

@@ -29,6 +29,7 @@ from typing import Any
 
 import yaml
 
+from ._text import natural_key
 from .domains import get as get_domain
 from .domains import names as domain_names
 from .errors import RegistryError, UnknownModelError
@@ -42,7 +43,6 @@ __all__ = [
     "UnknownModelError",
     "Weights",
     "expand_registry",
-    "get_entry",
     "info",
     "list_models",
     "load_registry",
@@ -674,8 +674,9 @@ def load_registry(path: str | os.PathLike[str] | None = None) -> dict[str, Entry
     return _load(p, mtime_ns)
 
 
-def get_entry(name: str) -> Entry:
-    """The entry for a name or alias; an unknown name raises with the closest names."""
+def info(name: str) -> Entry:
+    """The typed registry entry of ``name`` (a name or an alias); an unknown name raises
+    :class:`UnknownModelError` with the closest names. (``reszoo.info``; the one registry lookup.)"""
     reg = load_registry()
     if name in reg:
         return reg[name]
@@ -684,15 +685,6 @@ def get_entry(name: str) -> Entry:
     hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else "; see `reszoo list`"
     shown = repr(name) if len(name) <= 100 else f"{name[:60]!r}… ({len(name)} characters)"
     raise UnknownModelError(f"unknown model {shown}{hint}")
-
-
-def info(name: str) -> Entry:
-    """The typed registry entry of ``name`` (a name or an alias)."""
-    return get_entry(name)
-
-
-def _natural_key(name: str) -> list[Any]:
-    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
 
 
 def list_models(pattern: str = "*", domain: str | None = None, task: str | None = None) -> list[str]:
@@ -705,4 +697,4 @@ def list_models(pattern: str = "*", domain: str | None = None, task: str | None 
             continue
         if fnmatch.fnmatchcase(key, pattern):
             names.add(entry.name)
-    return sorted(names, key=_natural_key)
+    return sorted(names, key=natural_key)

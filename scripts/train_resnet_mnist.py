@@ -161,12 +161,12 @@ def train_one(name: str, arrays: tuple[Any, Any, Any, Any], args: argparse.Names
 
     import reszoo
     from reszoo.finetune.batches import TensorData
-    from reszoo.registry import get_entry
+    from reszoo.registry import info
     from scripts.registry_io import write_weights
 
     dataset, residual = RECIPES[name]
     dataset_name, dataset_type = DATASETS[dataset]
-    entry = get_entry(name)
+    entry = info(name)
     x_train, y_train, x_test, y_test = arrays
     subset = args.train_subset or (args.max_steps * args.batch_size if args.max_steps else None)
     if subset:

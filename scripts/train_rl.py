@@ -128,14 +128,7 @@ def train(name: str, variant: str, timesteps: int, seed: int, eval_episodes: int
     torch.set_num_threads(1)  # the machine is shared; one core per training run
     residual = variant == "residual"
     agent_kwargs = dict(preset["agent"], residual=residual)
-    wrapper = None
-    if preset.get("reward_scale"):
-        # A fixed reward scale for the learner, applied outside the Monitor (which logs raw returns).
-        from gymnasium.wrappers import TransformReward
-
-        scale = float(preset["reward_scale"])
-        wrapper = lambda e: TransformReward(e, lambda r: scale * r)  # noqa: E731
-    env = make_vec_env(preset["env_id"], n_envs=preset["n_envs"], seed=seed, wrapper_class=wrapper)
+    env = make_vec_env(preset["env_id"], n_envs=preset["n_envs"], seed=seed)
     if preset.get("normalize_reward"):
         # Rewards scaled for the critic only (RL-Zoo `normalize: true`); observations are
         # normalised inside the network, and the Monitor under this wrapper logs raw returns.
@@ -171,7 +164,6 @@ def train(name: str, variant: str, timesteps: int, seed: int, eval_episodes: int
         "arch_args": arch_args(preset, agent_kwargs),
         "hyper": {k: _jsonable(v) for k, v in preset["hyper"].items()},
         "normalize_reward": bool(preset.get("normalize_reward")),
-        "reward_scale": preset.get("reward_scale"),
         "curve": episodes.curve, "eval_returns": returns, "eval_mean": float(np.mean(returns)),
         "eval_std": float(np.std(returns)), "eval_episodes": eval_episodes, "eval_seed": EVAL_SEED,
         "train_seconds": round(train_s, 1), "eval_seconds": round(eval_s, 1),
@@ -255,7 +247,6 @@ def write_registry(name: str, runs: dict[str, dict[str, Any]], plot_path: Path) 
         "seed": res["seed"],
         "hyperparameters": res["hyper"],
         "reward_normalisation": res["normalize_reward"],
-        **({"reward_scale_for_learner": res["reward_scale"]} if res.get("reward_scale") else {}),
         "evaluation_protocol": protocol,
         "mean_reward": round(res["eval_mean"], 3),
         "std_reward": round(res["eval_std"], 3),

@@ -12,7 +12,7 @@ import pytest
 from huggingface_hub import ModelCard
 
 import reszoo
-from reszoo.registry import get_entry
+from reszoo.registry import info
 
 ROOT = Path(__file__).resolve().parent.parent
 NAMES = reszoo.list_models()
@@ -32,7 +32,7 @@ def test_model_cards_folder_is_up_to_date():
 def test_fine_tuned_card_names_base_model_repo(tmp_path, monkeypatch):
     import dataclasses
 
-    base = get_entry(NAMES[0])
+    base = info(NAMES[0])
     child = dataclasses.replace(base, name="child-model", base_model=base.name, usage=None)
     from reszoo.cards import card_for_entry
 

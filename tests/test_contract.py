@@ -37,7 +37,7 @@ from helpers import ROOT, architectures
 from hub import validate_card
 from reszoo import domains
 from reszoo.nn import ResidualBlock, residual_blocks
-from reszoo.registry import Entry, get_entry
+from reszoo.registry import Entry, info
 
 ARCHS = architectures()
 ENTRIES = reszoo.list_models()
@@ -141,7 +141,7 @@ def small_model(domain: str, arch: str, residual: bool | None) -> nn.Module:
 def meta_entry(name: str, variant: str) -> nn.Module:
     """Entry ``name`` built on the meta device: as registered ("default"), its plain twin ("plain"), its
     residual form ("residual"), or with a 7-class head ("head7")."""
-    entry = get_entry(name)
+    entry = info(name)
     if variant in ("plain", "residual"):
         entry = dataclasses.replace(entry, arch_args={**entry.arch_args, "residual": variant == "residual"})
     return reszoo.build(entry, num_classes=7 if variant == "head7" else None, device="meta")
@@ -282,6 +282,30 @@ def test_the_plain_twin_checks_catch_a_kept_projection(name: str) -> None:
         assert_plain_twin(residual, residual)
 
 
+def test_the_base_class_decides_what_the_plain_twin_drops() -> None:
+    """``make_projection`` builds nothing in the plain twin, ``shortcut_of`` computes nothing there, and
+    ``init_branch_scale`` starts a branch at 0 only where a skip carries the input: every block asks these."""
+    built: list[int] = []
+
+    def build() -> nn.Module:
+        built.append(1)
+        return nn.Linear(2, 2)
+
+    plain, residual = ResidualBlock(residual=False), ResidualBlock(residual=True)
+    assert plain.make_projection(True, build) is None and not built
+    assert residual.make_projection(False, build) is None and not built
+    assert isinstance(residual.make_projection(True, build), nn.Linear) and built == [1]
+    x, seen = torch.ones(1, 2), []
+    assert plain.shortcut_of(x, seen.append) is None and not seen
+    assert residual.shortcut_of(x) is x
+    torch.testing.assert_close(residual.shortcut_of(x, lambda t: 2 * t), 2 * x)
+    scale = nn.Parameter(torch.full((3,), 0.5))
+    plain.init_branch_scale(scale)
+    assert scale.tolist() == [1.0] * 3
+    residual.init_branch_scale(scale)
+    assert scale.tolist() == [0.0] * 3
+
+
 # --------------------------------------------------------------------------- every architecture
 
 
@@ -359,12 +383,12 @@ def test_arch_num_classes_replaces_only_the_head(domain: str, arch: str) -> None
 
 
 def test_entries_cover_every_domain() -> None:
-    assert {get_entry(name).domain for name in ENTRIES} == set(domains.names())
+    assert {info(name).domain for name in ENTRIES} == set(domains.names())
 
 
 @pytest.mark.parametrize("name", ENTRIES)
 def test_entry_builds_on_meta_and_fits_its_facts(name: str) -> None:
-    entry = get_entry(name)
+    entry = info(name)
     model = meta_entry(name, "default")
     assert all(t.is_meta for t in (*model.parameters(), *model.buffers()))
     if "params" in entry.extra:
@@ -392,7 +416,7 @@ def test_entry_num_classes_replaces_only_the_head(name: str) -> None:
 
 @pytest.mark.parametrize("name", ENTRIES)
 def test_entry_state_dict_round_trip(name: str, tmp_path: Path) -> None:
-    entry = get_entry(name)
+    entry = info(name)
     args = entry_args(entry)
     torch.manual_seed(0)
     assert_round_trip(entry.domain, entry.arch, args, build(entry.domain, entry.arch, args), tmp_path)
@@ -400,7 +424,7 @@ def test_entry_state_dict_round_trip(name: str, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("name", ENTRIES)
 def test_entry_preprocessing_builds_offline(name: str, hub, offline) -> None:
-    entry = get_entry(name)
+    entry = info(name)
     hub.reset_count()
     assert callable(domains.get(entry.domain).build_preprocess(entry))
     assert hub.request_count == 0
@@ -408,7 +432,7 @@ def test_entry_preprocessing_builds_offline(name: str, hub, offline) -> None:
 
 @pytest.mark.parametrize("name", ENTRIES)
 def test_entry_card_passes_hub_validation_and_describes_the_entry(name: str, hub) -> None:
-    entry = get_entry(name)
+    entry = info(name)
     card = reszoo.card(name)
     assert validate_card(str(card)) == ([], [])
     card.validate()  # the same rules through the client: POST /api/validate-yaml on the loopback Hub

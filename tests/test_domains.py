@@ -229,9 +229,18 @@ _TOY_PACKAGE = {
         from torch import Tensor, nn
 
         from reszoo.domains import Registry
-        from reszoo.nn import Residual
+        from reszoo.nn import ResidualBlock
 
         archs = Registry("architecture")
+
+
+        class ToyBlock(ResidualBlock):
+            def __init__(self, width: int, residual: bool = True) -> None:
+                super().__init__(residual)
+                self.fn = nn.Sequential(nn.Linear(width, width), nn.ReLU())
+
+            def forward(self, x: Tensor) -> Tensor:
+                return self.join(self.fn(x), self.shortcut_of(x))
 
 
         class ToyMLP(nn.Module):
@@ -240,8 +249,7 @@ _TOY_PACKAGE = {
             def __init__(self, dim: int = 4, width: int = 8, depth: int = 2, num_classes: int = 2, residual: bool = True) -> None:
                 super().__init__()
                 self.stem = nn.Linear(dim, width)
-                self.blocks = nn.Sequential(*(Residual(nn.Sequential(nn.Linear(width, width), nn.ReLU()), residual=residual)
-                                              for _ in range(depth)))
+                self.blocks = nn.Sequential(*(ToyBlock(width, residual) for _ in range(depth)))
                 self.head = nn.Linear(width, num_classes)
 
             def forward(self, x: Tensor) -> Tensor:
@@ -418,7 +426,7 @@ def test_a_domain_without_fine_tuning_says_which_domains_have_it() -> None:
 
 
 def test_finetune_reads_its_base_as_load_does(tmp_path: Path) -> None:
-    """The base's entry comes from reszoo.api.read_entry (load's own URI and config parsing), not a
+    """The base's entry comes from reszoo.api.resolve_entry (load's own URI and config parsing), not a
     second parser: a broken config.json or a malformed hf:// URI is the error load gives."""
     (tmp_path / "broken").mkdir()
     (tmp_path / "broken" / "config.json").write_text("{not json")

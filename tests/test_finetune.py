@@ -399,7 +399,7 @@ def test_early_stopping_keeps_the_best_epoch_and_stays_stopped(zoo: Path, square
 
 def test_warmup_then_cosine_schedule() -> None:
     from reszoo.finetune.options import FinetuneOptions
-    from reszoo.finetune.trainer import _schedule
+    from reszoo.finetune.loop import _schedule
 
     factor, warmup = _schedule(FinetuneOptions(warmup=0.1, min_lr_ratio=0.1), total_steps=100)
     values = [factor(step) for step in range(100)]
@@ -778,6 +778,17 @@ def test_length_grouped_batches() -> None:
     assert sampler.batches() == batches  # a function of seed + epoch alone
     sampler.set_epoch(1)
     assert sampler.batches() != batches
+
+
+def test_by_length_is_the_one_length_batching() -> None:
+    """Fine-tuning's sampler and TextEncoder.encode cut batches of similar lengths with the same helper:
+    stable (equal lengths keep their order) shortest or longest first."""
+    from reszoo._batching import by_length
+
+    lengths = [3, 1, 3, 2, 1, 3]
+    assert by_length(range(6), lengths, 4) == [[1, 4, 3, 0], [2, 5]]
+    assert by_length(range(6), lengths, 4, longest_first=True) == [[0, 2, 5, 3], [1, 4]]
+    assert by_length([5, 2, 0], lengths, 2) == [[5, 2], [0]]  # only the indices given, in their order on ties
 
 
 def test_length_grouping_and_frozen_parts_on_text(zoo: Path, tmp_path: Path) -> None:

@@ -186,6 +186,23 @@ def test_biggan_through_loopback_hub_and_load(upstream):
     assert (images - (expected + 1) / 2).abs().max().item() < 1e-4
 
 
+def test_plain_biggan_attention_starts_as_attention_not_zeros():
+    """No skip goes around the plain twin's self-attention, so its gamma starts at 1 (0 in the residual
+    block, which starts as the identity): a fresh plain twin's attention does not output zeros."""
+    from reszoo.gan.biggan import SelfAttention
+
+    torch.manual_seed(0)
+    x = torch.randn(2, 16, 8, 8)
+    residual, plain = SelfAttention(16), SelfAttention(16, residual=False)
+    assert residual.gamma.item() == 0.0 and plain.gamma.item() == 1.0
+    torch.testing.assert_close(residual(x), x)
+    assert plain(x).abs().amax(dim=(1, 2, 3)).min() > 1e-3
+    plain.gamma.data.fill_(0.3)
+    plain.reset_parameters()
+    assert plain.gamma.item() == 1.0
+    assert biggan_deep_128(ch=4, residual=False).attention.gamma.item() == 1.0
+
+
 # --------------------------------------------------------------------------- sampling contract
 
 
@@ -233,6 +250,25 @@ def test_sample_contract(mnist_generator):
 def test_sample_rejects_bad_input(mnist_generator, kwargs, match):
     with pytest.raises(ValueError, match=match):
         mnist_generator.sample(**kwargs)
+
+
+def test_sample_and_preprocess_read_labels_alike(mnist_generator):
+    """``sample(labels=)`` and the entry's preprocess share one label reader: numpy integers and a
+    single float are handled by both (sample raised TypeError), "-1" is an index out of range for both
+    (preprocess looked it up as a name)."""
+    import reszoo
+    from reszoo.gan import build_preprocess
+
+    preprocess = build_preprocess(reszoo.info("sngan-mnist"))
+    assert mnist_generator.class_indices(np.int64(3), 2).tolist() == [3, 3] == preprocess([np.int64(3)] * 2).tolist()
+    assert mnist_generator.class_indices(["7", 2], 2).tolist() == [7, 2] == preprocess(["7", 2]).tolist()
+    for read in (lambda labels: mnist_generator.class_indices(labels, 1), preprocess):
+        with pytest.raises(ValueError, match="must be class indices or names, got 3.7"):
+            read(3.7)
+        with pytest.raises(ValueError, match="label -1 out of range 0..9"):
+            read("-1")
+        with pytest.raises(ValueError, match="unknown label 'seven'"):
+            read("seven")
 
 
 def test_unconditional_generator_rejects_labels():

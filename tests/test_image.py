@@ -21,7 +21,7 @@ from reszoo.image import models as M
 from reszoo.image.convert import converters
 from reszoo.image.models import archs
 from reszoo.nn import residual_blocks
-from reszoo.registry import get_entry, list_models
+from reszoo.registry import info, list_models
 
 ROOT = Path(__file__).resolve().parent.parent
 DIGITS = sorted((ROOT / "examples" / "digits").glob("digit_*.png"))
@@ -171,7 +171,7 @@ def test_preprocess_matches_timm_eval_transform(photo: Image.Image, entry_name: 
         ref_model = timm.create_model(timm_name, pretrained=False)
     config = resolve_data_config({}, model=ref_model)
     reference = create_transform(**config)(photo)
-    preprocess = build_preprocess(get_entry(entry_name))
+    preprocess = build_preprocess(info(entry_name))
     assert preprocess.resize == math.floor(224 / config["crop_pct"]) and preprocess.interpolation == config["interpolation"]
     ours = preprocess(photo)
     assert ours.shape == (1, 3, 224, 224) and ours.dtype == torch.float32
@@ -253,7 +253,7 @@ def test_image_entries_and_imagenet_labels() -> None:
     labels = (ROOT / "reszoo" / "labels" / "imagenet-1k.txt").read_text(encoding="utf-8").splitlines()
     assert len(labels) == 1000 and labels[0] == "tench" and labels[-1] == "toilet tissue"
     for name in names:
-        w = get_entry(name).weights
+        w = info(name).weights
         if w.repo.startswith("timm/"):  # timm's ResNets use torchvision's names: the strict key check
             assert w.converter == "torchvision", name
 

@@ -112,6 +112,18 @@ def test_lookup_listing_and_close_names(tmp_path, monkeypatch):
         reszoo.list_models(domain="audio")
 
 
+def test_one_registry_lookup(tmp_path, monkeypatch):
+    """``reszoo.info`` is the registry lookup (no second name for it); ``reszoo.api.resolve_entry``, which
+    also reads hf:// URIs and folders, gives a registry name's entry through it."""
+    from reszoo import api, registry
+
+    monkeypatch.setenv("RESZOO_REGISTRY", str(_write_registry(tmp_path, [_with(name="net-1", aliases=["n1"])])))
+    assert reszoo.info is registry.info and not hasattr(registry, "get_entry")
+    assert api.resolve_entry("n1") is reszoo.info("net-1")
+    with pytest.raises(UnknownModelError, match="did you mean 'net-1'"):
+        api.resolve_entry("net-2")
+
+
 def test_project_registry_is_valid_and_pins_are_well_formed():
     reg = load_registry(ROOT / "registry.yaml")
     for entry in {e.name: e for e in reg.values()}.values():
@@ -504,3 +516,14 @@ def test_recipes_write_a_plain_twin_into_its_entry_and_only_what_differs(tmp_pat
     doc = yaml.safe_load(path.read_text())
     assert "license" not in doc["models"][0]  # equal to its defaults set: not repeated
     assert doc["models"][0]["plain"]["extra"] == {"residual_twin": "fam-net", "params": 10, "shared": "same for both", "new": None}
+
+
+def test_listing_and_natural_key() -> None:
+    """One capped listing for messages and cards ("a, b, … (12 in all)"), one natural order."""
+    from reszoo._text import listing, natural_key
+
+    assert listing(["a", "b"], 2) == "a, b"
+    assert listing(iter("abcde"), 2) == "a, b, … (5 in all)"
+    assert listing([("x: 1"), "y: 2", "z: 3"], 1, sep="; ") == "x: 1; … (3 in all)"
+    assert listing([], 3) == ""
+    assert sorted(["net-10", "net-2", "net-1", "a"], key=natural_key) == ["a", "net-1", "net-2", "net-10"]

@@ -119,6 +119,26 @@ def test_act_single_batch_numpy_tensor_list() -> None:
     assert many.shape == (8, 1) and np.all(np.abs(many) <= 2.0)
 
 
+def test_every_discrete_agent_acts_through_one_categorical_policy() -> None:
+    """PPO, IMPALA and SB3's MLP agents give their logits; CategoricalAgent alone turns them into an
+    action: the argmax, or a sample (seeded: the same actions again)."""
+    from reszoo.rl import CategoricalAgent, MLPActorCritic
+
+    torch.manual_seed(0)
+    agents = [resmlp_discrete(obs_dim=4, n_actions=3), MLPActorCritic(4, 3), impala_cnn(height=8, width=8, n_actions=3)]
+    for agent in agents:
+        assert isinstance(agent, CategoricalAgent) and agent.kind == "discrete"
+        assert "_act" not in vars(type(agent))  # no agent re-decides how an action is drawn
+        shape = agent.observation_shape
+        obs = torch.rand(64, *shape) if agent.observation_dtype != torch.uint8 else torch.randint(0, 256, (64, *shape), dtype=torch.uint8)
+        assert agent.act(obs).tolist() == agent(obs)[0].argmax(-1).tolist()
+        torch.manual_seed(1)
+        drawn = agent.act(obs, deterministic=False)
+        torch.manual_seed(1)
+        assert agent.act(obs, deterministic=False).tolist() == drawn.tolist()
+        assert set(drawn.tolist()) <= {0, 1, 2}
+
+
 def test_bad_observations_raise_clear_errors() -> None:
     agent = resmlp_discrete(obs_dim=4, n_actions=2)
     with pytest.raises(ObservationError, match=r"shape \(4,\).*got shape \(3,\)"):
@@ -231,9 +251,9 @@ def test_sac_policy_hosts_reszoo_critics_on_obs_and_action() -> None:
 
 
 def _trained(name: str):
-    from reszoo.registry import get_entry
+    from reszoo.registry import info
 
-    entry = get_entry(name)
+    entry = info(name)
     if entry.weights is None or entry.weights.sha256 is None or not entry.metrics:
         pytest.skip(f"{name} has not been trained yet (no sha256/metrics in registry.yaml)")
     return entry

@@ -127,6 +127,29 @@ def test_fbank_batch_with_lengths_normalises_each_signal_on_its_own_frames() -> 
     assert torch.allclose(out[1, :frames_b], fbank(b), atol=1e-4)
 
 
+def test_one_padding_for_batches_fine_tuning_and_specaugment() -> None:
+    """``preprocess.batch``, the fine-tuning adapter and SpecAugment pad utterances with pad_features:
+    zeros after each utterance, relative lengths (1.0 = the longest)."""
+    from reszoo.speech.finetune import SpeechAdapter
+    from reszoo.speech.preprocess import pad_features
+    from reszoo.speech.training import SpecAugment
+
+    feats = [torch.ones(2, 3), torch.full((4, 3), 2.0)]
+    out, lengths = pad_features(feats)
+    assert out.shape == (2, 4, 3) and out[0, 2:].abs().sum() == 0 and torch.equal(out[1], feats[1])
+    assert lengths.tolist() == [0.5, 1.0] and lengths.dtype == torch.get_default_dtype()
+    assert pad_features(feats, dtype=torch.float64)[1].dtype == torch.float64
+    collated = SpeechAdapter.collate(None, feats)  # type: ignore[arg-type]  (collate reads no state)
+    assert torch.equal(collated["feats"], out) and torch.equal(collated["lengths"], lengths)
+    torch.manual_seed(0)
+    long = [torch.randn(40, 24), torch.randn(30, 24)]
+    augmented = SpecAugment()(dict(zip(("feats", "lengths"), pad_features(long, dtype=torch.float32))))
+    frames = augmented["feats"].shape[1]
+    assert augmented["lengths"].max() == 1.0 and augmented["lengths"].dtype == torch.float32
+    kept = round(float(augmented["lengths"][1]) * frames)
+    assert augmented["feats"][1, kept:].abs().sum() == 0
+
+
 def test_preprocess_config_round_trips_and_rejects_unknown_keys() -> None:
     cfg = FbankConfig()
     assert FbankConfig.from_preprocess(cfg.to_preprocess()) == cfg

@@ -16,7 +16,7 @@ import torch
 import reszoo
 from conftest import DATA
 from helpers import publish_upstream
-from reszoo.registry import get_entry
+from reszoo.registry import info
 from reszoo.text import ConversionError, TextEncoder, TextPreprocess, aux_files, build_preprocess, predict
 from reszoo.text.convert import converters
 from reszoo.text.models import EncoderConfig, build_encoder
@@ -80,7 +80,7 @@ def minilm(hub, minilm_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> t
                                          "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")}
     path = tmp_path_factory.mktemp("registry") / "registry.yaml"
     published = publish_upstream(hub, path, "minilm-l6-sentence", files)
-    assert published.sha256 == get_entry("minilm-l6-sentence").weights.sha256  # the real file
+    assert published.sha256 == info("minilm-l6-sentence").weights.sha256  # the real file
     commit = published.commit
     with pytest.MonkeyPatch.context() as mp:  # only while loading: other tests read the real registry
         mp.setenv("RESZOO_REGISTRY", str(path))
@@ -306,7 +306,7 @@ def test_converter_rejects_untied_decoder_and_duplicates() -> None:
 
 def test_registry_sha256_pin_matches_the_real_file(minilm_dir: Path) -> None:
     digest = hashlib.sha256((minilm_dir / "model.safetensors").read_bytes()).hexdigest()
-    weights = get_entry("minilm-l6-sentence").weights
+    weights = info("minilm-l6-sentence").weights
     assert digest == weights.sha256 == "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
 
 
@@ -422,7 +422,7 @@ def test_fill_mask_and_classifier_predict_rows(minilm_dir: Path) -> None:
 
 
 def test_registry_entries_as_specified() -> None:
-    mini = get_entry("minilm-l6-sentence")
+    mini = info("minilm-l6-sentence")
     assert (mini.weights.repo, mini.weights.file, mini.weights.converter) == (MINILM_REPO, "model.safetensors", "bert")
     assert mini.weights.revision == "e4ce9877abf3edfe10b0d82785e83bdcb973e22e"
     assert mini.license == "apache-2.0" and mini.task == "sentence-similarity"
@@ -430,15 +430,15 @@ def test_registry_entries_as_specified() -> None:
     assert build_preprocess(mini).max_length == 256
     assert {m.value for m in mini.metrics} == {68.06, 49.54, 58.8}
     assert all(m.source.url.startswith("https://www.sbert.net/") for m in mini.metrics)
-    bert = get_entry("bert-base-uncased")
+    bert = info("bert-base-uncased")
     assert bert.weights.sha256 == "68d45e234eb4a928074dfd868cead0219ab85354cc53d20e772753c6bb9169d3"
     assert bert.weights.revision is None and "never guessed" in bert.weights.pin_note
     assert bert.task == "fill-mask" and bert.license == "apache-2.0"
     assert [(m.dataset, m.value) for m in bert.metrics] == [("GLUE", 79.6)]
     assert aux_files(mini) == [(MINILM_REPO, mini.weights.revision, "tokenizer.json")]
     # the fine-tuned model reads MiniLM's own tokenizer, at MiniLM's pinned commit
-    assert aux_files(get_entry("minilm-l6-banking77")) == aux_files(mini)
-    clf = get_entry("minilm-l6-banking77")
+    assert aux_files(info("minilm-l6-banking77")) == aux_files(mini)
+    clf = info("minilm-l6-banking77")
     assert len(clf.labels) == 77 == clf.num_classes
     if BANKING77.is_dir():
         assert clf.labels == tuple(read_label_names(BANKING77 / "labels.txt"))

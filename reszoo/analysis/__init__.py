@@ -13,38 +13,7 @@ draws them, :func:`reszoo.analysis.suite.analyze` runs them all, and ``reszoo an
 command line. Torch only on import; matplotlib is imported when a plot is drawn.
 """
 
-from .core import (
-    AnalysisError,
-    BlockInfo,
-    BranchRatio,
-    GradientCorrelation,
-    GradientFlow,
-    LesionStudy,
-    accuracy,
-    block_infos,
-    branch_ratio,
-    evaluate,
-    gradient_correlation,
-    gradient_flow,
-    lesion_study,
-    lesioned,
-    named_blocks,
-)
+from . import core
+from .core import *  # noqa: F403  (the public names are core's)
 
-__all__ = [
-    "AnalysisError",
-    "BlockInfo",
-    "BranchRatio",
-    "GradientCorrelation",
-    "GradientFlow",
-    "LesionStudy",
-    "accuracy",
-    "block_infos",
-    "branch_ratio",
-    "evaluate",
-    "gradient_correlation",
-    "gradient_flow",
-    "lesion_study",
-    "lesioned",
-    "named_blocks",
-]
+__all__ = list(core.__all__)

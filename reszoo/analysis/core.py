@@ -29,6 +29,7 @@ from ..errors import InputError
 from ..nn import ResidualBlock, join_hook
 
 __all__ = [
+    "AnalysisError",
     "BlockInfo",
     "BranchRatio",
     "GradientCorrelation",

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from .._text import listing
 from .core import AnalysisError
 
 __all__ = ["AnalysisData", "IMAGE_EXTENSIONS", "image_data"]
@@ -61,7 +62,7 @@ def _label_index(name: str, labels: Sequence[str] | None, num_classes: int, wher
             return keys[_key(name)]
     if name.isdigit() and int(name) < num_classes:
         return int(name)
-    known = ", ".join(labels[:12]) + (" ..." if len(labels) > 12 else "") if labels else f"0..{num_classes - 1}"
+    known = listing(labels, 12) if labels else f"0..{num_classes - 1}"
     raise AnalysisError(f"{where}: {name!r} is not a class of this model (its classes: {known})")
 
 

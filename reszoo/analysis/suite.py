@@ -6,7 +6,7 @@ import dataclasses
 import json
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +14,6 @@ import torch
 from torch import Tensor, nn
 
 from .core import (
-    Metric,
-    accuracy,
     block_infos,
     branch_ratio,
     gradient_correlation,
@@ -31,16 +29,15 @@ def analyze(
     inputs: Tensor,
     targets: Tensor,
     *,
-    metric: Metric = accuracy,
-    metric_name: str = "accuracy (%)",
     grad_samples: int = 128,
-    ks: Sequence[int] = (1, 2, 4, 8, 16, 32),
-    trials: int = 5,
     seed: int = 0,
     batch_size: int = 256,
+    **lesion: Any,
 ) -> dict[str, Any]:
     """Block table, gradient flow (on the first ``grad_samples`` inputs), branch ratio, lesion
-    study and (float inputs) gradient correlation of ``model`` on ``inputs``, moved to its device."""
+    study and (float inputs) gradient correlation of ``model`` on ``inputs``, moved to its device.
+    ``lesion``: further options of :func:`~reszoo.analysis.core.lesion_study` (``metric``,
+    ``metric_name``, ``ks``, ``trials``), whose defaults are the suite's."""
     param = next(model.parameters())
     x = inputs.to(device=param.device, dtype=param.dtype if inputs.is_floating_point() else inputs.dtype)
     y = targets.to(param.device)
@@ -49,8 +46,7 @@ def analyze(
         "blocks": block_infos(model, x),
         "gradient_flow": gradient_flow(model, x[:grad_samples], y[:grad_samples]),
         "branch_ratio": branch_ratio(model, x, batch_size=batch_size),
-        "lesion": lesion_study(model, x, y, metric=metric, metric_name=metric_name, ks=ks, trials=trials, seed=seed,
-                               batch_size=batch_size),
+        "lesion": lesion_study(model, x, y, seed=seed, batch_size=batch_size, **lesion),
         "gradient_correlation": gradient_correlation(model, x, seed=seed) if x.is_floating_point() else None,
     }
     return results

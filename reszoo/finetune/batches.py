@@ -24,6 +24,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from .._batching import by_length
+from .._text import listing
 from .data import LabeledData
 from .options import DataError
 
@@ -78,8 +80,8 @@ class TensorData:
     def labeled(self, role: str, classes: Sequence[str] | None = None) -> LabeledData:
         """The rows as :class:`LabeledData` (items are row numbers), for the split, fingerprint and checks."""
         if classes is not None and tuple(classes) != self.classes:
-            raise DataError(f"{role} data: {self.name} names classes {list(self.classes)[:5]}..., the training "
-                            f"data {list(classes)[:5]}...; give the same classes in the same order")
+            raise DataError(f"{role} data: {self.name} names classes {listing(self.classes, 5)}, the training "
+                            f"data {listing(classes, 5)}; give the same classes in the same order")
         targets = self._targets.tolist()
         return LabeledData(items=list(range(len(targets))), targets=targets, classes=self.classes, source=self.name,
                            ids=[f"row {i}" for i in range(len(targets))])
@@ -174,8 +176,7 @@ class LengthGroupedBatchSampler:
         chunk = self.batch_size * self.pool
         out: list[list[int]] = []
         for start in range(0, len(order), chunk):
-            block = sorted(order[start:start + chunk], key=lambda i: self.lengths[i])
-            out += [block[i:i + self.batch_size] for i in range(0, len(block), self.batch_size)]
+            out += by_length(order[start:start + chunk], self.lengths, self.batch_size)
         rng.shuffle(out)
         return out
 

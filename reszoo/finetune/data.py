@@ -20,13 +20,13 @@ from __future__ import annotations
 
 import csv
 import random
-import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .._text import listing, natural_key
 from ..domains import ClassFolders, FinetuneSpec, Table
 from ..errors import InputError
 from .options import DataError
@@ -46,11 +46,6 @@ _SHOWN = 5  # how many offending files an error message lists
 # errors of the decoders (PIL's are OSError or ValueError, soundfile's RuntimeError). A domain adds
 # its decoder's others (PIL's DecompressionBombError is none of these): Adapter.read_errors.
 READ_ERRORS: tuple[type[BaseException], ...] = (InputError, OSError, ValueError, RuntimeError, TypeError)
-
-
-def natural_key(name: str) -> list[Any]:
-    """"2" before "10"; the order class names become label ids in."""
-    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
 
 
 @dataclass
@@ -82,8 +77,7 @@ class LabeledData:
 
 
 def _shown(pairs: Sequence[tuple[str, str]]) -> str:
-    text = "; ".join(f"{where}: {why}" for where, why in pairs[:_SHOWN])
-    return text + (f"; ... ({len(pairs)} in all)" if len(pairs) > _SHOWN else "")
+    return listing((f"{where}: {why}" for where, why in pairs), _SHOWN, sep="; ")
 
 
 # --------------------------------------------------------------------------- folders
@@ -119,7 +113,7 @@ def _folder_data(root: Path, extensions: frozenset[str], kind: str, role: str, c
                         f"(extensions {', '.join(sorted(extensions))})")
     if empty:
         raise DataError(f"{role} data: class(es) with no {kind} files: "
-                        + ", ".join(f"{name!r} ({root / name})" for name in empty[:_SHOWN])
+                        + listing((f"{name!r} ({root / name})" for name in empty), _SHOWN)
                         + "; add examples or remove the empty folder(s)")
     names = tuple(files)
     if classes is not None:
@@ -195,7 +189,7 @@ def _table_data(path: Path, *, text_column: str, label_column: str, delimiter: s
     if classes is not None:
         unknown = sorted(set(labels) - set(classes), key=natural_key)
         if unknown:
-            raise DataError(f"{role} data: label(s) {', '.join(map(repr, unknown[:_SHOWN]))} in {path} are not among "
+            raise DataError(f"{role} data: label(s) {listing(map(repr, unknown), _SHOWN)} in {path} are not among "
                             f"the {len(classes)} training classes")
     index = {name: i for i, name in enumerate(names)}
     data = LabeledData(items=texts, targets=[index[x] for x in labels], classes=names, source=str(path), ids=ids)
@@ -216,7 +210,7 @@ def _pairs_data(pairs: Iterable[Any], role: str, classes: Sequence[str] | None) 
     names = tuple(classes) if classes is not None else tuple(sorted(set(labels), key=natural_key))
     unknown = sorted(set(labels) - set(names), key=natural_key)
     if unknown:
-        raise DataError(f"{role} data: label(s) {', '.join(map(repr, unknown[:_SHOWN]))} are not among the training classes")
+        raise DataError(f"{role} data: label(s) {listing(map(repr, unknown), _SHOWN)} are not among the training classes")
     index = {name: i for i, name in enumerate(names)}
     return LabeledData(items=items, targets=[index[x] for x in labels], classes=names, source="<in-memory pairs>", ids=ids)
 
@@ -279,7 +273,7 @@ def check_classes(data: LabeledData, role: str) -> None:
     empty = [name for name, n in counts.items() if n == 0]
     if empty:
         raise DataError(f"{role} data: class(es) with no usable examples in {data.source}: "
-                        + ", ".join(map(repr, empty[:_SHOWN])))
+                        + listing(map(repr, empty), _SHOWN))
 
 
 def drop_unreadable(data: LabeledData, encode: Callable[[Any], Any], *, role: str, on_bad_file: str,

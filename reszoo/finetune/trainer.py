@@ -27,7 +27,6 @@ from torch import nn
 from .adapters import Adapter, Collate, EncodedDataset, make_adapter
 from .batches import TensorData, TensorRows
 from .data import LabeledData, Splits, drop_unreadable, read_data, split_validation
-from .loop import _schedule  # noqa: F401  (known here by older callers and tests)
 from .loop import make_accelerator, prepare_loop, resolve_criterion, train
 from .model import apply_lora, configure_trainable, criterion_head, deterministic_pools, freeze_unused, load_model
 from .options import DataError, FinetuneOptions, OptionsError, ResumeError
@@ -157,7 +156,7 @@ def _prepare_model(model: nn.Module, adapter: Adapter, collate: Collate, train_s
 def _run(name: str, train_data: Any, val_data: Any, given: dict[str, Any], opts: FinetuneOptions) -> Any:
     from accelerate.utils import set_seed
 
-    from ..api import read_entry
+    from ..api import resolve_entry
     from . import FinetuneResult
 
     wall_start = time.perf_counter()
@@ -175,7 +174,7 @@ def _run(name: str, train_data: Any, val_data: Any, given: dict[str, Any], opts:
         raise OptionsError("batchnorm='sync' needs GPUs (torch's SyncBatchNorm); on CPU processes use 'frozen'")
 
     # ---- data and model (all checks before the run folder is touched)
-    entry = read_entry(name)  # without weights: the domain decides how the data is read, before anything loads
+    entry = resolve_entry(name)  # without weights: the domain decides how the data is read, before anything loads
     splits = _read_splits(train_data, val_data, entry.domain, opts)
     classes = splits.classes
     set_seed(opts.seed)  # before the head is initialised: the same head on every process and every run

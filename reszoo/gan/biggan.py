@@ -115,16 +115,20 @@ class DeepGBlock(ResidualBlock):
         h = self.conv2(h)
         h = self.conv3(F.relu(self.bn3(h, truncation, cond)))
         h = self.conv4(F.relu(self.bn4(h, truncation, cond)))
-        if not self.residual:
-            return self.join(h, None)
+        return self.join(h, self.shortcut_of(x, self._shortcut))
+
+    def _shortcut(self, x: Tensor) -> Tensor:
         shortcut = x[:, :self.out_channels]
-        if self.upsample:
-            shortcut = F.interpolate(shortcut, scale_factor=2, mode="nearest")
-        return self.join(h, shortcut)
+        return F.interpolate(shortcut, scale_factor=2, mode="nearest") if self.upsample else shortcut
 
 
 class SelfAttention(ResidualBlock):
-    """SAGAN self-attention, ``x + gamma * attention(x)``; keys and values are 2x2 max-pooled."""
+    """SAGAN self-attention, ``x + gamma * attention(x)``; keys and values are 2x2 max-pooled.
+
+    ``gamma`` starts at 0 (the block starts as the identity, as in SAGAN); in the plain twin, which
+    outputs ``gamma * attention(x)`` alone, it starts at 1, or the block would output zeros
+    (:meth:`reszoo.nn.ResidualBlock.init_branch_scale`). Loaded weights bring their own gamma.
+    """
 
     def __init__(self, channels: int, eps: float = 1e-4, residual: bool = True) -> None:
         super().__init__(residual)
@@ -132,10 +136,11 @@ class SelfAttention(ResidualBlock):
         self.phi = SNConv2d(channels, channels // 8, 1, bias=False, sn_eps=eps)
         self.g = SNConv2d(channels, channels // 2, 1, bias=False, sn_eps=eps)
         self.o = SNConv2d(channels // 2, channels, 1, bias=False, sn_eps=eps)
-        self.gamma = nn.Parameter(torch.zeros(1))
+        self.gamma = nn.Parameter(torch.empty(1))
+        self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        nn.init.zeros_(self.gamma)
+        self.init_branch_scale(self.gamma)
 
     def forward(self, x: Tensor) -> Tensor:
         n, c, h, w = x.shape

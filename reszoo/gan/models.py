@@ -9,7 +9,9 @@ network builds it. Every residual block derives from :class:`reszoo.nn.ResidualB
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import numbers
+import re
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,11 +19,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .._text import listing
 from ..domains import Registry
 from ..nn import ResidualBlock
 
 __all__ = [
     "GeneratorMixin",
+    "label_indices",
     "SNConv2d",
     "SNLinear",
     "SNEmbedding",
@@ -112,6 +116,33 @@ class SNEmbedding(_SpectralNorm, nn.Embedding):
 
 # --------------------------------------------------------------------------- sampling
 
+_INDEX = re.compile(r"-?[0-9]+")  # a class index written out (e.g. on the command line)
+
+
+def label_indices(labels: Any, names: Sequence[str], num_classes: int) -> list[int]:
+    """Class labels as checked class indices: one label or a sequence of them (a tensor too), each a
+    class name (one of ``names``) or an index (an integer, or its digits as a string)."""
+    if isinstance(labels, Tensor):
+        labels = labels.tolist()
+    if isinstance(labels, numbers.Number | str):  # one label (a bad one is refused below)
+        labels = [labels]
+    out = []
+    for label in labels:
+        if isinstance(label, str) and not _INDEX.fullmatch(label):
+            if label not in names:
+                hint = f"; known: {listing(names, 12)}" if names else "; this model has no label names: use class indices"
+                raise ValueError(f"unknown label {label!r}{hint}")
+            out.append(names.index(label))
+            continue
+        if isinstance(label, bool) or not isinstance(label, numbers.Integral | str):  # int(3.7) would be a silent 3
+            raise ValueError(f"labels must be class indices or names, got {label!r}")
+        index = int(label)
+        if not 0 <= index < num_classes:
+            raise ValueError(f"label {index} out of range 0..{num_classes - 1}")
+        out.append(index)
+    return out
+
+
 
 class GeneratorMixin:
     """``sample()`` for reszoo generators.
@@ -133,30 +164,11 @@ class GeneratorMixin:
             return None
         if labels is None:
             return None
-        if isinstance(labels, Tensor):
-            labels = labels.tolist()
-        if isinstance(labels, int | str):
-            labels = [labels]
-        labels = list(labels)
-        if len(labels) == 1:
-            labels = labels * n
-        if len(labels) != n:
-            raise ValueError(f"got {len(labels)} labels for n={n} samples (give one label, or one per sample)")
-        names = getattr(self, "labels", None) or ()
-        out = []
-        for label in labels:
-            if isinstance(label, str) and not label.lstrip("-").isdigit():
-                if label not in names:
-                    hint = f"; known: {', '.join(names[:12])}{' …' if len(names) > 12 else ''}" if names else "; this model has no label names: use class indices"
-                    raise ValueError(f"unknown label {label!r}{hint}")
-                out.append(names.index(label))
-                continue
-            if isinstance(label, bool) or not isinstance(label, int | str):
-                raise ValueError(f"labels must be class indices or names, got {label!r}")
-            index = int(label)
-            if not 0 <= index < self.num_classes:
-                raise ValueError(f"label {index} out of range: this generator has classes 0..{self.num_classes - 1}")
-            out.append(index)
+        out = label_indices(labels, tuple(getattr(self, "labels", None) or ()), self.num_classes)
+        if len(out) == 1:
+            out = out * n
+        if len(out) != n:
+            raise ValueError(f"got {len(out)} labels for n={n} samples (give one label, or one per sample)")
         return torch.tensor(out, dtype=torch.long)
 
     def sample_noise(self, n: int, truncation: float | None, generator: torch.Generator | None) -> Tensor:
@@ -271,13 +283,15 @@ class GBlock(ResidualBlock):
         self.conv1 = nn.Conv2d(in_channels, out_channels, 3, padding=1)
         self.bn2 = _norm(out_channels, num_classes)
         self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1)
-        self.shortcut = nn.Conv2d(in_channels, out_channels, 1) if residual else None
+        self.shortcut = self.make_projection(True, lambda: nn.Conv2d(in_channels, out_channels, 1))  # SNGAN always learns it
+
+    def _shortcut(self, x: Tensor) -> Tensor:
+        return self.shortcut(F.interpolate(x, scale_factor=2, mode="nearest"))
 
     def forward(self, x: Tensor, y: Tensor | None = None) -> Tensor:
         h = F.interpolate(F.relu(self.bn1(x, y)), scale_factor=2, mode="nearest")
         h = self.conv2(F.relu(self.bn2(self.conv1(h), y)))
-        shortcut = self.shortcut(F.interpolate(x, scale_factor=2, mode="nearest")) if self.shortcut is not None else None
-        return self.join(h, shortcut)
+        return self.join(h, self.shortcut_of(x, self._shortcut))
 
 
 class SNGANGenerator(GeneratorMixin, nn.Module):
@@ -334,10 +348,10 @@ class DBlock(ResidualBlock):
         self.conv1 = SNConv2d(in_channels, out_channels, 3, padding=1)
         self.conv2 = SNConv2d(out_channels, out_channels, 3, padding=1)
         learned = in_channels != out_channels or downsample
-        self.shortcut = SNConv2d(in_channels, out_channels, 1) if residual and learned else None
+        self.shortcut = self.make_projection(learned, lambda: SNConv2d(in_channels, out_channels, 1))
 
     def _shortcut(self, x: Tensor) -> Tensor:
-        if self.shortcut is None:
+        if self.shortcut is None:  # an identity shortcut (same shape)
             return x
         if self.first:
             return self.shortcut(F.avg_pool2d(x, 2) if self.downsample else x)
@@ -349,7 +363,7 @@ class DBlock(ResidualBlock):
         h = self.conv2(F.relu(h))
         if self.downsample:
             h = F.avg_pool2d(h, 2)
-        return self.join(h, self._shortcut(x) if self.residual else None)
+        return self.join(h, self.shortcut_of(x, self._shortcut))
 
 
 class SNGANDiscriminator(nn.Module):

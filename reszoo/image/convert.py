@@ -8,6 +8,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from .._text import listing
 from ..domains import Registry
 
 converters: Registry[Callable[[dict[str, Tensor]], dict[str, Tensor]]] = Registry("converter")
@@ -30,8 +31,7 @@ def from_torchvision(state_dict: dict[str, Tensor]) -> dict[str, Tensor]:
     """
     unexpected = sorted(k for k in state_dict if not _RESNET_KEY.match(k))
     if unexpected:
-        shown = ", ".join(unexpected[:10]) + (f", ... ({len(unexpected)} in all)" if len(unexpected) > 10 else "")
-        raise ValueError(f"not a torchvision/timm ResNet state dict: unexpected keys {shown}")
+        raise ValueError(f"not a torchvision/timm ResNet state dict: unexpected keys {listing(unexpected, 10)}")
     out = dict(state_dict)
     for key in state_dict:
         if key.endswith(".running_mean"):

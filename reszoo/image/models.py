@@ -33,14 +33,20 @@ def _conv1x1(in_chs: int, out_chs: int, stride: int = 1) -> nn.Conv2d:
     return nn.Conv2d(in_chs, out_chs, kernel_size=1, stride=stride, bias=False)
 
 
+def _projection(block: ResidualBlock, in_chs: int, out_chs: int, stride: int) -> nn.Module | None:
+    """He et al.'s option B where the block changes the shape: 1x1 convolution + BN (``downsample.0``/``.1``)."""
+    return block.make_projection(stride != 1 or in_chs != out_chs,
+                                 lambda: nn.Sequential(_conv1x1(in_chs, out_chs, stride), nn.BatchNorm2d(out_chs)))
+
+
 class BasicBlock(ResidualBlock):
     """Two 3x3 convolutions (ResNet-18/34 and the CIFAR ResNets)."""
 
     expansion = 1
 
-    def __init__(self, in_chs: int, width: int, stride: int = 1, downsample: nn.Module | None = None,
-                 residual: bool = True) -> None:
+    def __init__(self, in_chs: int, width: int, stride: int = 1, residual: bool = True) -> None:
         super().__init__(residual)
+        downsample = _projection(self, in_chs, width, stride)  # built first, registered last: torchvision's order
         self.conv1 = _conv3x3(in_chs, width, stride)
         self.bn1 = nn.BatchNorm2d(width)
         self.relu = nn.ReLU(inplace=True)
@@ -49,10 +55,10 @@ class BasicBlock(ResidualBlock):
         self.downsample = downsample
 
     def zero_init_last(self) -> None:
-        nn.init.zeros_(self.bn2.weight)
+        self.init_branch_scale(self.bn2.weight)
 
     def forward(self, x: Tensor) -> Tensor:
-        shortcut = x if self.downsample is None else self.downsample(x)
+        shortcut = self.shortcut_of(x, self.downsample)
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
         return self.relu(self.join(out, shortcut))
@@ -63,10 +69,10 @@ class Bottleneck(ResidualBlock):
 
     expansion = 4
 
-    def __init__(self, in_chs: int, width: int, stride: int = 1, downsample: nn.Module | None = None,
-                 residual: bool = True) -> None:
+    def __init__(self, in_chs: int, width: int, stride: int = 1, residual: bool = True) -> None:
         super().__init__(residual)
         out_chs = width * self.expansion
+        downsample = _projection(self, in_chs, out_chs, stride)  # built first, registered last: torchvision's order
         self.conv1 = _conv1x1(in_chs, width)
         self.bn1 = nn.BatchNorm2d(width)
         self.conv2 = _conv3x3(width, width, stride)
@@ -77,10 +83,10 @@ class Bottleneck(ResidualBlock):
         self.downsample = downsample
 
     def zero_init_last(self) -> None:
-        nn.init.zeros_(self.bn3.weight)
+        self.init_branch_scale(self.bn3.weight)
 
     def forward(self, x: Tensor) -> Tensor:
-        shortcut = x if self.downsample is None else self.downsample(x)
+        shortcut = self.shortcut_of(x, self.downsample)
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.relu(self.bn2(self.conv2(out)))
         out = self.bn3(self.conv3(out))
@@ -107,7 +113,8 @@ class ResNet(nn.Module):
             (``downsample.0``/``downsample.1``, He et al.'s option B, torchvision's choice).
         residual: False builds the plain twin (no additions, no projection shortcuts).
         zero_init_last: zero the last BN scale of each branch so every block starts as the
-            identity (timm's default; ignored for the plain twin, whose blocks would output zeros).
+            identity (timm's default); the plain twin, whose blocks would output zeros, keeps them at 1
+            (:meth:`reszoo.nn.ResidualBlock.init_branch_scale`).
         drop_rate: dropout before the classifier.
     """
 
@@ -161,7 +168,7 @@ class ResNet(nn.Module):
         self.num_features = in_chs
         self.global_pool = nn.AdaptiveAvgPool2d(1)
         self.fc: nn.Module = nn.Linear(in_chs, num_classes) if num_classes > 0 else nn.Identity()
-        self.init_weights(zero_init_last=zero_init_last and residual)
+        self.init_weights(zero_init_last=zero_init_last)
 
     @staticmethod
     def _make_stage(block_cls: type[BasicBlock] | type[Bottleneck], in_chs: int, width: int, depth: int,
@@ -169,11 +176,7 @@ class ResNet(nn.Module):
         out_chs = width * block_cls.expansion
         blocks: list[nn.Module] = []
         for j in range(depth):
-            block_stride = stride if j == 0 else 1
-            downsample = None
-            if residual and (block_stride != 1 or in_chs != out_chs):
-                downsample = nn.Sequential(_conv1x1(in_chs, out_chs, block_stride), nn.BatchNorm2d(out_chs))
-            blocks.append(block_cls(in_chs, width, block_stride, downsample, residual))
+            blocks.append(block_cls(in_chs, width, stride if j == 0 else 1, residual))
             in_chs = out_chs
         return nn.Sequential(*blocks), in_chs
 

@@ -29,6 +29,7 @@ DOMAIN = Domain(
 
 _EXPORTS = {
     "Agent": "agents",
+    "CategoricalAgent": "agents",
     "ObservationError": "agents",
     "SpaceMismatchError": "agents",
     "DiscreteActorCritic": "models",

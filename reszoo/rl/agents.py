@@ -10,7 +10,7 @@ from torch import Tensor, nn
 
 from ..errors import InputError
 
-__all__ = ["Agent", "ObservationError", "SpaceMismatchError", "as_observation_batch"]
+__all__ = ["Agent", "CategoricalAgent", "ObservationError", "SpaceMismatchError", "as_observation_batch"]
 
 
 class ObservationError(InputError):
@@ -102,6 +102,23 @@ class Agent(nn.Module):
                 )
         if problems:
             raise SpaceMismatchError(f"environment {name!r} does not match {type(self).__name__}: " + "; ".join(problems))
+
+
+class CategoricalAgent(Agent):
+    """A discrete agent whose policy is a categorical distribution over ``n_actions``: subclasses give
+    :meth:`policy_logits`; the action is its argmax (deterministic) or a sample."""
+
+    kind = "discrete"
+
+    def policy_logits(self, obs: Tensor) -> Tensor:  # pragma: no cover - abstract
+        """``(N, n_actions)`` logits of the policy for a checked batch of observations."""
+        raise NotImplementedError
+
+    def _act(self, obs: Tensor, deterministic: bool) -> Tensor:
+        logits = self.policy_logits(obs)
+        if deterministic:
+            return logits.argmax(-1)
+        return torch.distributions.Categorical(logits=logits).sample()
 
 
 def as_observation_batch(obs: Any, shape: tuple[int, ...], dtype: torch.dtype = torch.float32,

@@ -15,6 +15,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from .._text import listing
 from ..domains import Registry
 
 __all__ = ["convert_sb3_mlp_policy", "converters", "read_sb3_zip"]
@@ -49,7 +50,7 @@ def convert_sb3_mlp_policy(state: dict[str, Tensor]) -> dict[str, Tensor]:
     if unknown:
         raise ValueError(
             "not a Stable-Baselines3 discrete MlpPolicy (shared Flatten extractor): unexpected keys "
-            + ", ".join(unknown[:8]) + (" …" if len(unknown) > 8 else "")
+            + listing(unknown, 8)
         )
     for needed in ("policy_head.weight", "value_head.weight"):
         if needed not in out:

@@ -8,7 +8,8 @@ embedding, ``depth`` pre-LayerNorm residual blocks ``x + W2 relu(W1 LN(x))`` who
 the same layers without the additions.
 
 Agents (what ``reszoo.load`` returns for the rl domain) derive from :class:`reszoo.rl.agents.Agent`
-and add ``act(obs, deterministic=True)``:
+and add ``act(obs, deterministic=True)``; the discrete ones derive from
+:class:`reszoo.rl.agents.CategoricalAgent` and give only their ``policy_logits``:
 
 - :class:`DiscreteActorCritic`: categorical policy + state value (PPO).
 - :class:`SquashedGaussianActorCritic`: tanh-squashed Gaussian actor + twin Q critics (SAC). Each
@@ -29,7 +30,7 @@ from torch import Tensor, nn
 
 from ..domains import Registry
 from ..nn import ResidualBlock
-from .agents import Agent
+from .agents import Agent, CategoricalAgent
 
 __all__ = [
     "RunningNorm",
@@ -148,14 +149,12 @@ class QNetwork(nn.Module):
         return self.head(self.encoder(torch.cat([obs, action], dim=-1)))
 
 
-class DiscreteActorCritic(Agent):
+class DiscreteActorCritic(CategoricalAgent):
     """Categorical policy and state value over separate SimBa trunks that share one normaliser.
 
     ``forward(obs)`` takes raw (unnormalised) float observations ``(N, obs_dim)`` and returns
     ``(logits (N, n_actions), value (N,))``.
     """
-
-    kind = "discrete"
 
     def __init__(self, obs_dim: int, n_actions: int, width: int = 64, depth: int = 2, critic_width: int | None = None,
                  critic_depth: int | None = None, residual: bool = True, obs_clip: float = 10.0) -> None:
@@ -172,11 +171,8 @@ class DiscreteActorCritic(Agent):
         z = self.obs_norm(obs)
         return self.policy_head(self.actor(z)), self.value_head(self.critic(z)).squeeze(-1)
 
-    def _act(self, obs: Tensor, deterministic: bool) -> Tensor:
-        logits = self.policy_head(self.actor(self.obs_norm(obs)))
-        if deterministic:
-            return logits.argmax(-1)
-        return torch.distributions.Categorical(logits=logits).sample()
+    def policy_logits(self, obs: Tensor) -> Tensor:
+        return self.policy_head(self.actor(self.obs_norm(obs)))
 
 
 class SquashedGaussianActorCritic(Agent):
@@ -275,17 +271,14 @@ class ImpalaCNN(nn.Module):
         for _ in channels:  # max-pool 3, stride 2, padding 1: ceil(n / 2)
             h, w = (h + 1) // 2, (w + 1) // 2
         self.fc = nn.Linear(c * h * w, hidden)
-        self.out_dim = hidden
 
     def forward(self, x: Tensor) -> Tensor:
         x = torch.relu(self.stages(x))
         return torch.relu(self.fc(x.flatten(1)))
 
 
-class ImpalaActorCritic(Agent):
+class ImpalaActorCritic(CategoricalAgent):
     """IMPALA CNN with categorical policy and value heads, for ``uint8`` HxWxC frames."""
-
-    kind = "discrete"
 
     def __init__(self, height: int, width: int, in_channels: int, n_actions: int, channels: tuple[int, ...] = (16, 32, 32),
                  hidden: int = 256, residual: bool = True) -> None:
@@ -304,25 +297,20 @@ class ImpalaActorCritic(Agent):
         h = self.features(obs)
         return self.policy_head(h), self.value_head(h).squeeze(-1)
 
-    def _act(self, obs: Tensor, deterministic: bool) -> Tensor:
-        logits = self.policy_head(self.features(obs))
-        if deterministic:
-            return logits.argmax(-1)
-        return torch.distributions.Categorical(logits=logits).sample()
+    def policy_logits(self, obs: Tensor) -> Tensor:
+        return self.policy_head(self.features(obs))
 
 
 # --------------------------------------------------------------------------- SB3's MlpPolicy
 
 
-class MLPActorCritic(Agent):
+class MLPActorCritic(CategoricalAgent):
     """Stable-Baselines3's discrete ``MlpPolicy`` (separate ``Linear-Tanh`` stacks for policy and
     value, default 64-64), so RL-Zoo checkpoints load for comparison (converter ``sb3-mlp-policy``).
 
     It has no skips at all: it is the plain reference, not a residual network. Observations are
     not normalised inside it (a zoo agent trained with VecNormalize needs those statistics too).
     """
-
-    kind = "discrete"
 
     def __init__(self, obs_dim: int, n_actions: int, net_arch: tuple[int, ...] | list[int] = (64, 64),
                  activation: str = "tanh") -> None:
@@ -347,11 +335,8 @@ class MLPActorCritic(Agent):
     def forward(self, obs: Tensor) -> tuple[Tensor, Tensor]:
         return self.policy_head(self.actor(obs)), self.value_head(self.critic(obs)).squeeze(-1)
 
-    def _act(self, obs: Tensor, deterministic: bool) -> Tensor:
-        logits = self.policy_head(self.actor(obs))
-        if deterministic:
-            return logits.argmax(-1)
-        return torch.distributions.Categorical(logits=logits).sample()
+    def policy_logits(self, obs: Tensor) -> Tensor:
+        return self.policy_head(self.actor(obs))
 
 
 # --------------------------------------------------------------------------- architectures

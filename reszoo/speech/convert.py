@@ -28,6 +28,7 @@ from collections.abc import Callable
 
 from torch import Tensor
 
+from .._text import listing
 from ..domains import Registry
 from ..errors import ConversionError
 
@@ -98,8 +99,7 @@ def convert_speechbrain_ecapa(state_dict: dict[str, Tensor]) -> dict[str, Tensor
             value = value[..., 0]
         out[new] = value
     if unknown:
-        shown = ", ".join(unknown[:8]) + (f" ... ({len(unknown)} in all)" if len(unknown) > 8 else "")
-        raise ConversionError(f"speechbrain-ecapa: keys with no reszoo counterpart: {shown}")
+        raise ConversionError(f"speechbrain-ecapa: keys with no reszoo counterpart: {listing(unknown, 8)}")
     missing = [k for k in _REQUIRED if k not in out]
     if missing:
         raise ConversionError(f"speechbrain-ecapa: not an ECAPA_TDNN checkpoint, missing {', '.join(missing)} "

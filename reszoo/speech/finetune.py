@@ -11,6 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from ..finetune.adapters import Adapter
+from .preprocess import pad_features
 
 __all__ = ["SpeechAdapter"]
 
@@ -21,12 +22,7 @@ class SpeechAdapter(Adapter):
         return feats[0] if feats.dim() == 3 else feats  # (frames, n_mels)
 
     def collate(self, encoded: Sequence[Tensor]) -> dict[str, Tensor]:
-        frames = max(f.shape[0] for f in encoded)
-        feats = encoded[0].new_zeros(len(encoded), frames, encoded[0].shape[1])
-        for i, f in enumerate(encoded):
-            feats[i, : f.shape[0]] = f
-        # Relative lengths (1.0 = the padded length), as reszoo.speech models (and SpeechBrain) take them.
-        lengths = torch.tensor([f.shape[0] / frames for f in encoded], dtype=torch.float32)
+        feats, lengths = pad_features(encoded, dtype=torch.float32)
         return {"feats": feats, "lengths": lengths}
 
     def forward(self, model: nn.Module, inputs: dict[str, Tensor]) -> Tensor:

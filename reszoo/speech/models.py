@@ -107,11 +107,10 @@ class SERes2NetBlock(ResidualBlock):
         self.res2net = Res2NetConv(out_channels, res2net_scale, kernel_size, dilation)
         self.tdnn2 = TDNNBlock(out_channels, out_channels, 1)
         self.se = SqueezeExcite(out_channels, se_channels)
-        # A projection only exists to make the addition possible, so the plain twin has none.
-        self.shortcut = nn.Conv1d(in_channels, out_channels, 1) if residual and in_channels != out_channels else None
+        self.shortcut = self.make_projection(in_channels != out_channels, lambda: nn.Conv1d(in_channels, out_channels, 1))
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
-        shortcut = self.shortcut(x) if self.shortcut is not None else x
+        shortcut = self.shortcut_of(x, self.shortcut)
         branch = self.se(self.tdnn2(self.res2net(self.tdnn1(x))), mask)
         return self.join(branch, shortcut)
 

@@ -23,13 +23,14 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import asdict, dataclass, fields
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 __all__ = ["DEFAULT_VERIFY_THRESHOLD", "FbankConfig", "Fbank", "SpeechPreprocess", "build_preprocess", "mel_filterbank",
-           "prepare"]
+           "pad_features", "prepare"]
 
 # SpeechBrain's SpeakerRecognition.verify_batch default; entries may give their own
 # (runtime.verify_threshold), e.g. the equal-error-rate point measured on a dev set.
@@ -157,8 +158,17 @@ class Fbank(nn.Module):
             out = out / std
         return out
 
-    def num_frames(self, num_samples: int) -> int:
-        return num_samples // self.cfg.hop_length + 1
+
+def pad_features(feats: Sequence[Tensor], *, dtype: torch.dtype | None = None,
+                 device: torch.device | None = None) -> tuple[Tensor, Tensor]:
+    """Utterances' features ``(frames_i, bins)`` zero-padded into ``(batch, frames, bins)``, and their
+    relative lengths (1.0 = the padded length), which reszoo.speech models (and SpeechBrain's) mask
+    padding with. ``dtype``/``device``: of the lengths (default: torch's default float, on the CPU)."""
+    frames = max(f.shape[0] for f in feats)
+    out = feats[0].new_zeros(len(feats), frames, feats[0].shape[1])
+    for i, f in enumerate(feats):
+        out[i, : f.shape[0]] = f
+    return out, torch.tensor([f.shape[0] / frames for f in feats], dtype=dtype, device=device)
 
 
 class SpeechPreprocess:
@@ -193,13 +203,7 @@ class SpeechPreprocess:
             from .audio import AudioError
 
             raise AudioError("expected at least one audio input, got an empty list")
-        feats = [self(a, sample_rate) for a in audios]
-        frames = max(f.shape[0] for f in feats)
-        out = feats[0].new_zeros(len(feats), frames, feats[0].shape[1])
-        for i, f in enumerate(feats):
-            out[i, : f.shape[0]] = f
-        lengths = torch.tensor([f.shape[0] / frames for f in feats])
-        return out, lengths
+        return pad_features([self(a, sample_rate) for a in audios])
 
     def __repr__(self) -> str:
         return f"SpeechPreprocess({self.cfg})"

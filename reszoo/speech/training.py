@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .preprocess import pad_features
+
 __all__ = ["AAMSoftmax", "AAMSoftmaxLoss", "CRITERIA", "CosineHead", "SpecAugment", "aam_softmax_loss", "eer",
            "pair_scores", "spec_augment"]
 
@@ -137,11 +139,7 @@ class SpecAugment:
         frames = feats.shape[1]
         kept = [spec_augment(feats[i, : max(1, round(float(lengths[i]) * frames))].clone(), self.rng, **self.options)
                 for i in range(feats.shape[0])]
-        longest = max(f.shape[0] for f in kept)
-        out = feats.new_zeros(len(kept), longest, feats.shape[2])
-        for i, f in enumerate(kept):
-            out[i, : f.shape[0]] = f
-        rel = torch.tensor([f.shape[0] / longest for f in kept], dtype=lengths.dtype, device=lengths.device)
+        out, rel = pad_features(kept, dtype=lengths.dtype, device=lengths.device)
         return {**inputs, "feats": out, "lengths": rel}
 
 

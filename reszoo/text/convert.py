@@ -21,6 +21,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from .._text import listing
 from ..domains import Registry
 from ..errors import ConversionError
 
@@ -74,11 +75,6 @@ def _canonical(key: str) -> str:
         key = re.sub(r"\.gamma$", ".weight", key)
         key = re.sub(r"\.beta$", ".bias", key)
     return key
-
-
-def _listing(keys: list[str], limit: int = 10) -> str:
-    keys = sorted(keys)
-    return ", ".join(keys[:limit]) + (f" … ({len(keys)} in all)" if len(keys) > limit else "")
 
 
 @converters.register("bert")
@@ -144,8 +140,8 @@ def convert_bert(state: dict[str, Tensor]) -> dict[str, Tensor]:
     used.update(k for k in ("cls.predictions.decoder.bias", *_IGNORED) if k in src)
 
     if missing:
-        raise ConversionError(f"BERT checkpoint is missing {len(missing)} key(s): {_listing(missing)}")
+        raise ConversionError(f"BERT checkpoint is missing {len(missing)} key(s): {listing(sorted(missing), 10)}")
     leftover = [k for k in src if k not in used]
     if leftover:
-        raise ConversionError(f"BERT checkpoint has {len(leftover)} key(s) the 'bert' converter does not know: {_listing(leftover)}")
+        raise ConversionError(f"BERT checkpoint has {len(leftover)} key(s) the 'bert' converter does not know: {listing(sorted(leftover), 10)}")
     return out

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .._batching import by_length
 from ..domains import Registry
 from ..nn import ResidualBlock
 
@@ -228,7 +229,6 @@ class TextEncoder(nn.Module):
         self.options = dict(residual=residual, norm=norm, pooling=pooling, normalize=normalize, pooler=pooler,
                             num_classes=num_classes, classifier_dropout=classifier_dropout, mlm_head=mlm_head)
         self.residual = residual
-        self.norm_placement = norm
         self.pooling = pooling
         self.normalize = normalize
         self.num_classes = num_classes
@@ -351,15 +351,14 @@ class TextEncoder(nn.Module):
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
         pre = self._preprocess()
         encodings = pre.tokenize(texts, truncate=truncate)
-        order = sorted(range(len(encodings)), key=lambda i: -len(encodings[i].ids))
+        batches = by_length(range(len(encodings)), [len(e.ids) for e in encodings], batch_size, longest_first=True)
         device = self.embeddings.word.weight.device
         out = torch.empty(len(encodings), self.embed_dim, dtype=torch.float32, device=device)
         was_training = self.training
         self.eval()
         try:
             with torch.inference_mode():
-                for start in range(0, len(order), batch_size):
-                    idx = order[start:start + batch_size]
+                for idx in batches:
                     batch = pre.collate([encodings[i] for i in idx], device=device)
                     states = self.forward_features(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
                     emb = self.pool(states, batch["attention_mask"], normalize=normalize)
@@ -367,11 +366,6 @@ class TextEncoder(nn.Module):
         finally:
             self.train(was_training)
         return out
-
-    def similarity(self, a: str | Sequence[str], b: str | Sequence[str]) -> Tensor:
-        """Cosine similarity matrix ``[len(a), len(b)]`` of two lists of texts."""
-        ea, eb = self.encode(a, normalize=True), self.encode(b, normalize=True)
-        return ea @ eb.T
 
 
 def build_encoder(config: str | EncoderConfig, **kwargs: Any) -> TextEncoder:
