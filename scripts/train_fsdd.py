@@ -88,7 +88,7 @@ def load_features(data: Path | None, cache_dir: Path) -> list[dict[str, Any]]:
     under ``cache_dir``, keyed by the models' front end and the recordings (names and sizes)."""
     import torch
 
-    from reszoo.registry import get_entry
+    from reszoo.registry import info
     from reszoo.speech.preprocess import build_preprocess
     from scripts.data import fsdd_recordings
 
@@ -98,7 +98,7 @@ def load_features(data: Path | None, cache_dir: Path) -> list[dict[str, Any]]:
         raise SystemExit(str(err)) from None
     if not recordings:
         raise SystemExit(f"no .wav recordings in {recordings_dir(data)}")
-    entries = [get_entry(model_name(task, v)) for task in MODELS for v in VARIANTS]
+    entries = [info(model_name(task, v)) for task in MODELS for v in VARIANTS]
     preprocess = dict(entries[0].preprocess)
     if any(dict(e.preprocess) != preprocess for e in entries):
         raise SystemExit("the FSDD entries' preprocess differ; one feature cache cannot serve them all")
