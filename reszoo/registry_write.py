@@ -26,7 +26,7 @@ from .registry import (
     plain_twin_base,
 )
 
-__all__ = ["read_entry", "update_entries", "update_entry"]
+__all__ = ["check_writer", "read_entry", "update_entries", "update_entry"]
 
 _ABSENT = object()  # a field or key not given at all (null is a value: it removes what is inherited)
 
@@ -45,6 +45,12 @@ def _yaml() -> Any:
     # ruamel writes None as an empty value by default; the registry spells unknown pins `null`.
     yaml.representer.add_representer(type(None), lambda r, _: r.represent_scalar("tag:yaml.org,2002:null", "null"))
     return yaml
+
+
+def check_writer() -> None:
+    """Raise now (a :class:`ReszooError` saying what to install) if registry.yaml cannot be written:
+    before work whose result must be recorded there."""
+    _yaml()
 
 
 def _entry_layers(doc: Any, name: str, path: Path) -> tuple[Any, bool]:
