@@ -408,18 +408,26 @@ def _pair_rows(residual: Entry, plain: Entry) -> list[tuple[str, str, str]]:
     r_params, p_params = _params(residual), _params(plain)
     if r_params is not None and p_params is not None:
         rows.append(("parameters", _scalar(r_params), _scalar(p_params)))
+    shown = [(m.value, other.value) for m in residual.metrics if (other := _same_metric(m, plain)) is not None]
     for key in dict.fromkeys([*residual.extra, *plain.extra]):
         value = residual.extra.get(key, plain.extra.get(key))
         if isinstance(value, dict) and {"residual", "plain"} <= set(value) and key not in _PAIR_KEYS:
             label = _PAIR_KEY.sub("", _label(key)).strip(" _-") or "result"
             r, p = value["residual"], value["plain"]
-            if isinstance(r, dict) and isinstance(p, dict):
-                rows += [(f"{label} ({_label(k)})", _inline(r[k]), _inline(p.get(k, ""))) for k in r]
-            else:
-                rows.append((label, _inline(r), _inline(p)))
+            pairs = [(f"{label} ({_label(k)})", r[k], p.get(k, "")) for k in r] if isinstance(r, dict) and isinstance(p, dict) \
+                else [(label, r, p)]
+            rows += [(text, _inline(a), _inline(b)) for text, a, b in pairs if not _repeats(a, b, shown)]
         elif key == "train_seconds" and _is_scalar(residual.extra.get(key)) and _is_scalar(plain.extra.get(key)):
             rows.append(("train seconds", _scalar(residual.extra.get(key)), _scalar(plain.extra.get(key))))
     return rows
+
+
+def _repeats(a: Any, b: Any, shown: list[tuple[float, float]]) -> bool:
+    """Whether ``(a, b)`` are numbers a metric row shows already (as they are, or a fraction of its percent)."""
+    if not all(isinstance(x, int | float) and not isinstance(x, bool) for x in (a, b)):
+        return False
+    close = lambda x, y: abs(x - y) <= 1e-3 * max(abs(y), 1e-9)  # noqa: E731
+    return any((close(a, r) and close(b, p)) or (close(100 * a, r) and close(100 * b, p)) for r, p in shown)
 
 
 def _seed_lines(residual: Entry, plain: Entry) -> list[str]:
