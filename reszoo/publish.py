@@ -87,7 +87,7 @@ class PublishReport:
         would = "would " if self.dry_run else ""
         out = [f"{'plan' if self.dry_run else 'published'}: {len(self.repos)} repo(s) of {self.org}, registry {self.registry}"]
         for plan in self.repos:
-            state = "new repo" if plan.exists is False else "repo exists" if plan.exists else "Hub not asked"
+            state = "new repo" if plan.exists is False else "repo exists" if plan.exists else "the Hub could not be asked"
             if plan.upload:
                 sizes = ", ".join(f"{f} ({_size(plan.files[f])})" for f in plan.upload)
                 what = f"{would}upload {sizes}" + (f" in one commit {plan.commit}" if plan.made_commit else "")
@@ -130,18 +130,22 @@ def _bundled(entry: Entry) -> bool:
 
 
 def _select(reg: Mapping[str, Entry], names: Sequence[str]) -> list[Entry]:
-    """The entries named (aliases resolved), else every entry whose weights are in the bundled mirror."""
+    """The entries named (aliases resolved), else every entry whose weights are in the bundled mirror;
+    with each, the entries whose weights share its repo (an RL agent and its plain twin): a repo's
+    commit, card and config.json are made for all of its entries at once."""
     if not names:
-        return [e for e in _unique(reg) if _bundled(e)]
-    chosen: dict[str, Entry] = {}
-    for name in names:
-        if name not in reg:
-            raise UnknownModelError(f"unknown model {name!r} in the registry being published; see `reszoo list`")
-        entry = reg[name]
-        if entry.weights is None:
-            raise RegistryError(f"registry entry {entry.name!r} has no weights to publish")
-        chosen[entry.name] = entry
-    return list(chosen.values())
+        chosen = {e.name: e for e in _unique(reg) if _bundled(e)}
+    else:
+        chosen = {}
+        for name in names:
+            if name not in reg:
+                raise UnknownModelError(f"unknown model {name!r} in the registry being published; see `reszoo list`")
+            entry = reg[name]
+            if entry.weights is None:
+                raise RegistryError(f"registry entry {entry.name!r} has no weights to publish")
+            chosen[entry.name] = entry
+    repos = {e.weights.repo for e in chosen.values() if e.weights}
+    return [e for e in _unique(reg) if e.name in chosen or (e.weights is not None and e.weights.repo in repos)]
 
 
 def _local(repo: str, filename: str, mirror: str | Path | None) -> Path:

@@ -309,3 +309,16 @@ def test_without_the_registry_writer_nothing_is_uploaded(hub, tmp_path, monkeypa
         publish(["sngan-mnist"], org="zoo-noyaml", registry=path)
     assert hub.requests == []
     assert publish(["sngan-mnist"], org="zoo-noyaml", registry=path, dry_run=True).repos  # a dry run writes nothing
+
+
+def test_naming_one_entry_of_a_shared_repo_publishes_both(hub, tmp_path):
+    """An RL agent and its plain twin share a repo: its card and config.json are the agent's, whichever is named."""
+    path = _copy_registry(tmp_path)
+    report = publish(["ppo-acrobot-resmlp-plain"], org="zoo-shared", registry=path, collections=False)
+    (plan,) = report.repos
+    assert plan.entries == ["ppo-acrobot-resmlp", "ppo-acrobot-resmlp-plain"]
+    assert {"model.safetensors", "plain.safetensors"} <= set(plan.upload)
+    config = json.loads(Path(HfApi().hf_hub_download(plan.repo, "config.json", revision=plan.commit)).read_text())
+    assert config["name"] == "ppo-acrobot-resmlp"
+    entries = _entries(path)
+    assert entries["ppo-acrobot-resmlp"].weights.revision == entries["ppo-acrobot-resmlp-plain"].weights.revision == plan.commit
