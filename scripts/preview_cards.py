@@ -206,10 +206,13 @@ def chromium_args(chromium: str, *extra: str) -> list[str]:
 def screenshot(chromium: str, page_path: Path, png: Path, *, width: int = 1200, height: int = 1500,
                timeout: float = 60) -> Path:
     """A PNG of ``page_path`` as a browser window of ``width`` x ``height`` shows it."""
+    import tempfile
+
     png.parent.mkdir(parents=True, exist_ok=True)
-    subprocess.run(chromium_args(chromium, f"--screenshot={png}", f"--window-size={width},{height}",
-                                 "--virtual-time-budget=5000", page_path.resolve().as_uri()),
-                   check=True, capture_output=True, timeout=timeout, env={**os.environ, "HOME": str(png.parent)})
+    with tempfile.TemporaryDirectory(prefix="chromium-home-") as home:  # its profile and caches, not beside the PNG
+        subprocess.run(chromium_args(chromium, f"--screenshot={png.resolve()}", f"--window-size={width},{height}",
+                                     "--virtual-time-budget=5000", page_path.resolve().as_uri()),
+                       check=True, capture_output=True, timeout=timeout, env={**os.environ, "HOME": home})
     return png
 
 
