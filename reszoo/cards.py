@@ -433,18 +433,25 @@ def _repeats(a: Any, b: Any, shown: list[tuple[float, float]]) -> bool:
 def _seed_lines(residual: Entry, plain: Entry) -> list[str]:
     """Training seeds beyond the published pair (``extra.over_seeds``, else ``extra.other_seeds``)."""
     over = residual.extra.get("over_seeds") or plain.extra.get("over_seeds")
+    others = residual.extra.get("other_seeds") or plain.extra.get("other_seeds")
+    others = others if isinstance(others, dict) else {}
     if isinstance(over, dict) and isinstance(over.get("seeds"), list):
         per = {k[: -len("_per_seed")]: v for k, v in over.items() if k.endswith("_per_seed") and isinstance(v, list)}
         columns = [c for c in ("residual", "plain") if c in per] or list(per)
-        rows = [(f"seed {s}", *(_inline(per[c][i]) if i < len(per[c]) else "" for c in columns))
-                for i, s in enumerate(over["seeds"])]
+
+        def cell(seed: Any, i: int, column: str) -> str:
+            spread = others.get(f"seed {seed}")  # "mean +- std" where other_seeds has it
+            if isinstance(spread, dict) and column in spread:
+                return _inline(spread[column])
+            return _inline(per[column][i]) if i < len(per[column]) else ""
+
+        rows = [(f"seed {s}", *(cell(s, i, c) for c in columns)) for i, s in enumerate(over["seeds"])]
         means = [over.get(f"{c}_mean_over_seeds") for c in columns]
         if any(m is not None for m in means):
             rows.append(("**mean over seeds**", *(f"**{_inline(m)}**" if m is not None else "" for m in means)))
         note = f" ({over['note']})" if over.get("note") else ""
         return [f"Over {len(over['seeds'])} training seeds{note}:", "", _table(rows, ("", *columns)), ""]
-    others = residual.extra.get("other_seeds") or plain.extra.get("other_seeds")
-    if isinstance(others, dict) and others:
+    if others:
         columns = list(dict.fromkeys(k for v in others.values() if isinstance(v, dict) for k in v))
         rows = [(_label(s), *(_inline(v.get(c, "")) if isinstance(v, dict) else _inline(v) for c in columns))
                 for s, v in others.items()]
