@@ -467,19 +467,7 @@ def publish(names: Sequence[str] = (), *, org: str, registry: str | Path | None 
                 plan.commit, plan.made_commit = _commit(api, plan, plan.entries, private=private), True
             elif hub is not None and not plan.upload:
                 plan.commit = hub[0]
-            for entry in entries:
-                assert entry.weights is not None
-                keep = not plan.made_commit and hub is not None and _kept_revision(
-                    api, hub_reg[entry.name], target, plan.files[entry.weights.file])
-                new = hub_reg[entry.name].weights.revision if keep else plan.commit  # type: ignore[union-attr]
-                if new is None and dry_run and plan.upload:
-                    new = "(the new commit)"
-                if new is not None and new != entry.weights.revision:
-                    report.revisions[entry.name] = (entry.weights.revision, new)
-                if target != entry.weights.repo:
-                    report.moved[entry.name] = (entry.weights.repo, target)
-                if new is not None:  # later repos (an adapter's config) read the pin made here
-                    hub_reg = _repin(hub_reg, entry.name, new, target)
+            hub_reg = _record_pins(api, plan, entries, hub, hub_reg, report)
     finally:
         if not dry_run:
             _write_registry(path, report)
@@ -491,6 +479,28 @@ def publish(names: Sequence[str] = (), *, org: str, registry: str | Path | None 
         wanted = _collection_items(hub_reg if dry_run else load_registry(path), org)
         report.collections = [_sync_collection(api, org, domain, items, dry_run=dry_run) for domain, items in wanted.items()]
     return report
+
+
+def _record_pins(api: Any, plan: RepoPlan, entries: list[Entry], hub: _HubFiles | None, hub_reg: dict[str, Entry],
+                 report: PublishReport) -> dict[str, Entry]:
+    """Each entry's pin once its repo is published: the commit made, or, when nothing had to be
+    uploaded, the pinned revision if it still holds the entry's file, else the repo's head. Recorded
+    in ``report`` and returned in the registry as published (later repos read it: an adapter's config)."""
+    for entry in entries:
+        assert entry.weights is not None
+        published = hub_reg[entry.name]
+        keep = not plan.upload and hub is not None and _kept_revision(api, published, plan.repo,
+                                                                      plan.files[entry.weights.file])
+        new = published.weights.revision if keep else plan.commit  # type: ignore[union-attr]
+        if new is None and report.dry_run and plan.upload:
+            new = "(the new commit)"
+        if new is not None and new != entry.weights.revision:
+            report.revisions[entry.name] = (entry.weights.revision, new)
+        if plan.repo != entry.weights.repo:
+            report.moved[entry.name] = (entry.weights.repo, plan.repo)
+        if new is not None:
+            hub_reg = _repin(hub_reg, entry.name, new, plan.repo)
+    return hub_reg
 
 
 def _repin(reg: Mapping[str, Entry], name: str, commit: str, repo: str) -> dict[str, Entry]:

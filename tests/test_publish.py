@@ -148,6 +148,9 @@ def test_changed_facts_are_committed_without_the_weights_and_the_pins_follow(zoo
     path = tmp_path / "registry.yaml"
     shutil.copyfile(zoo.registry, path)
     update_entry("sngan-mnist", path, limitations="A small network; samples are 28x28 digits only.")
+    plan = publish(["sngan-mnist"], org=ORG, registry=path, dry_run=True)
+    assert plan.repos[0].upload == ["config.json", "README.md"]
+    assert plan.revisions["sngan-mnist"][1] == "(the new commit)"  # the pin moves, though the weights stay
     report = publish(["sngan-mnist"], org=ORG, registry=path)
     (plan,) = report.repos
     assert plan.upload == ["config.json", "README.md"] and plan.made_commit  # the weights are on the Hub already
