@@ -26,12 +26,13 @@ from .registry import (
     plain_twin_base,
 )
 
-__all__ = ["check_writer", "read_entry", "update_entries", "update_entry"]
+__all__ = ["check_writer", "read_entry", "update_entries", "update_entry", "yaml_writer"]
 
 _ABSENT = object()  # a field or key not given at all (null is a value: it removes what is inherited)
 
 
-def _yaml() -> Any:
+def yaml_writer() -> Any:
+    """A ruamel.yaml round-trip writer set up as registry.yaml is written (its comments, quotes, `null`)."""
     try:
         from ruamel.yaml import YAML
     except ImportError:
@@ -50,7 +51,7 @@ def _yaml() -> Any:
 def check_writer() -> None:
     """Raise now (a :class:`ReszooError` saying what to install) if registry.yaml cannot be written:
     before work whose result must be recorded there."""
-    _yaml()
+    yaml_writer()
 
 
 def _entry_layers(doc: Any, name: str, path: Path) -> tuple[Any, bool]:
@@ -128,7 +129,7 @@ def _write(item: Any, table: dict[str, Any], is_twin: bool, wanted: dict[str, An
 
 
 def _load(path: Path) -> tuple[Any, Any, dict[str, Any]]:
-    yaml = _yaml()
+    yaml = yaml_writer()
     doc = yaml.load(path.read_text(encoding="utf-8"))
     return yaml, doc, defaults_table(doc, str(path))
 

@@ -17,6 +17,9 @@ sys.path.insert(0, str(ROOT))  # the recipes run from a checkout
 REGISTRY = ROOT / "registry.yaml"
 
 from reszoo import registry_write  # noqa: E402
+from reszoo.registry import PLAIN_SUFFIX  # noqa: E402, F401  (for recipes that add entries)
+
+_yaml = registry_write.yaml_writer  # the writer set up as registry.yaml is written
 
 COMMIT_LIMIT = 8 * 1024 * 1024  # committed weight files (the bundled mirror) stay under 8 MB
 
