@@ -1,4 +1,4 @@
-"""``reszoo`` command line: list, info, card, predict, pull, push, verify, plus domain commands.
+"""``reszoo`` command line: list, info, card, predict, pull, push, publish, verify, plus domain commands.
 
 Errors print one line, ``reszoo: error: ...``, and exit with status 1 (2 for bad usage).
 """
@@ -26,7 +26,7 @@ _EXTRA_COMMANDS = {
     "finetune": Command("reszoo.finetune.cli", "fine-tune a classification model on your own data"),
     "analyze": Command("reszoo.analysis.cli", "gradient flow, branch ratio, lesions of a model: JSON, plots"),
 }
-_CORE_COMMANDS = ("list", "info", "card", "predict", "pull", "push", "verify")
+_CORE_COMMANDS = ("list", "info", "card", "predict", "pull", "push", "publish", "verify")
 
 
 def extra_commands() -> dict[str, Command]:
@@ -203,6 +203,15 @@ def cmd_push(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_publish(args: argparse.Namespace) -> int:
+    from .publish import publish  # imported by this command only (it brings the Hub client and ruamel.yaml)
+
+    report = publish(args.names, org=args.org, registry=args.registry, dry_run=args.dry_run, mirror=args.mirror,
+                     private=args.private or None, collections=not args.no_collections)
+    print("\n".join(report.lines()))
+    return 0
+
+
 def cmd_verify(args: argparse.Namespace) -> int:
     """Re-hash every cached or mirrored copy of the registry's pinned files."""
     from .hub import mirror_dirs, cached_files, sha256_of
@@ -280,6 +289,20 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--message", default=None)
     p.add_argument("--mirror", default=None)
     p.set_defaults(func=cmd_push)
+
+    p = sub.add_parser("publish", help="publish the models trained here to the Hub and pin registry.yaml to the commits",
+                       description="Create ORG/<repo> for every entry whose weights are in the bundled mirror (or the "
+                                   "NAMES given), upload weights, config.json, card and figures in one commit, write the "
+                                   "commit into the entry's weights.revision, regenerate model_cards/ and update one Hub "
+                                   "collection per domain. Idempotent. See docs/publishing.md.")
+    p.add_argument("names", nargs="*", help="registry names (default: every entry whose weights are in weights/)")
+    p.add_argument("--org", required=True, help="the Hub user or organisation to publish to")
+    p.add_argument("--dry-run", action="store_true", help="print the plan; upload and write nothing")
+    p.add_argument("--registry", default=None, help="the registry.yaml to publish and pin (default: reszoo's)")
+    p.add_argument("--mirror", default=None, help="a mirror folder holding weights not in weights/ (default $RESZOO_MIRROR)")
+    p.add_argument("--private", action="store_true", help="create new repos private")
+    p.add_argument("--no-collections", action="store_true", help="leave the Hub collections as they are")
+    p.set_defaults(func=cmd_publish)
 
     p = sub.add_parser("verify", help="re-hash cached and mirrored weights against the registry pins")
     p.add_argument("names", nargs="*")

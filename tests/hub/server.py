@@ -2,7 +2,8 @@
 
 The real `huggingface_hub` 2.4 client (`HF_HUB_DISABLE_XET=1`) talks to it through `HF_ENDPOINT`. It serves
 what reszoo and its tests ask of the Hub, and no more: downloads (`resolve`, HEAD and GET, ranges for
-resumed downloads), repo info and listings by author, repo creation, card validation, and commits, large
+resumed downloads), repo info and listings by author, repo creation, card validation, collections (create,
+list, read, update; items added, re-noted, removed), and commits, large
 files going through the git-LFS basic transfer (batch -> PUT -> verify). Repos hold commits (40-hex ids) of
 trees {path: Entry} on the branch `main`; revisions are branch names or full commit ids; contents live once
 on disk by sha256. A file is LFS when `.gitattributes` matches it (the Hub's defaults: *.safetensors, *.bin,
@@ -112,6 +113,30 @@ class Repo:
 
 
 @dataclass
+class Collection:
+    """A Hub collection: an owner's titled, ordered list of items (here: repos), each with a note."""
+
+    slug: str  # "<namespace>/<title slug>-<24 hex id>"
+    namespace: str
+    title: str
+    description: str | None
+    private: bool
+    created: str
+    updated: str
+    items: list[dict[str, Any]] = field(default_factory=list)  # {"_id", "id", "type", "note"}
+
+    def as_json(self, *, listed: bool = False) -> dict[str, Any]:
+        """As `GET /api/collections/{slug}` answers; `listed`: as a listing does (4 items at most; the client
+        numbers the collections itself)."""
+        items = [{**item, "position": i, "note": {"text": item["note"], "html": item["note"]} if item["note"] else None}
+                 for i, item in enumerate(self.items)]
+        data = {"slug": self.slug, "title": self.title, "description": self.description, "owner": self.namespace,
+                "items": items[:4] if listed else items, "lastUpdated": self.updated, "private": self.private,
+                "theme": "default", "upvotes": 0, "isUpvotedByUser": False}
+        return data if listed else {**data, "position": 0}
+
+
+@dataclass
 class Fault:
     """How matching requests fail: `kind` is an HTTP status ("500", "503", ...), "cut" (the headers with the
     full Content-Length, half the body, then the connection closed) or "stall" (the headers, then nothing).
@@ -177,6 +202,7 @@ class HubServer:
         (self._root / "objects").mkdir()
         self._lock = threading.RLock()
         self._repos: dict[str, Repo] = {}
+        self._collections: dict[str, Collection] = {}  # by slug
         self._contents: dict[str, Content] = {}  # sha256 -> stored bytes
         self._requests: list[tuple[str, str]] = []
         self._commit_counter = 0
@@ -364,6 +390,8 @@ class HubServer:
                 return Response(400, "\n".join(errors).encode(), {"Content-Type": "text/plain"})
             payload = {"errors": [{"message": e} for e in errors], "warnings": [{"message": w} for w in warnings]}
             return Response.json(payload, 400 if errors else 200)
+        if parts[:1] == ["collections"]:
+            return self._collections_api(method, parts[1:], query, json.loads(body or b"{}") if method != "GET" else {})
         if parts == ["agent-harnesses"] and method == "GET":  # fetched for the user agent unless telemetry is off
             return Response.json({"standardEnvVars": [], "harnesses": {}})
         if len(parts) < 2 or parts[0] != "models":
@@ -383,6 +411,93 @@ class HubServer:
                     return Response.json(self._preupload(repo, sub[1], json.loads(body or b"{}")))
                 return Response.json(self._commit_api(repo, sub[1], body))
         raise HubError(404, f"Unknown API route /api/{'/'.join(parts)}")
+
+    def collections(self, namespace: str | None = None) -> list[dict[str, Any]]:
+        """Every collection (of ``namespace``), as `get_collection` returns it: a test hook."""
+        with self._lock:
+            return [c.as_json() for c in self._collections.values() if namespace in (None, c.namespace)]
+
+    def _collections_api(self, method: str, parts: list[str], query: dict[str, list[str]], payload: dict[str, Any]
+                         ) -> Response:
+        """`/api/collections...`: create (POST), list by owner (GET), read, update and delete one (GET, PATCH,
+        DELETE `{namespace}/{slug}`), add an item (POST `.../items`), update or remove one (PATCH, DELETE
+        `.../items/{item id}`); the payloads and answers of huggingface_hub's collection methods."""
+        with self._lock:
+            if not parts and method == "POST":
+                return self._create_collection(payload)
+            if not parts and method == "GET":
+                owner = query.get("owner", [None])[-1]
+                found = [c.as_json(listed=True) for c in self._collections.values() if owner in (None, c.namespace)]
+                return Response.json(found)
+            if len(parts) < 2:
+                raise HubError(404, f"Unknown API route /api/collections/{'/'.join(parts)}")
+            slug, rest = "/".join(parts[:2]), parts[2:]
+            collection = self._collections.get(slug)
+            if collection is None:
+                raise HubError(404, f"Collection {slug} not found")
+            if not rest and method == "GET":
+                return Response.json(collection.as_json())
+            if not rest and method == "PATCH":
+                for key in ("title", "description", "private"):
+                    if key in payload:
+                        setattr(collection, key, payload[key])
+                collection.updated = _now()
+                return Response.json({"success": True, "data": collection.as_json()})
+            if not rest and method == "DELETE":
+                del self._collections[slug]
+                return Response.json({"success": True})
+            if rest == ["items"] and method == "POST":
+                return self._add_collection_item(collection, payload)
+            if len(rest) == 2 and rest[0] == "items" and method in ("PATCH", "DELETE"):
+                index = next((i for i, it in enumerate(collection.items) if it["_id"] == rest[1]), None)
+                if index is None:
+                    raise HubError(404, f"Item {rest[1]} not found in collection {slug}")
+                if method == "DELETE":
+                    collection.items.pop(index)
+                else:
+                    item = collection.items.pop(index)
+                    item["note"] = self._checked_note(payload.get("note", item["note"]))
+                    position = payload.get("position")
+                    collection.items.insert(index if position is None else int(position), item)
+                collection.updated = _now()
+                return Response.json({"success": True})
+        raise HubError(404, f"Unknown API route /api/collections/{'/'.join(parts)}")
+
+    def _create_collection(self, payload: dict[str, Any]) -> Response:
+        title, namespace = str(payload.get("title") or ""), str(payload.get("namespace") or "")
+        description = payload.get("description")
+        if not title.strip() or not _REPO_NAME.match(namespace):
+            raise HubError(400, f"A collection needs a title and a valid namespace, got {title!r} / {namespace!r}")
+        if description is not None and len(description) > 150:
+            raise HubError(400, "The description of a collection is at most 150 characters")
+        for existing in self._collections.values():
+            if (existing.namespace, existing.title) == (namespace, title):
+                return Response.json({"error": "You already have a collection with this title", "slug": existing.slug}, 409)
+        words = re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-") or "collection"
+        oid = hashlib.sha1(f"{namespace}/{title}/{len(self._collections)}".encode()).hexdigest()[:24]
+        slug = f"{namespace}/{words}-{oid}"
+        self._collections[slug] = Collection(slug, namespace, title, description, bool(payload.get("private")), _now(), _now())
+        return Response.json(self._collections[slug].as_json())
+
+    @staticmethod
+    def _checked_note(note: Any) -> str | None:
+        if note is not None and (not isinstance(note, str) or len(note) > 500):
+            raise HubError(400, "A collection item's note is a text of at most 500 characters")
+        return note or None
+
+    def _add_collection_item(self, collection: Collection, payload: dict[str, Any]) -> Response:
+        item = payload.get("item") or {}
+        item_id, kind = str(item.get("id") or ""), item.get("type")
+        if kind != "model":
+            raise HubError(400, "This test Hub collects model repos only")
+        if item_id not in self._repos:
+            raise HubError(404, f"Repository {item_id} not found", "RepoNotFound")
+        if any(it["id"] == item_id for it in collection.items):
+            raise HubError(409, f"{item_id} is already in collection {collection.slug}")
+        oid = hashlib.sha1(f"{collection.slug}/{item_id}".encode()).hexdigest()[:24]
+        collection.items.append({"_id": oid, "id": item_id, "type": kind, "note": self._checked_note(payload.get("note"))})
+        collection.updated = _now()
+        return Response.json(collection.as_json())
 
     def _resolve_file(self, repo_id: str, revision: str, path: str, range_header: str | None) -> Response:
         with self._lock:
@@ -601,6 +716,12 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_PUT(self) -> None:
         self._serve("PUT")
+
+    def do_PATCH(self) -> None:
+        self._serve("PATCH")
+
+    def do_DELETE(self) -> None:
+        self._serve("DELETE")
 
     def _serve(self, method: str) -> None:
         with self.hub._lock:
