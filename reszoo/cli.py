@@ -137,7 +137,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
             inputs += 1
             if error is not None:
                 failed += 1
-                first_error = first_error or f"{group[0]['input']}: {group[0]['error']}"
+                name, message = group[0]["input"], group[0]["error"]
+                first_error = first_error or (message if name in message else f"{name}: {message}")
             if writer is not None:
                 writer.write(group)
                 written += len(group)

@@ -59,7 +59,6 @@ __all__ = [
 TABLE_SUFFIXES = {".csv": ",", ".tsv": "\t"}
 JSONL_SUFFIXES = (".jsonl", ".ndjson")
 OUT_FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".tsv": "tsv"}
-DEFAULT_COLUMN = "text"
 
 
 # --------------------------------------------------------------------------- what a domain provides
@@ -102,7 +101,7 @@ class Task:
     run: Callable[[Any], list[list[dict[str, Any]]]]
     collate: Callable[[list[Any]], Any] = list
     extensions: frozenset[str] | None = None
-    kind: str = "input"  # how messages name the files: "image", "audio"
+    kind: str = "input"  # how messages name the files of a folder
     expand: Callable[[str], Iterable[tuple[str, Any]] | None] | None = None
 
 
@@ -163,11 +162,10 @@ def read_lines(path: Path) -> Iterator[tuple[str, Any]]:
         yield str(path), InputError(f"{path}: cannot be read as UTF-8 text ({err})")
 
 
-def read_table(path: Path, column: str | None = None) -> Iterator[tuple[str, Any]]:
+def read_table(path: Path, column: str) -> Iterator[tuple[str, Any]]:
     """``(FILE:LINE, value)`` for each row of a CSV/TSV (a header line naming ``column``), JSONL
     (objects with ``column``, or strings) or plain text file (each non-blank line); a row or file
     that cannot be read is an exception in place of the value."""
-    column = column or DEFAULT_COLUMN
     suffix = path.suffix.lower()
     if suffix in TABLE_SUFFIXES:
         yield from _read_delimited(path, column, TABLE_SUFFIXES[suffix])

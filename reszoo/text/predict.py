@@ -39,6 +39,9 @@ def _model(model: Any) -> Any:
 
 def _expander(column: str | None) -> Any:
     from ..errors import InputError
+    from . import DOMAIN
+
+    column = column or DOMAIN.finetune.data.text_column  # the column fine-tuning reads texts from: "text"
 
     def expand(arg: str) -> Any:
         if "\n" in arg or len(arg) > 4096:
