@@ -304,7 +304,10 @@ def export(model: Any, format: str | None, out: str | os.PathLike[str], *, check
 
         model = load(os.fspath(model), device=device, mirror=mirror)
     name = getattr(getattr(model, "entry", None), "name", None) or type(model).__name__
-    spec = _spec_of(model)
+    try:
+        spec = _spec_of(model)
+    except TypeError as err:  # a model of the domain that is not what its export takes (a GAN's discriminator)
+        raise ExportError(f"{name} cannot be exported: {err}") from err
     spec.module.eval()
     if out.is_dir():
         raise InputError(f"--out {out} is a folder; give a file name such as {name}{FORMATS[fmt]}")
