@@ -316,6 +316,7 @@ def load(
     mirror: str | os.PathLike[str] | None = None,
     merge: bool = False,
     features_only: bool = False,
+    optimize: bool = False,
 ) -> nn.Module:
     """A ready model: ``name`` is a registry name or alias, ``hf://owner/name[@revision]`` (a repo
     in reszoo's format) or a folder written by :func:`save_pretrained`.
@@ -330,7 +331,14 @@ def load(
 
     ``features_only=True`` builds the architecture with ``features_only`` (timm's meaning: the
     image ResNets' ``forward`` returns the stages' feature maps, described by ``model.feature_info``).
+    ``optimize=True`` rewrites the loaded model for fast inference (:func:`reszoo.optimize.optimize`:
+    batch norms folded, channels-last, bfloat16 autocast on CPUs with AVX512-BF16).
     """
+    if optimize:
+        from .optimize import optimize as optimize_model
+
+        return optimize_model(load(name, pretrained=pretrained, num_classes=num_classes, revision=revision, device=device,
+                                   dtype=dtype, mirror=mirror, merge=merge, features_only=features_only))
     target = _resolve_device(device)
     num_classes = _checked_num_classes(num_classes)
     name = _check_name(name)

@@ -124,7 +124,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     if args.resume and not args.out:
         raise InputError("--resume continues an --out file; give --out FILE")
-    model = load(args.name, device=args.device, mirror=args.mirror)
+    model = load(args.name, device=args.device, mirror=args.mirror, optimize=args.optimize)
     out_dir = args.out_dir if args.out_dir is not None else "generated"
     task = make_task(model, Options(top_k=args.top_k, reference=args.reference, out_dir=out_dir, column=args.column))
     writer = RowWriter(args.out, task.fields, resume=args.resume) if args.out else None
@@ -327,6 +327,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--column", default=None, help="the column of texts in CSV/TSV/JSONL inputs (default: text)")
     p.add_argument("--reference", default=None, help="embedding models: compare every input with this one")
     p.add_argument("--out-dir", default=None, help="generators: where the images go (default: generated/)")
+    p.add_argument("--optimize", action="store_true",
+                   help="the fast path: batch norms folded, channels-last, bf16 on CPUs that have it (docs/inference.md)")
     p.add_argument("--device", default=None)
     p.add_argument("--mirror", default=None, help="mirror folder (default $RESZOO_MIRROR)")
     p.add_argument("--json", action="store_true", help="print the rows as one JSON array (without --out)")

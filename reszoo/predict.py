@@ -273,10 +273,20 @@ def _unique(pairs: Iterable[tuple[str, Any]]) -> list[tuple[int, str, Any]]:
 
 
 class _Failure:
-    """An input that could not be read: the exception, carried through the DataLoader."""
+    """An input that could not be read: the exception, carried through the DataLoader (from a
+    worker process, pickled: one that cannot be is sent as an InputError with its message)."""
 
     def __init__(self, error: BaseException) -> None:
         self.error = error
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        import pickle
+
+        try:
+            pickle.loads(pickle.dumps(self.error))
+            return _Failure, (self.error,)
+        except Exception:
+            return _Failure, (InputError(_message(self.error)),)
 
 
 def _message(error: BaseException) -> str:
