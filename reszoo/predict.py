@@ -395,14 +395,15 @@ def predict_groups(model: Any, inputs: Any, *, task: Task | None = None, batch_s
     _check_count("num_workers", num_workers, 0)
     model = _resolve(model, device, mirror)
     task = task or make_task(model, options or Options())
-    if not isinstance(inputs, list | tuple | Iterator):  # one input: a path, text, tensor, array, image
+    # One input (a path, text, tensor, array, image, (waveform, sample_rate)), or a list or iterator of them.
+    if not isinstance(inputs, list | Iterator):
         inputs = [inputs]
     skip = set(skip)
     items = [item for item in _unique(_expand(inputs, task)) if item[1] not in skip]
     if not items:
         return
     loader = torch.utils.data.DataLoader(_Inputs(items, task.read), batch_size=batch_size, num_workers=num_workers,
-                                         collate_fn=_as_list, shuffle=False)
+                                         collate_fn=_as_list, shuffle=False, multiprocessing_context=_context(num_workers))
     bar = _progress(len(items), progress)
     was_training = getattr(model, "training", False)
     if was_training:
@@ -433,7 +434,7 @@ def predict(model: Any, inputs: Any, *, batch_size: int = 32, num_workers: int =
             mirror: Any = None, task: Task | None = None) -> Iterator[dict[str, Any]]:
     """Predict ``model`` (a loaded model, or a name for :func:`reszoo.load`) on ``inputs``: rows.
 
-    ``inputs``: one input or a list (tuple, iterator) of them: paths, folders (searched recursively for the domain's files),
+    ``inputs``: one input or a list (or iterator) of them: paths, folders (searched recursively for the domain's files),
     tables of texts (``column``), texts, observations, labels or Python objects (PIL images,
     tensors, ``(waveform, sample_rate)``). Rows come in input order, one *group* per input
     (``top_k`` rows for a classifier; the fields of each kind of model: docs/inference.md), read
@@ -465,6 +466,18 @@ def _rows(groups: Iterator[tuple[list[dict[str, Any]], BaseException | None]], e
         if error is not None and errors == "raise":
             raise error
         yield from group
+
+
+def _context(num_workers: int) -> Any:
+    """Workers are forked: a task's ``read`` is a closure over the model's preprocessing, which the
+    spawn start method would have to pickle (and the fork copies for free)."""
+    import multiprocessing
+
+    if num_workers == 0:
+        return None
+    if "fork" not in multiprocessing.get_all_start_methods():
+        raise InputError("num_workers > 0 needs the 'fork' start method, which this platform lacks; use num_workers=0")
+    return multiprocessing.get_context("fork")
 
 
 def _check_count(name: str, value: Any, low: int) -> None:

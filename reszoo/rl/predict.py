@@ -22,8 +22,6 @@ from typing import TYPE_CHECKING, Any
 from ..predict import Options, Task, classify_rows, domain_predict, read_lines
 
 if TYPE_CHECKING:
-    import torch
-
     from ..export import ExportSpec
 
 
@@ -41,7 +39,7 @@ def _expand(arg: str) -> Any:
         return None
     try:
         return read_lines(Path(arg)) if Path(arg).is_file() else None
-    except OSError:
+    except (OSError, ValueError):  # not a name any file system takes
         return None
 
 

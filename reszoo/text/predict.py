@@ -52,7 +52,7 @@ def _expander(column: str | None) -> Any:
                 return read_table(path, column)
             if path.is_dir():
                 return [(arg, InputError(f"{arg}: a folder; give texts, or files of texts (CSV/TSV/JSONL/plain lines)"))]
-        except OSError:
+        except (OSError, ValueError):  # a text no file system takes for a name (a NUL byte in it)
             return None
         if path.suffix.lower() in _FILE_SUFFIXES and not any(c.isspace() for c in arg):
             return [(arg, InputError(f"{arg}: no such file (a text that is a file name: put it in a file of texts)"))]
