@@ -228,9 +228,21 @@ def _check(spec: ExportSpec, fmt: str, out: Path) -> tuple[float, float, int]:
             if e.shape != g.shape:
                 raise ExportError(f"the exported model returns shape {tuple(g.shape)} where the model gives "
                                   f"{tuple(e.shape)} (inputs {_shapes(inputs)})")
-            worst = max(worst, float((e - g).abs().max()) if e.numel() else 0.0)
-            scale = max(scale, float(e.abs().max()) if e.numel() else 0.0)
+            worst = max(worst, _max_difference(e, g))
+            scale = max(scale, float(e.abs().nan_to_num(0.0, 0.0, 0.0).max()) if e.numel() else 0.0)
     return worst, RELATIVE_TOLERANCE * scale, len(batches)
+
+
+def _max_difference(expected: torch.Tensor, got: torch.Tensor) -> float:
+    """The largest absolute difference; NaN where the other has a number counts as infinite (a plain
+    max would skip it), NaN in both as equal."""
+    import torch
+
+    if not expected.numel():
+        return 0.0
+    same = (expected == got) | (expected.isnan() & got.isnan())  # equal infinities too
+    diff = (expected - got).abs().nan_to_num(nan=float("inf"))
+    return float(torch.where(same, torch.zeros_like(diff), diff).max())
 
 
 def _shapes(inputs: dict[str, torch.Tensor]) -> str:

@@ -103,3 +103,12 @@ def test_a_model_the_export_cannot_take_is_one_error(tmp_path: Path) -> None:
     with pytest.raises(reszoo.InputError, match="unknown export format 'tflite'"):
         export(sngan_d28(ch=8), "tflite", tmp_path / "d.tflite")
     assert not list(tmp_path.iterdir())
+
+
+def test_the_check_does_not_skip_nan() -> None:
+    """A NaN where the model gives a number is an infinite difference: a plain max() would skip it."""
+    from reszoo.export import _max_difference
+
+    nan, inf = float("nan"), float("inf")
+    assert _max_difference(torch.tensor([1.0, 2.0]), torch.tensor([1.0, nan])) == inf
+    assert _max_difference(torch.tensor([1.0, nan, inf]), torch.tensor([1.5, nan, inf])) == 0.5
