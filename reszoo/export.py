@@ -271,8 +271,6 @@ def _spec_of(model: Any) -> ExportSpec:
     factory = getattr(domain.module("predict"), "export_spec", None)
     if factory is None:
         raise ExportError(f"domain {domain.name!r} does not export models (its predict.py has no export_spec)")
-    if getattr(model, "peft_config", None) is not None:
-        raise ExportError("a LoRA model with unmerged adapters cannot be exported; load it with merge=True")
     return factory(model)
 
 
