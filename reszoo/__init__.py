@@ -26,6 +26,8 @@ _EXPORTS = {
     "save_pretrained": "api",
     "card": "cards",
     "finetune": "finetune",
+    "predict": "predict",
+    "export": "export",
     "ReszooError": "errors",
     "RegistryError": "errors",
     "UnknownModelError": "errors",
@@ -45,7 +47,9 @@ if TYPE_CHECKING:
     from .cards import card
     from .errors import (ConversionError, HubError, InputError, IntegrityError, LoadError, NotCachedError,
                          RegistryError, ReszooError, UnknownModelError, WeightsNotFoundError)
+    from .export import export
     from .finetune import finetune
+    from .predict import predict
     from .registry import Entry, info, list_models
 
 

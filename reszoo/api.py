@@ -317,6 +317,8 @@ def load(
     dtype: torch.dtype | None = None,
     mirror: str | os.PathLike[str] | None = None,
     merge: bool = False,
+    features_only: bool = False,
+    optimize: bool = False,
 ) -> nn.Module:
     """A ready model: ``name`` is a registry name or alias, ``hf://owner/name[@revision]`` (a repo
     in reszoo's format) or a folder written by :func:`save_pretrained`.
@@ -328,7 +330,17 @@ def load(
     A LoRA adapter (a registry entry, or a saved folder's/repo's config.json, naming a ``base``)
     loads its base, verified, and applies the adapter; ``merge=True`` folds it into the weights (a
     plain module; no effect on other models). See :mod:`reszoo.lora`.
+
+    ``features_only=True`` builds the architecture with ``features_only`` (timm's meaning: the
+    image ResNets' ``forward`` returns the stages' feature maps, described by ``model.feature_info``).
+    ``optimize=True`` rewrites the loaded model for fast inference (:func:`reszoo.optimize.optimize`:
+    batch norms folded, channels-last, bfloat16 autocast on CPUs with AVX512-BF16).
     """
+    if optimize:
+        from .optimize import optimize as optimize_model
+
+        return optimize_model(load(name, pretrained=pretrained, num_classes=num_classes, revision=revision, device=device,
+                                   dtype=dtype, mirror=mirror, merge=merge, features_only=features_only))
     target = _resolve_device(device)
     num_classes = _checked_num_classes(num_classes)
     name = _check_name(name)
@@ -340,6 +352,11 @@ def load(
     else:
         entry = info(name)
         state_of = lambda: entry_weights(entry, revision=revision, mirror=mirror, device=target)  # noqa: E731
+    if features_only:
+        if entry.base is not None:
+            raise InputError(f"{entry.name}: features_only applies to a model, not to a LoRA adapter; load the adapter "
+                             "with merge=True and use model.forward_intermediates(x)")
+        entry = dataclasses.replace(entry, arch_args={**entry.arch_args, "features_only": True})
     # --- LoRA adapters (reszoo/lora.py): the base, fetched and verified, with the adapter applied
     if entry.base is not None and pretrained:
         from .lora import load_adapter
@@ -352,12 +369,25 @@ def load(
     if replace_head:
         arch_args = {**entry.arch_args, "num_classes": num_classes}
         entry = dataclasses.replace(entry, arch_args=arch_args, labels=None)
+    if features_only:
+        _check_features_only(entry)
     if not pretrained:
         return _finish(build(entry, device=target), entry, dtype=dtype, mirror=mirror)
     model = build(entry, device="meta")  # first: a config naming no known architecture fails before any read
     path, state = state_of()
     _fill(model, state, replace_head=replace_head, device=target, name=entry.name, source=str(path))
     return _finish(model, entry, dtype=dtype, mirror=mirror)
+
+
+def _check_features_only(entry: Entry) -> None:
+    """An architecture that takes no ``features_only`` is one clear error, not a builder's TypeError."""
+    try:
+        build(entry, device="meta")
+    except RegistryError as err:
+        if "features_only" in str(err):
+            raise InputError(f"{entry.name}: features_only applies to architectures with intermediate feature maps "
+                             f"(the image ResNets); {entry.arch!r} has none") from None
+        raise
 
 
 def _saved_base_weights(entry: Entry, adapter_path: Path | None, mirror: Any) -> dict[str, Any] | None:

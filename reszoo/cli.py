@@ -25,6 +25,7 @@ from .domains import Command
 _EXTRA_COMMANDS = {
     "finetune": Command("reszoo.finetune.cli", "fine-tune a classification model on your own data"),
     "analyze": Command("reszoo.analysis.cli", "gradient flow, branch ratio, lesions of a model: JSON, plots"),
+    "export": Command("reszoo.export", "export a model to ONNX, TorchScript or torch.export, checked against it"),
 }
 _CORE_COMMANDS = ("list", "info", "card", "predict", "pull", "push", "publish", "verify")
 
@@ -61,6 +62,12 @@ def _print_rows(rows: list[dict[str, Any]], as_json: bool) -> None:
 def _cell(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.4f}"
+    if isinstance(value, list) and len(value) > 4:  # an embedding: its head and size, not 384 numbers
+        return "[" + ", ".join(_cell(v) for v in value[:3]) + f", ... ({len(value)} values)]"
+    if isinstance(value, list):
+        return "[" + ", ".join(_cell(v) for v in value) + "]"
+    if value is None:
+        return ""
     return str(value)
 
 
@@ -109,11 +116,47 @@ def cmd_card(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    """Rows for every input: a table (or ``--json``) on stdout, or streamed to ``--out``. An input that
+    cannot be read is an error row; the run goes on, and exits 1 at the end, naming the first one."""
     from .api import load
+    from .errors import InputError
+    from .predict import Options, RowWriter, make_task, predict_groups
 
-    model = load(args.name, device=args.device, mirror=args.mirror)
-    rows = domains.get(model.entry.domain).predict(model, list(args.inputs), top_k=args.top_k)
-    _print_rows(rows, args.json)
+    if args.resume and not args.out:
+        raise InputError("--resume continues an --out file; give --out FILE")
+    model = load(args.name, device=args.device, mirror=args.mirror, optimize=args.optimize)
+    out_dir = args.out_dir if args.out_dir is not None else "generated"
+    task = make_task(model, Options(top_k=args.top_k, reference=args.reference, out_dir=out_dir, column=args.column))
+    writer = RowWriter(args.out, task.fields, resume=args.resume) if args.out else None
+    rows: list[dict[str, Any]] = []
+    inputs = failed = written = 0
+    first_error = None
+    try:
+        for group, error in predict_groups(model, list(args.inputs), task=task, batch_size=args.batch_size,
+                                           num_workers=args.num_workers, skip=writer.done if writer else ()):
+            inputs += 1
+            if error is not None:
+                failed += 1
+                name, message = group[0]["input"], group[0]["error"]
+                first_error = first_error or (message if name in message else f"{name}: {message}")
+            if writer is not None:
+                writer.write(group)
+                written += len(group)
+            else:
+                rows += group
+    finally:
+        if writer is not None:
+            writer.close()
+    if writer is None:
+        _print_rows(rows, args.json)
+    elif args.out != "-":
+        skipped = f", {len(writer.done)} already there" if writer.done else ""
+        print(f"{written} rows for {inputs} inputs written to {args.out}{skipped}", file=sys.stderr)
+    if failed:
+        noun = "input" if inputs == 1 else "inputs"
+        print(f"reszoo: error: {failed} of {inputs} {noun} could not be predicted (see their error rows); "
+              f"first: {first_error}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -242,6 +285,21 @@ def cmd_verify(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- parser
 
 
+def _count(low: int) -> Any:
+    """An argparse type: a whole number >= ``low`` (a usage error otherwise, status 2)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
+        return value
+
+    return parse
+
+
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The full parser; of the domain commands, only ``command`` is imported and built."""
     parser = argparse.ArgumentParser(prog="reszoo", description="A model zoo of residual networks.")
@@ -265,13 +323,24 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--out", help="write to this file instead of stdout")
     p.set_defaults(func=cmd_card)
 
-    p = sub.add_parser("predict", help="run a model on inputs (image/audio paths, texts, ...)")
+    p = sub.add_parser("predict", help="run a model on inputs: files, folders, tables of texts, texts, ...",
+                       description="Batch prediction; the rows of each kind of model: docs/inference.md.")
     p.add_argument("name", help="registry name, hf://owner/repo[@rev] or a saved-model folder")
-    p.add_argument("inputs", nargs="+")
-    p.add_argument("--top-k", type=int, default=5)
+    p.add_argument("inputs", nargs="+", metavar="INPUT",
+                   help="files, folders (searched recursively), text files/tables, texts, observations, labels")
+    p.add_argument("--top-k", type=_count(1), default=5, help="classes (tokens, actions) per input (default 5)")
+    p.add_argument("--batch-size", type=_count(1), default=32, help="inputs per batch (default 32)")
+    p.add_argument("--num-workers", type=_count(0), default=0, help="processes reading inputs (default 0: this one)")
+    p.add_argument("--out", default=None, help="stream rows to FILE.jsonl, .csv or .tsv (- for JSON lines on stdout)")
+    p.add_argument("--resume", action="store_true", help="continue --out: skip the inputs it already has")
+    p.add_argument("--column", default=None, help="the column of texts in CSV/TSV/JSONL inputs (default: text)")
+    p.add_argument("--reference", default=None, help="embedding models: compare every input with this one")
+    p.add_argument("--out-dir", default=None, help="generators: where the images go (default: generated/)")
+    p.add_argument("--optimize", action="store_true",
+                   help="the fast path: batch norms folded, channels-last, bf16 on CPUs that have it (docs/inference.md)")
     p.add_argument("--device", default=None)
     p.add_argument("--mirror", default=None, help="mirror folder (default $RESZOO_MIRROR)")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the rows as one JSON array (without --out)")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("pull", help="download and verify weights (into the cache, or a mirror folder)")

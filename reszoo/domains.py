@@ -33,7 +33,11 @@ read from the entry points without importing any domain) and reaches a domain on
     ``aux_files(entry) -> [(repo, revision, file)]``, the files besides the weights that ``prepare``
     reads (``reszoo pull --to`` mirrors them, ``save_pretrained`` copies them).
 ``predict.py``
-    ``predict(model, inputs: list[str], top_k: int) -> list[dict]``: what ``reszoo predict`` prints.
+    ``task(model, options) -> reszoo.predict.Task``: how the model's inputs are read, batched and
+    run, and the fields of its rows (``reszoo.predict`` and ``reszoo predict`` do the rest: folders,
+    batches, workers, error rows, output files); ``predict(model, inputs, top_k, **options) ->
+    list[dict]``, those rows as a list. A domain with only ``predict`` is run one input at a time.
+    Optional: ``export_spec(model) -> reszoo.export.ExportSpec``, what ``reszoo export`` exports.
 ``cli.py`` (optional)
     ``add_parser(subparsers)`` and ``run(args)`` of the commands ``DOMAIN.commands`` names.
 ``finetune.py`` (optional)

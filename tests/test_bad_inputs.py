@@ -410,7 +410,7 @@ def _cli(*argv: str) -> Callable[[Path], list[str]]:
 CLI_CASES: list[Any] = [
     pytest.param(lambda t: ["predict", "resnet-mnist", str(_write(t, "bomb.png", _png_header(100_000, 100_000)))],
                  "bomb.png: refused as a possible decompression bomb: Image size (10000000000 pixels)", id="image-bomb"),
-    pytest.param(lambda t: ["predict", "resnet-mnist", str(t)], "expected an image file, got a directory",
+    pytest.param(lambda t: ["predict", "resnet-mnist", str(t)], "a folder with no image files",
                  id="image-directory"),
     pytest.param(lambda t: ["predict", "resnet-mnist", str(t / "nope.png")], "no such image file", id="image-missing"),
     pytest.param(_cli("predict", "resnet-mnist", DIGIT, "--device", "nonsense"), "unknown device 'nonsense'",

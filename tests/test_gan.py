@@ -433,15 +433,14 @@ def test_predict_writes_one_sample_per_label(mnist_generator, tmp_path, monkeypa
     from reszoo.gan import predict
 
     monkeypatch.chdir(tmp_path)
-    rows = predict(mnist_generator, ["3", "random", "7"])
-    assert [r["input"] for r in rows] == ["3", "random", "7"]
-    assert rows[0]["class"] == "3" and rows[2]["class"] == "7" and "class" not in rows[1]
+    rows = predict(mnist_generator, ["3", "random", "7", "11"], out_dir=tmp_path / "out")
+    assert [r["input"] for r in rows] == ["3", "random", "7", "11"]
+    assert rows[0]["label"] == "3" and rows[2]["label"] == "7" and rows[1]["label"] in mnist_generator.labels
     from PIL import Image
 
-    for r in rows:
-        assert Image.open(tmp_path / r["file"]).size == (28, 28)
-    with pytest.raises(ValueError, match="out of range"):
-        predict(mnist_generator, ["11"])
+    for r in rows[:3]:
+        assert Image.open(r["file"]).size == (28, 28) and Path(r["file"]).parent == tmp_path / "out"
+    assert "out of range" in rows[3]["error"] and sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
 
 def test_biggan_converter_skips_saved_normalised_weights():

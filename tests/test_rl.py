@@ -180,9 +180,10 @@ def test_predict_and_preprocess() -> None:
     agent = resmlp_discrete(obs_dim=4, n_actions=2).eval()
     rows = predict(agent, ["0.01,0.2,-0.03,0.1"], top_k=2)
     assert rows[0]["action"] == agent.act([0.01, 0.2, -0.03, 0.1])
-    assert abs(sum(float(p.split(":")[1]) for p in rows[0]["top"].split()) - 1.0) < 1e-3
+    assert abs(sum(r["prob"] for r in rows) - 1.0) < 1e-3
+    assert "could not read observation" in predict(agent, ["1,2,x,4"])[0]["error"]
     with pytest.raises(ObservationError):
-        predict(agent, ["1,2,x,4"])
+        predict(agent, ["1,2,x,4"], errors="raise")
 
 
 # --------------------------------------------------------------------------- SB3 hosting

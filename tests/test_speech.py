@@ -348,8 +348,8 @@ def test_speaker_model_verifies_bundled_recordings(hub, offline) -> None:
     same_score, _ = model.verify(a, b)
     diff_score, _ = model.verify(a, other)
     assert same_score > diff_score
-    rows = speech.predict(model, [str(a), str(b), str(other)])
-    assert [r["b"] for r in rows] == [str(b), str(other)] and rows[0]["score"] == pytest.approx(same_score, abs=1e-4)
+    rows = speech.predict(model, [str(b), str(other)], reference=str(a))
+    assert [r["input"] for r in rows] == [str(b), str(other)] and rows[0]["score"] == pytest.approx(same_score, abs=1e-4)
 
 
 @pytest.fixture(scope="module")

@@ -375,19 +375,18 @@ def test_bad_batch_size_and_missing_tokenizer_are_clear(minilm) -> None:
 
 def test_predict_prints_cosine_similarity(minilm, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     texts = ["How do I reset my PIN?", "I forgot my card's PIN code", "The weather is sunny today"]
-    rows = predict(minilm, texts)
-    assert [r["text_b"] for r in rows] == texts[1:]
-    assert rows[0]["cosine"] > rows[1]["cosine"] + 0.2  # a paraphrase beats an unrelated sentence
+    rows = predict(minilm, texts[1:], reference=texts[0])
+    assert [r["text"] for r in rows] == texts[1:] and {r["reference"] for r in rows} == {texts[0]}
+    assert rows[0]["score"] > rows[1]["score"] + 0.2  # a paraphrase beats an unrelated sentence
     emb = minilm.encode(texts)
-    assert rows[0]["cosine"] == pytest.approx(float(emb[0] @ emb[1]), abs=1e-5)
-    with pytest.raises(ValueError, match="at least two texts"):
-        predict(minilm, ["only one"])
+    assert rows[0]["score"] == pytest.approx(float(emb[0] @ emb[1]), abs=1e-5)
+    assert len(predict(minilm, ["only one"])[0]["embedding"]) == 384  # no reference: the embedding
     from reszoo.cli import main
 
     monkeypatch.setenv("RESZOO_REGISTRY", str(minilm.test_registry))
-    assert main(["predict", "minilm-l6-sentence", texts[0], texts[1]]) == 0
+    assert main(["predict", "minilm-l6-sentence", "--reference", texts[0], texts[1]]) == 0
     out = capsys.readouterr().out
-    assert "cosine" in out and f"{rows[0]['cosine']:.4f}"[:5] in out
+    assert "score" in out and f"{rows[0]['score']:.4f}"[:5] in out
 
 
 def test_offline_reload_sends_no_requests(minilm, hub, offline, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -408,13 +407,13 @@ def test_fill_mask_and_classifier_predict_rows(minilm_dir: Path) -> None:
     mlm.preprocess = pre
     rows = predict(mlm, ["the capital of france is [MASK].", "[MASK] and [MASK]"], top_k=3)
     assert len(rows) == 3 * 3 and {r["rank"] for r in rows} == {1, 2, 3}
-    assert rows[0]["position"] == 6 and rows[0]["score"] >= rows[1]["score"] >= rows[2]["score"]
-    with pytest.raises(ValueError, match="#1 contain no \\[MASK\\]"):
-        predict(mlm, ["a [MASK]", "no mask here"])
+    assert rows[0]["position"] == 6 and rows[0]["prob"] >= rows[1]["prob"] >= rows[2]["prob"]
+    rows = predict(mlm, ["a [MASK]", "no mask here"])  # an error row for the text without [MASK]; the rest predicted
+    assert rows[-1] == {"input": "no mask here", "error": "fill-mask: the text contains no [MASK] token"}
     clf = build_encoder(TINY, vocab_size=30522, num_classes=3).eval()
     clf.preprocess, clf.labels = pre, ("a", "b", "c")
     rows = predict(clf, ["some text"], top_k=2)
-    assert [r["rank"] for r in rows] == [1, 2] and rows[0]["probability"] >= rows[1]["probability"]
+    assert [r["rank"] for r in rows] == [1, 2] and rows[0]["prob"] >= rows[1]["prob"]
     assert {r["label"] for r in rows} <= {"a", "b", "c"}
 
 

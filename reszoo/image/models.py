@@ -116,6 +116,14 @@ class ResNet(nn.Module):
             identity (timm's default); the plain twin, whose blocks would output zeros, keeps them at 1
             (:meth:`reszoo.nn.ResidualBlock.init_branch_scale`).
         drop_rate: dropout before the classifier.
+        features_only: ``forward`` returns the feature maps of the stages in ``out_indices``
+            (timm's ``features_only``; the classifier is kept, unused, so checkpoints load as they are).
+        out_indices: which feature maps, by index into :attr:`feature_info` (0 the stem's
+            activation, then one per stage; negative counts from the end); default all.
+
+    :attr:`feature_info` gives each feature map's channels, reduction (its stride relative to
+    the input) and module, in timm's convention; :meth:`forward_intermediates` returns them
+    besides the last map; :meth:`reset_classifier` replaces the head.
     """
 
     head_prefixes = ("fc.",)
@@ -137,6 +145,8 @@ class ResNet(nn.Module):
         residual: bool = True,
         zero_init_last: bool = True,
         drop_rate: float = 0.0,
+        features_only: bool = False,
+        out_indices: Sequence[int] | None = None,
     ) -> None:
         super().__init__()
         block_cls = BLOCKS.get(block) if isinstance(block, str) else block
@@ -161,11 +171,19 @@ class ResNet(nn.Module):
 
         in_chs = stem_width
         self.stage_names: list[str] = []
+        # timm's feature_info: the stem's activation (before the pool), then each stage's output
+        info = [dict(num_chs=stem_width, reduction=stem_stride, module="relu")]
+        reduction = stem_stride * (2 if stem_pool else 1)
         for i, (depth, width, stride) in enumerate(zip(layers, widths, strides, strict=True)):
             stage, in_chs = self._make_stage(block_cls, in_chs, width, depth, stride, residual)
             self.add_module(f"layer{i + 1}", stage)
             self.stage_names.append(f"layer{i + 1}")
+            reduction *= stride
+            info.append(dict(num_chs=in_chs, reduction=reduction, module=f"layer{i + 1}"))
         self.num_features = in_chs
+        self.features_only = features_only
+        self.out_indices = _take_indices(len(info), out_indices)
+        self.feature_info = FeatureInfo(info[i] for i in self.out_indices) if features_only else FeatureInfo(info)
         self.global_pool = nn.AdaptiveAvgPool2d(1)
         self.fc: nn.Module = nn.Linear(in_chs, num_classes) if num_classes > 0 else nn.Identity()
         self.init_weights(zero_init_last=zero_init_last)
@@ -208,8 +226,79 @@ class ResNet(nn.Module):
             x = nn.functional.dropout(x, p=self.drop_rate, training=self.training)
         return x if pre_logits else self.fc(x)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor) -> Tensor | list[Tensor]:
+        if self.features_only:
+            return self.forward_intermediates(x, self.out_indices, intermediates_only=True)
         return self.forward_head(self.forward_features(x))
+
+    def forward_intermediates(self, x: Tensor, indices: int | Sequence[int] | None = None, *, stop_early: bool = False,
+                              intermediates_only: bool = False) -> tuple[Tensor, list[Tensor]] | list[Tensor]:
+        """The feature maps ``indices`` (as timm: None all, an int n the last n, or indices into the
+        full model's :attr:`feature_info`, 0 the stem) besides the last map, ``(final, [maps])``;
+        ``stop_early`` skips the stages after the last one asked for; ``intermediates_only`` returns
+        the list alone."""
+        take = set(_take_indices(len(self.stage_names) + 1, indices))
+        maps: list[Tensor] = []
+        x = self.relu(self.bn1(self.conv1(x)))
+        if 0 in take:
+            maps.append(x)
+        x = self.maxpool(x)
+        for i, name in enumerate(self.stage_names, start=1):
+            if stop_early and i > max(take):
+                break
+            x = getattr(self, name)(x)
+            if i in take:
+                maps.append(x)
+        return maps if intermediates_only else (x, maps)
+
+    def get_classifier(self) -> nn.Module:
+        return self.fc
+
+    def reset_classifier(self, num_classes: int) -> None:
+        """A new, freshly initialised ``num_classes``-way classifier (0: none, ``forward`` gives the
+        pooled features), on the model's device and dtype."""
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 0:
+            raise ValueError(f"num_classes must be a whole number >= 0, got {num_classes!r}")
+        ref = self.conv1.weight
+        self.num_classes = num_classes
+        self.fc = (nn.Linear(self.num_features, num_classes, device=ref.device, dtype=ref.dtype) if num_classes > 0
+                   else nn.Identity())
+
+
+class FeatureInfo(list):
+    """Feature maps described as timm describes them: a list of ``{num_chs, reduction, module}``,
+    with timm's ``channels()``, ``reduction()`` and ``module_name()`` (all, or the one at ``idx``)."""
+
+    def _get(self, key: str, idx: int | None) -> Any:
+        return self[idx][key] if idx is not None else [info[key] for info in self]
+
+    def channels(self, idx: int | None = None) -> Any:
+        return self._get("num_chs", idx)
+
+    def reduction(self, idx: int | None = None) -> Any:
+        return self._get("reduction", idx)
+
+    def module_name(self, idx: int | None = None) -> Any:
+        return self._get("module", idx)
+
+
+def _take_indices(count: int, indices: int | Sequence[int] | None) -> list[int]:
+    """Feature-map indices as timm takes them: None all ``count``; an int n the last n; a sequence
+    of indices (negative from the end). Sorted, each checked."""
+    if indices is None:
+        return list(range(count))
+    if isinstance(indices, int) and not isinstance(indices, bool):
+        if not 1 <= indices <= count:
+            raise ValueError(f"indices={indices}: expected between 1 and {count} feature maps")
+        return list(range(count - indices, count))
+    out = set()
+    for i in indices:
+        if isinstance(i, bool) or not isinstance(i, int) or not -count <= i < count:
+            raise ValueError(f"feature index {i!r} out of range: this ResNet has {count} feature maps (0..{count - 1})")
+        out.add(i % count)
+    if not out:
+        raise ValueError("expected at least one feature index")
+    return sorted(out)
 
 
 # --------------------------------------------------------------------------- entrypoints

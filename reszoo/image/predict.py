@@ -1,45 +1,91 @@
-"""What ``reszoo predict NAME IMAGE...`` prints: the top classes of each image.
+"""Inference for image models: what ``reszoo predict`` and ``reszoo export`` do with them.
+
+Classifiers give rows ``{input, rank, label, prob}``, the top classes of each image; a feature
+extractor (``num_classes=0``) gives ``{input, embedding}``, or with a ``reference`` image
+``{input, reference, score}`` (cosine similarity). Inputs: image files, folders of them
+(searched recursively), PIL images, numpy arrays or tensors (one image each).
 
 Light on import (torch is imported when predicting): the package re-exports :func:`predict`.
 """
 
 from __future__ import annotations
 
-import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from ..predict import Options, Task, classify_rows, describe, domain_predict, embedding_rows
+
+if TYPE_CHECKING:
+    from ..export import ExportSpec
+
+CLASSIFIER_FIELDS = ("input", "rank", "label", "prob")
+EMBEDDING_FIELDS = ("input", "embedding")
+REFERENCE_FIELDS = ("input", "reference", "score")
 
 
-def _describe(item: Any) -> str:
-    """How an input is named in predict's rows: paths as given, other objects by type and shape."""
-    if isinstance(item, str | os.PathLike):
-        return str(item)
-    shape = getattr(item, "shape", None) or getattr(item, "size", None)
-    return f"<{type(item).__name__} {tuple(shape)}>" if shape is not None else f"<{type(item).__name__}>"
-
-
-def predict(model: Any, inputs: list[Any], top_k: int = 5) -> list[dict[str, Any]]:
-    """Top-``top_k`` classes of each input (a path, PIL image or tensor): rows ``{input, rank, label, prob}``.
-
-    Uses ``model.preprocess`` and ``model.labels`` as set by :func:`reszoo.load`.
-    """
-    import torch
-
+def _preprocess(model: Any) -> Any:
     preprocess = getattr(model, "preprocess", None)
     if preprocess is None:
         raise ValueError("model has no .preprocess; load it with reszoo.load(name) or set model.preprocess")
-    labels = getattr(model, "labels", None)
-    if top_k < 1:
-        raise ValueError(f"top_k must be >= 1, got {top_k}")
+    return preprocess
+
+
+def task(model: Any, options: Options) -> Task:
+    """How ``model`` predicts: images read and preprocessed in the loader, classified (or embedded) in batches."""
+    import torch
+
+    from ..errors import InputError
+    from . import IMAGE_EXTENSIONS
+    from .preprocess import ImageInputError
+
+    preprocess = _preprocess(model)
+    if getattr(model, "features_only", False):
+        raise InputError("this model gives intermediate feature maps (features_only=True): predict needs its classifier "
+                         "or pooled features; load it without features_only")
     param = next(model.parameters())
-    rows: list[dict[str, Any]] = []
-    with torch.inference_mode():
-        for item in inputs:
-            batch = preprocess(item).to(device=param.device, dtype=param.dtype)
-            probs = model(batch).float().softmax(dim=-1)
-            k = min(top_k, probs.shape[-1])
-            for i, (values, indices) in enumerate(zip(*probs.topk(k, dim=-1), strict=True)):
-                name = _describe(item)
-                name = name if batch.shape[0] == 1 else f"{name}[{i}]"
-                for rank, (p, idx) in enumerate(zip(values.tolist(), indices.tolist(), strict=True), start=1):
-                    rows.append({"input": name, "rank": rank, "label": labels[idx] if labels else str(idx), "prob": round(p, 4)})
-    return rows
+    classifier = getattr(model, "num_classes", 1) != 0
+
+    def read(value: Any, index: int) -> torch.Tensor:
+        x = preprocess(value)
+        if x.shape[0] != 1:
+            raise ImageInputError(f"{describe(value)} holds {x.shape[0]} images; give one image per input")
+        return x
+
+    def embed(batch: torch.Tensor) -> torch.Tensor:
+        return model(batch.to(device=param.device, dtype=param.dtype)).float()
+
+    if classifier:
+        if options.reference is not None:
+            raise InputError("reference= applies to embedding models; this image model is a classifier")
+        labels = getattr(model, "labels", None)
+        run = lambda batch: classify_rows(embed(batch).softmax(-1), labels, options.top_k)  # noqa: E731
+        fields = CLASSIFIER_FIELDS
+    else:
+        reference = None
+        if options.reference is not None:
+            reference = (describe(options.reference), embed(read(options.reference, 0))[0])
+        run = lambda batch: embedding_rows(embed(batch), reference)  # noqa: E731
+        fields = REFERENCE_FIELDS if reference is not None else EMBEDDING_FIELDS
+    return Task(fields=fields, read=read, collate=torch.cat, run=run, extensions=IMAGE_EXTENSIONS, kind="image")
+
+
+def predict(model: Any, inputs: list[Any], top_k: int = 5, **options: Any) -> list[dict[str, Any]]:
+    """Rows for every input (see :func:`reszoo.predict`, whose options this takes), as a list."""
+    return domain_predict(task, model, inputs, top_k, **options)
+
+
+def export_spec(model: Any) -> ExportSpec:
+    """The network as it is (``forward(x)``, logits or pooled features), traced with two
+    preprocessed synthetic images; the batch dimension is dynamic."""
+    import torch
+
+    from ..export import ExportSpec, synthetic_image
+
+    preprocess = _preprocess(model)
+    param = next(model.parameters())
+
+    def images(n: int, seed: int) -> torch.Tensor:
+        return torch.cat([preprocess(synthetic_image(seed + i)) for i in range(n)]).to(param.device, param.dtype)
+
+    outputs = ("features",) if getattr(model, "features_only", False) else ("logits",)
+    return ExportSpec(module=model, example={"x": images(2, 0)}, checks=[{"x": images(3, 10)}, {"x": images(1, 20)}],
+                      outputs=outputs, dynamic={"x": {0: "batch"}})

@@ -1,48 +1,106 @@
-"""What ``reszoo predict NAME AUDIO...`` prints: classes, or speaker embeddings and verification.
+"""Inference for speech models: what ``reszoo predict`` and ``reszoo export`` do with them.
+
+Classifiers give rows ``{input, rank, label, prob}``, the top classes of each recording (as for
+images). Embedding models give ``{input, embedding}``, or with a ``reference`` recording the
+verification rows ``{input, reference, score, match, threshold}`` (cosine score, and whether it
+reaches the model's ``verify_threshold``). Inputs: audio files, folders of them (searched
+recursively), waveforms as ``(tensor or array, sample_rate)``.
+
+Recordings are decoded and featurised in the loader's workers; the model runs on recordings of
+equal length together, each alone otherwise: padding would change the convolutions' edges,
+and so the numbers.
 
 Light on import (torch is imported when predicting): the package re-exports :func:`predict`.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from ..predict import Options, Task, classify_rows, describe, domain_predict, embedding_rows
+
+if TYPE_CHECKING:
+    import torch
+
+    from ..export import ExportSpec
 
 
-def predict(model: Any, inputs: list[str], top_k: int = 5) -> list[dict[str, Any]]:
-    """What ``reszoo predict NAME INPUT...`` prints.
+def _by_length(model: Any, feats: list[torch.Tensor], forward: Any) -> torch.Tensor:
+    """``forward`` over ``feats`` (each ``(frames, n_mels)``), recordings of one length batched together."""
+    import torch
 
-    Classifiers: rows ``{input, rank, label, prob}``, the top ``top_k`` per file (as for images).
-    Embedding models: one file -> its embedding's size and norm; several -> each later file
-    verified against the first (cosine score and decision at the model's threshold).
-    """
-    from torch import nn
+    param = next(model.parameters())
+    out: list[Any] = [None] * len(feats)
+    lengths: dict[int, list[int]] = {}
+    for i, f in enumerate(feats):
+        lengths.setdefault(f.shape[0], []).append(i)
+    for idx in lengths.values():
+        result = forward(torch.stack([feats[i] for i in idx]).to(param.device, param.dtype)).float()
+        for j, i in enumerate(idx):
+            out[i] = result[j]
+    return torch.stack(out)
 
+
+def task(model: Any, options: Options) -> Task:
+    """How ``model`` predicts: features in the loader, classes or embeddings in batches."""
+    from ..errors import InputError
+    from . import AUDIO_EXTENSIONS
     from .preprocess import DEFAULT_VERIFY_THRESHOLD
 
-    if not inputs:
-        raise ValueError("give at least one audio file")
-    if top_k < 1:
-        raise ValueError(f"top_k must be >= 1, got {top_k}")
-    missing = [str(p) for p in inputs if not Path(p).is_file()]
-    if missing:
-        raise FileNotFoundError(f"no audio file at {', '.join(missing)}")
-    inputs = [str(p) for p in inputs]
+    preprocess = getattr(model, "preprocess", None)
+    if preprocess is None:
+        raise ValueError("model has no .preprocess; load it with reszoo.load(name) or set model.preprocess")
+
+    def read(value: Any, index: int) -> torch.Tensor:
+        return preprocess(value)
+
+    common = dict(read=read, extensions=AUDIO_EXTENSIONS, kind="audio")
     if getattr(model, "head", None) is not None:
-        rows = []
-        for path, top in zip(inputs, model.classify(inputs, top_k=top_k), strict=True):
-            rows += [{"input": path, "rank": rank, "label": label, "prob": round(prob, 4)}
-                     for rank, (label, prob) in enumerate(top, start=1)]
-        return rows
-    embeddings = model.embed(list(inputs))
-    if len(inputs) == 1:
-        emb = embeddings[0]
-        return [{"input": inputs[0], "embedding_dim": int(emb.numel()), "norm": round(float(emb.norm()), 4)}]
+        if options.reference is not None:
+            raise InputError("reference= applies to embedding (speaker) models; this speech model is a classifier")
+        labels = getattr(model, "labels", None)
+
+        def run(feats: list[torch.Tensor]) -> list[list[dict[str, Any]]]:
+            return classify_rows(_by_length(model, feats, model).softmax(-1), labels, options.top_k)
+
+        return Task(fields=("input", "rank", "label", "prob"), run=run, **common)
+    reference = None
+    if options.reference is not None:
+        reference = (describe(options.reference), _by_length(model, [read(options.reference, 0)], model.forward_embedding)[0])
     threshold = float(getattr(model, "verify_threshold", DEFAULT_VERIFY_THRESHOLD))
-    ref = embeddings[0]
-    rows = []
-    for path, emb in zip(inputs[1:], embeddings[1:], strict=True):
-        score = float(nn.functional.cosine_similarity(ref, emb, dim=0))
-        rows.append({"a": inputs[0], "b": path, "score": round(score, 4), "same_speaker": score >= threshold,
-                     "threshold": threshold})
-    return rows
+
+    def run(feats: list[torch.Tensor]) -> list[list[dict[str, Any]]]:
+        return embedding_rows(_by_length(model, feats, model.forward_embedding), reference, threshold)
+
+    fields = ("input", "reference", "score", "match", "threshold") if reference else ("input", "embedding")
+    return Task(fields=fields, run=run, **common)
+
+
+def predict(model: Any, inputs: list[Any], top_k: int = 5, **options: Any) -> list[dict[str, Any]]:
+    """Rows for every recording (see :func:`reszoo.predict`, whose options this takes), as a list."""
+    return domain_predict(task, model, inputs, top_k, **options)
+
+
+def export_spec(model: Any) -> ExportSpec:
+    """``forward(feats, lengths)``: features ``(batch, frames, n_mels)`` and relative lengths
+    (1.0: the whole padded length), traced with a padded batch of two synthetic recordings;
+    batch and frames are dynamic. The fbank front end stays in Python (``model.preprocess``)."""
+    import torch
+
+    from ..export import ExportSpec, synthetic_waveform
+
+    preprocess = getattr(model, "preprocess", None)
+    if preprocess is None:
+        raise ValueError("model has no .preprocess; load it with reszoo.load(name) or set model.preprocess")
+    param = next(model.parameters())
+    rate = preprocess.cfg.sample_rate
+
+    def batch(seconds: list[float], seed: int) -> dict[str, torch.Tensor]:
+        waves = [(synthetic_waveform(s, rate, seed + i), rate) for i, s in enumerate(seconds)]
+        feats, lengths = preprocess.batch(waves)
+        return {"feats": feats.to(param.device, param.dtype), "lengths": lengths.to(param.device, param.dtype)}
+
+    output = "logits" if getattr(model, "head", None) is not None else "embedding"
+    axes = {"feats": {0: "batch", 1: "frames"}, "lengths": {0: "batch"}}
+    return ExportSpec(module=model, example=batch([1.0, 0.7], 0), checks=[batch([0.6, 1.2, 0.9], 5), batch([0.8], 9)],
+                      outputs=(output,), dynamic=axes)

@@ -296,7 +296,9 @@ class TextEncoder(nn.Module):
         x = self.embeddings(input_ids, token_type_ids)
         attn_mask = None
         # No mask when nothing is padded: SDPA then takes its fastest path; results are the same.
-        if attention_mask is not None and not bool(attention_mask.all()):
+        # A traced or exported graph keeps the mask always: that test is data-dependent, so a trace
+        # would freeze its outcome for the example batch (and torch.export/ONNX refuse it).
+        if attention_mask is not None and (_tracing() or not bool(attention_mask.all())):
             attn_mask = attention_mask[:, None, None, :].bool()
         for layer in self.layers:
             x = layer(x, attn_mask)
@@ -366,6 +368,11 @@ class TextEncoder(nn.Module):
         finally:
             self.train(was_training)
         return out
+
+
+def _tracing() -> bool:
+    """Whether this forward is being traced (TorchScript) or compiled/exported (dynamo, torch.export, ONNX)."""
+    return torch.jit.is_tracing() or torch.compiler.is_compiling()
 
 
 def build_encoder(config: str | EncoderConfig, **kwargs: Any) -> TextEncoder:
