@@ -58,7 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n-per-class", type=int, default=1000)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--no-registry", action="store_true")
+    ap.add_argument("--register", action="store_true",
+                    help="write the numbers into registry.yaml and the sample grids into --img-dir (else only the results JSON)")
     ap.add_argument("--registry", type=Path, default=Path(os.environ.get("RESZOO_REGISTRY", ROOT / "registry.yaml")),
                     help="registry read (via $RESZOO_REGISTRY) and written; a copy for scratch runs")
     ap.add_argument("--img-dir", type=Path, default=ROOT / "docs" / "img", help="where the sample grids go")
@@ -92,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"references: {json.dumps({k: round(v, 4) for k, v in refs.items()})}", flush=True)
 
     results: dict[str, dict[str, float]] = {}
-    img_dir = args.img_dir
+    img_dir = args.img_dir if args.register else ROOT / "runs" / "eval_gan-grids"  # published grids change only with --register
     for name in ds.twins:
         gen = reszoo.load(name)
         labels = torch.arange(10).repeat_interleave(args.n_per_class)
@@ -117,7 +118,8 @@ def main(argv: list[str] | None = None) -> int:
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(summary, indent=2) + "\n")
     print(json.dumps(summary), flush=True)
-    if args.no_registry:
+    if not args.register:
+        print(f"results in {out}; pass --register to write them into {args.registry}", flush=True)
         return 0
 
     from registry_io import measured, update_entry

@@ -354,14 +354,18 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--eval-episodes", type=int, default=20)
     parser.add_argument("--log-every", type=int, default=10_000)
-    parser.add_argument("--no-registry", action="store_true", help="do not touch registry.yaml or the plot")
+    parser.add_argument("--register", action="store_true",
+                        help="publish: weights into weights/, the plot and the measured results into registry.yaml "
+                             "(without it a run writes only under runs/rl-trial/, so a trial never overwrites published results)")
     parser.add_argument("--scratch", type=Path, default=None,
-                        help="write runs and weights under this folder instead (extra seeds); implies --no-registry")
+                        help="write runs and weights under this folder instead (extra seeds); never registers")
     args = parser.parse_args()
+    if args.register and args.scratch is not None:
+        parser.error("--register publishes into the repository; --scratch runs never do")
 
     preset = PRESETS[args.name]
     timesteps = args.timesteps or preset["timesteps"]
-    base = args.scratch if args.scratch is not None else ROOT
+    base = args.scratch if args.scratch is not None else (ROOT if args.register else ROOT / "runs" / "rl-trial")
     out_dir = base / "runs" / "rl" / args.name
     weights_dir = base / "weights" / "reszoo" / args.name
     variants = {"both": ("residual", "plain"), "report": ()}.get(args.variant, (args.variant,))
@@ -381,7 +385,8 @@ def main() -> int:
     if not same:
         print("residual and plain runs differ in budget/seed/hyper-parameters: not writing the registry", flush=True)
         return 1
-    if args.no_registry or args.scratch is not None:
+    if not args.register:
+        print(f"trial run: results under {base}; pass --register to publish them", flush=True)
         return 0
     plot_path = ROOT / "weights" / "reszoo" / args.name / "learning_curve.png"
     plot(args.name, runs, plot_path)

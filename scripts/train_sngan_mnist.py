@@ -141,10 +141,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ema-decay", type=float, default=0.999)
     ap.add_argument("--probe-every", type=int, default=0, help="log G_ema's within-class pixel std and class accuracy every N steps")
     ap.add_argument("--runs", type=Path, default=ROOT / "runs", help="where the discriminator and train.json go")
-    ap.add_argument("--out", type=Path, default=ROOT / "weights" / "reszoo")
-    ap.add_argument("--no-registry", action="store_true", help="do not write registry.yaml (trial runs)")
-    ap.add_argument("--registry", type=Path, default=ROOT / "registry.yaml", help="registry to write")
+    ap.add_argument("--out", type=Path, default=None,
+                    help="where the generator's weights go (default: weights/reszoo with --register, else runs/sngan-trial)")
+    ap.add_argument("--register", action="store_true",
+                    help="publish: the generator into weights/ and its pins into registry.yaml (without it nothing published changes)")
+    ap.add_argument("--registry", type=Path, default=ROOT / "registry.yaml", help="registry --register writes")
     args = ap.parse_args(argv)
+    if args.out is None:
+        args.out = ROOT / "weights" / "reszoo" if args.register else ROOT / "runs" / "sngan-trial"
 
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
@@ -214,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
                "final_loss_d": loss_d.item(), "final_loss_g": loss_g.item(), "sha256": sha, "size": size}
     (runs / "train.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(json.dumps(summary), flush=True)
-    if not args.no_registry:
+    if args.register:
         from registry_io import update_entry
 
         update_entry(name, args.registry, arch_args=summary["arch_args"], weights={"sha256": sha, "size": size})
