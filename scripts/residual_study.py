@@ -494,7 +494,7 @@ def cmd_register(args: argparse.Namespace) -> int:
     import shutil
     import statistics
 
-    from reszoo.cards import card
+    from reszoo.cards import write_cards
     from reszoo.hub import sha256_of
     from scripts.registry_io import COMMIT_LIMIT, add_entry, update_entry
 
@@ -539,8 +539,8 @@ def cmd_register(args: argparse.Namespace) -> int:
     except KeyError:  # registered before: the same fields, rewritten from this run
         update_entry(raw["name"], **{k: v for k, v in raw.items() if k not in ("name", "plain")})
         update_entry(plain["name"], weights=raw["plain"]["weights"], metrics=plain["metrics"], extra=raw["plain"]["extra"])
+    write_cards(ROOT / "model_cards")  # as scripts/make_cards.py writes them
     for name in (config["name"], plain["name"]):
-        (ROOT / "model_cards" / f"{name}.md").write_text(str(card(name)) + "\n", encoding="utf-8")
         print(f"registered {name}: weights/reszoo/{name}/model.safetensors, model_cards/{name}.md")
     return 0
 

@@ -450,7 +450,7 @@ def checked_results(out: Path, tasks: Iterable[str] | None) -> list[dict[str, An
 def register_from(out: Path, tasks: Iterable[str] | None = None) -> list[str]:
     """Publish the results folder ``out``: weights into weights/, numbers into registry.yaml, the
     regenerated model cards. Returns the tasks registered."""
-    from reszoo.cards import card
+    from reszoo.cards import write_cards
 
     results = checked_results(out, tasks)
     done = sorted({r["task"] for r in results}, key=list(EPOCHS).index)
@@ -461,8 +461,7 @@ def register_from(out: Path, tasks: Iterable[str] | None = None) -> list[str]:
             (register_digits if task == "digits" else register_speakers)(per, out)
         else:
             register_folds(task, {v: {r["fold"]: r for r in mine if r["variant"] == v} for v in VARIANTS})
-    for name in sorted({model_name(t, v) for t in done for v in VARIANTS}):
-        (ROOT / "model_cards" / f"{name}.md").write_text(str(card(name)) + "\n", encoding="utf-8")
+    write_cards(ROOT / "model_cards")  # as scripts/make_cards.py writes them
     log(f"registered {', '.join(done)} from {out}; cards regenerated")
     return done
 

@@ -223,7 +223,7 @@ def register_from(out: Path, names: list[str] | None = None) -> list[str]:
     """Publish the results folder ``out`` (``reszoo/<name>/{model.safetensors,results.json}``):
     weights into weights/, numbers into registry.yaml, the regenerated model cards. Refuses smoke
     runs and weights whose sha256 is not the one the run recorded."""
-    from reszoo.cards import card
+    from reszoo.cards import write_cards
     from reszoo.hub import sha256_of
     from scripts.registry_io import COMMIT_LIMIT, measured, update_entry
 
@@ -253,8 +253,8 @@ def register_from(out: Path, names: list[str] | None = None) -> list[str]:
         extra = {"params": r["params"], "residual": r["residual"], "test_errors": f"{r['test_errors']} / {r['test_images']}",
                  "training": r["training"], "train_seconds": r["train_seconds"], "train_hardware": r["train_hardware"]}
         update_entry(name, metrics=metrics, weights={"sha256": r["sha256"], "size": r["size"]}, extra=extra)
-        (ROOT / "model_cards" / f"{name}.md").write_text(str(card(name)) + "\n", encoding="utf-8")
         print(f"registered {name}: {r['test_accuracy']:.2f}% ({r['train_hardware']}); weights {dest.relative_to(ROOT)}", flush=True)
+    write_cards(ROOT / "model_cards")  # as scripts/make_cards.py writes them
     return [r["name"] for r in results]
 
 
