@@ -62,7 +62,7 @@ def _subset(source: Path, dest: Path, count: int, seed: int) -> Path:
 
 def _register(result: Any, run: Path, args: argparse.Namespace, recipe: dict[str, Any], wall: float) -> None:
     """Publish the run: the adapter and its figures into the bundled mirror, the entry into registry.yaml."""
-    from make_cards import expected_cards
+    from reszoo.cards import write_cards
     from registry_io import COMMIT_LIMIT, measured, update_entry
 
     import torch
@@ -142,14 +142,13 @@ def _register(result: Any, run: Path, args: argparse.Namespace, recipe: dict[str
             "full_finetune_reference": "93.67% test accuracy with all 22.7M weights trained (3 epochs, a 91 MB model; "
                                        "this registry's previous minilm-l6-banking77)",
             "published_anchor": "BERT-base fine-tuned: 93.66% (Casanueva et al. 2020, arXiv:2003.04807, full training data)",
-            "learning_curve": "learning_curve.png",
-            "confusion_matrix": "confusion_matrix.png",
         },
+        figures={"learning_curve": "learning_curve.png", "confusion_matrix": "confusion_matrix.png"},
     )
     os.environ["RESZOO_REGISTRY"] = str(args.registry)
     card = ROOT / "model_cards" / f"{NAME}.md"
     if project_registry:
-        card.write_text(expected_cards()[card], encoding="utf-8")
+        write_cards(ROOT / "model_cards")  # as scripts/make_cards.py writes them
     print(f"registered {NAME}: {adapter} ({size / 1e6:.2f} MB, sha256 {sha}); registry {args.registry} updated"
           + (f"; card {card.relative_to(ROOT)} regenerated" if project_registry else ""))
 
