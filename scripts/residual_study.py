@@ -529,6 +529,14 @@ def cmd_register(args: argparse.Namespace) -> int:
     weights = {k: v for k, v in placed(config["name"]).items() if k in ("repo", "revision", "sha256", "size")}
     raw = {"name": config["name"], "defaults": ["trained-here", "resnet", config["dataset"][0]],
            **{k: config[k] for k in fields if k in config}, "weights": weights}
+    raw["usage"] = (  # runs offline: the inputs come from the zoo's own bundled Fashion-MNIST GAN
+        "import reszoo\n"
+        f'model = reszoo.load("{config["name"]}")  # or "{plain["name"]}", its plain twin\n'
+        "# Input: 28x28 grayscale garments, light on black as in Fashion-MNIST (a path, PIL image or tensor);\n"
+        "# here four sneakers drawn by the zoo's Fashion-MNIST GAN, a (4, 1, 28, 28) tensor in [0, 1]:\n"
+        'images = reszoo.load("sngan-fashion-mnist").sample(4, labels=["Sneaker"], seed=0)\n'
+        "print([model.labels[i] for i in model(model.preprocess(images)).argmax(-1)])\n"
+        "# what the skips do in this pair: reszoo analyze " + config["name"] + " " + plain["name"] + " --out DIR\n")
     raw["extra"] = {**config["extra"], "over_seeds": over_seeds(True), "study": "docs/residual-study.md"}
     raw["plain"] = {"weights": {k: v for k, v in placed(plain["name"]).items() if k in ("repo", "sha256", "size")},
                     "metrics": plain["metrics"],
