@@ -120,3 +120,16 @@ def upstream(hub: HubServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
         return published
 
     return publish
+
+
+@pytest.fixture(scope="module")
+def one_thread() -> Iterator[None]:
+    """One torch thread for a test module, the previous count restored after it: the suite runs
+    many small models, and on a shared 2-core machine a second thread only spin-waits (the FSDD
+    test split took 100x longer with 2). Modules take it with ``pytestmark = usefixtures(...)``."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -137,3 +137,17 @@ def publish_upstream(hub: HubServer, registry: Path, entry: str | Mapping[str, A
     return Upstream(raw["name"], pins["repo"], commit, pins["sha256"], raw, registry)
 
 
+def write_tones(root: Path, per_class: int) -> Path:
+    """``root/{low,high}/<i>.wav``: two classes of 16 kHz sine tones (300 Hz and 2 kHz, 0.3 s and
+    0.05 s longer per take, a little seeded noise): audio a tiny speech model tells apart."""
+    import numpy as np
+    import soundfile
+
+    rng = np.random.RandomState(0)
+    for name, freq in (("low", 300.0), ("high", 2000.0)):
+        (root / name).mkdir(parents=True)
+        for i in range(per_class):
+            t = np.arange(int(16000 * (0.3 + 0.05 * i))) / 16000
+            wave = 0.5 * np.sin(2 * np.pi * freq * t) + 0.01 * rng.randn(t.size)
+            soundfile.write(root / name / f"{i}.wav", wave.astype(np.float32), 16000)
+    return root

@@ -39,13 +39,7 @@ RGB_PRE = {"size": 8, "resize": 8, "mean": [0.485, 0.456, 0.406], "std": [0.229,
 CUDA = torch.cuda.is_available()
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> Any:
-    """One torch thread: the test machine's cores are shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: one torch thread per module
 
 
 # --------------------------------------------------------------------------- makers of bad inputs

@@ -22,7 +22,7 @@ import importlib.util
 import json
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -65,13 +65,7 @@ HEAVY = ("torchvision", "torchaudio", "transformers", "timm", "gymnasium", "peft
          "pytorch_pretrained_biggan")
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    """Small models: one torch thread is fastest, and on a shared machine more threads spin-wait."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: one torch thread per module
 
 
 # --------------------------------------------------------------------------- helpers

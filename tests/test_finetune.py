@@ -31,6 +31,7 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 
 import reszoo
+from helpers import write_tones
 from reszoo.cli import main as cli_main
 from reszoo.finetune import OptionsError, RunInUseError
 
@@ -352,15 +353,7 @@ def test_text_tsv_with_named_columns_and_a_headless_base(zoo: Path, tmp_path: Pa
 
 
 def test_audio_folder_with_an_unreadable_file(zoo: Path, tmp_path: Path) -> None:
-    import soundfile
-
-    rng = np.random.RandomState(0)
-    for name, freq in (("low", 300.0), ("high", 2000.0)):
-        (tmp_path / "audio" / name).mkdir(parents=True)
-        for i in range(6):
-            t = np.arange(int(16000 * (0.3 + 0.05 * i))) / 16000
-            wave = 0.5 * np.sin(2 * np.pi * freq * t) + 0.01 * rng.randn(t.size)
-            soundfile.write(tmp_path / "audio" / name / f"{i}.wav", wave.astype(np.float32), 16000)
+    write_tones(tmp_path / "audio", per_class=6)
     (tmp_path / "audio" / "high" / "bad.wav").write_bytes(b"RIFF....WAVEfmt garbage")
     out = tmp_path / "run"
     result = reszoo.finetune("tiny-speech", tmp_path / "audio", out=out, epochs=1, batch_size=4, val_split=0.2,

@@ -28,6 +28,7 @@ from reszoo.cli import main as cli_main
 from reszoo.errors import IntegrityError, RegistryError, UnknownModelError
 from reszoo.hub import sha256_of
 from reszoo.lora import ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE, is_adapter_model, resolve_targets
+from helpers import write_tones
 from test_finetune import _squares, _tokenizer_json
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -320,15 +321,7 @@ def test_default_targets_per_domain(zoo: Path) -> None:
 
 
 def test_speech_lora_fine_tune_merges_to_the_same_outputs(zoo: Path, tmp_path: Path) -> None:
-    import soundfile
-
-    rng = np.random.RandomState(0)
-    for name, freq in (("low", 300.0), ("high", 2000.0)):
-        (tmp_path / "audio" / name).mkdir(parents=True)
-        for i in range(4):
-            t = np.arange(int(16000 * (0.3 + 0.05 * i))) / 16000
-            soundfile.write(tmp_path / "audio" / name / f"{i}.wav",
-                            (0.5 * np.sin(2 * np.pi * freq * t) + 0.01 * rng.randn(t.size)).astype(np.float32), 16000)
+    write_tones(tmp_path / "audio", per_class=4)
     out = tmp_path / "run"
     result = reszoo.finetune("tiny-speech", tmp_path / "audio", out=out, epochs=2, batch_size=4, val_split=0.25,
                              lr=0.05, progress=False, lora=True, lora_rank=2)

@@ -9,7 +9,6 @@ import os
 import subprocess
 import sys
 import wave
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -111,14 +110,6 @@ def _fsdd(root: Path, takes: int = 12) -> Path:
                     w.setframerate(8000)
                     w.writeframes(samples.tobytes())
     return root
-
-
-@pytest.fixture
-def one_thread() -> Iterator[None]:
-    """The recipe sets torch's threads (one, its default); the test process gets its own back."""
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_fsdd_batches_are_the_speech_adapters() -> None:

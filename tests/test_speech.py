@@ -29,14 +29,7 @@ FSDD = DATA / "fsdd" / "recordings"
 SMALL = dict(channels=[32, 32, 32, 32, 96], attention_channels=16, se_channels=16, embed_dim=24)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """These tests run many small models: on a busy 2-core machine a second thread only adds
-    synchronisation (measured: the FSDD test split took 100x longer with 2 threads)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: one torch thread per module
 
 
 def _speech_like(seconds: float = 1.5, rate: int = 16_000, seed: int = 0) -> torch.Tensor:
