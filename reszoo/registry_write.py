@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import RegistryError, ReszooError
-from .registry import (
+from .registry_layers import (
     LAYERED,
     PLAIN_SUFFIX,
     WEIGHT_PINS,
