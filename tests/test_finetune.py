@@ -100,17 +100,18 @@ def _tokenizer_json(path: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def zoo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """RESZOO_REGISTRY/RESZOO_MIRROR pointing at tiny models with seeded random weights."""
+def zoo(tmp_path_factory: pytest.TempPathFactory, one_thread: None) -> Iterator[Path]:
+    """RESZOO_REGISTRY/RESZOO_MIRROR pointing at tiny models with seeded random weights (for the
+    module; one torch thread: tiny models on a shared machine)."""
     root = tmp_path_factory.mktemp("zoo")
     (root / "registry.yaml").write_text(_REGISTRY)
-    saved = {k: os.environ.get(k) for k in ("RESZOO_REGISTRY", "RESZOO_MIRROR")}
-    # Tiny models: one thread is fastest, and on a shared, busy machine several threads spin-wait
-    # on each other (100x slower steps were seen with 2 threads under load).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    os.environ["RESZOO_REGISTRY"] = str(root / "registry.yaml")
-    os.environ["RESZOO_MIRROR"] = str(root / "mirror")
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("RESZOO_REGISTRY", str(root / "registry.yaml"))
+        env.setenv("RESZOO_MIRROR", str(root / "mirror"))
+        yield _fill_zoo(root)
+
+
+def _fill_zoo(root: Path) -> Path:
     (root / "mirror/test/tiny-text").mkdir(parents=True)
     _tokenizer_json(root / "mirror/test/tiny-text/tokenizer.json")
     for i, name in enumerate(("tiny-image", "tiny-text", "tiny-speech")):
@@ -119,13 +120,7 @@ def zoo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         folder = root / "mirror" / "test" / name
         folder.mkdir(parents=True, exist_ok=True)
         save_file({k: v.contiguous() for k, v in model.state_dict().items()}, folder / "model.safetensors")
-    yield root
-    torch.set_num_threads(threads)
-    for k, v in saved.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
+    return root
 
 
 def _squares(folder: Path, per_class: int, seed: int, classes: int = 4) -> Path:

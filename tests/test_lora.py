@@ -59,14 +59,17 @@ def _write_registry(path: Path, models: list[dict]) -> None:
 
 
 @pytest.fixture(scope="module")
-def zoo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """RESZOO_REGISTRY/RESZOO_MIRROR: tiny models whose weights are sha256-pinned (adapters record the pin)."""
+def zoo(tmp_path_factory: pytest.TempPathFactory, one_thread: None) -> Iterator[Path]:
+    """RESZOO_REGISTRY/RESZOO_MIRROR: tiny models whose weights are sha256-pinned (adapters record
+    the pin), for the module; one torch thread (tiny models on a shared machine)."""
     root = tmp_path_factory.mktemp("lora-zoo")
-    saved = {k: os.environ.get(k) for k in ("RESZOO_REGISTRY", "RESZOO_MIRROR")}
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny models on a shared machine: one thread is fastest
-    os.environ["RESZOO_REGISTRY"] = str(root / "registry.yaml")
-    os.environ["RESZOO_MIRROR"] = str(root / "mirror")
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("RESZOO_REGISTRY", str(root / "registry.yaml"))
+        env.setenv("RESZOO_MIRROR", str(root / "mirror"))
+        yield _fill_zoo(root)
+
+
+def _fill_zoo(root: Path) -> Path:
     unpinned = [{**m, "weights": {**m["weights"], "revision": None, "sha256": None, "pin_note": "being made"}}
                 for m in _MODELS]
     _write_registry(root / "registry.yaml", unpinned)
@@ -87,13 +90,7 @@ def zoo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         pinned.append({**raw, "weights": {**raw["weights"], "revision": None, "sha256": sha256_of(path),
                                           "pin_note": "test weights: no Hub commit"}})
     _write_registry(root / "registry.yaml", pinned)
-    yield root
-    torch.set_num_threads(threads)
-    for k, v in saved.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
+    return root
 
 
 def _intents(path: Path, n: int = 32, seed: int = 0) -> Path:
