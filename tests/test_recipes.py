@@ -172,3 +172,34 @@ def test_fsdd_register_from_checks_weights_and_settings(tmp_path: Path) -> None:
     with pytest.raises(SystemExit, match="no results.json under"):
         train_fsdd.register_from(tmp_path / "nothing")
     assert _sha(ROOT / "registry.yaml") == before
+
+
+@pytest.mark.skipif(not (data.FASHION_MNIST / "t10k-images-idx3-ubyte.gz").is_file(),
+                    reason="needs Debian's dataset-fashion-mnist")
+def test_lora_fashion_demo_smoke_writes_valid_json_and_leaves_docs_alone(tmp_path: Path, one_thread: None) -> None:
+    from scripts import finetune_demo_lora_fashion as demo
+
+    guarded = [ROOT / "docs" / "finetune.md", *sorted((ROOT / "docs" / "img").glob("*.png"))]
+    before = [_sha(p) for p in guarded]
+    assert demo.main(["--sizes", "40", "--epochs", "1", "--min-steps", "1", "--limit-test", "200", "--out", str(tmp_path)]) == 0
+    results = json.loads((tmp_path / demo.RESULTS).read_text())
+    assert results["sizes"] == [40] and results["num_test"] == 200
+    runs = {r["method"]: r for r in results["runs"]}
+    assert set(runs) == {"lora", "full", "scratch"}
+    for r in runs.values():
+        assert r["num_train"] == 40 and r["num_test"] == 200 and 0 <= r["test_accuracy"] <= 1 and r["wall_seconds"] >= 0
+    # LoRA trains the adapters and the head only; full and scratch train every parameter
+    assert 0 < runs["lora"]["trainable_params"] < runs["full"]["trainable_params"] == runs["scratch"]["trainable_params"]
+    assert (tmp_path / demo.PLOT).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "| 40 | LoRA r8 + new head |" in demo.table(results)
+    assert [_sha(p) for p in guarded] == before and sorted((ROOT / "docs" / "img").glob("*.png")) == guarded[1:]
+
+
+def test_lora_fashion_demo_subsets_are_stratified_and_seeded() -> None:
+    from scripts.finetune_demo_lora_fashion import epochs_for, stratified_subset
+
+    labels = np.repeat(np.arange(10), 50)
+    rows = stratified_subset(labels, 100, seed=0)
+    assert np.bincount(labels[rows]).tolist() == [10] * 10 and len(set(rows.tolist())) == 100
+    assert rows.tolist() == stratified_subset(labels, 100, seed=0).tolist() != stratified_subset(labels, 100, seed=1).tolist()
+    assert epochs_for(100, 3, 100, 64) == 50 and epochs_for(10_000, 3, 100, 64) == 3
