@@ -27,7 +27,8 @@ from ._text import listing
 from . import domains
 from .domains import aux_files
 from .errors import InputError, LoadError, UnknownModelError
-from .hub import LocalRepo, entry_weights, fetch_file, file_digest, load_state_dict
+from .checkpoints import entry_weights, load_state_dict
+from .hub import LocalRepo, fetch_file, file_digest
 from .names import check_repo_filename
 from .registry import Entry, RegistryError, Weights, info, parse_entry
 

@@ -30,6 +30,7 @@ from safetensors.torch import save as st_save
 import reszoo
 from helpers import TINY_PREPROCESS as PREPROCESS
 from helpers import tiny_entry
+from reszoo import checkpoints
 from reszoo import hub as rhub  # `hub` is the loopback Hub fixture
 from reszoo.cli import main as cli
 from reszoo.errors import (HubError, IntegrityError, LoadError, RegistryError, UnknownModelError,
@@ -296,7 +297,7 @@ def _logged_convert(log: str, state: dict[str, torch.Tensor]) -> dict[str, torch
 def _convert_in_process(path: str, log: str, barrier, queue) -> None:  # runs in a fresh process
     try:
         barrier.wait(timeout=60)
-        state = rhub.load_state_dict(Path(path), fmt="torch", convert=partial(_logged_convert, log), cache_key="procs")
+        state = checkpoints.load_state_dict(Path(path), fmt="torch", convert=partial(_logged_convert, log), cache_key="procs")
         queue.put(("ok", {k: hashlib.sha256(v.numpy().tobytes()).hexdigest() for k, v in state.items()}))
     except BaseException as err:  # reported to the test, not lost in a child's stderr
         queue.put(("error", repr(err)))
@@ -315,7 +316,7 @@ def test_concurrent_conversion_in_threads(tmp_path, cache):
     def convert(i: int) -> None:
         barrier.wait(timeout=30)
         try:
-            results[i] = rhub.load_state_dict(path, fmt="torch", convert=partial(_logged_convert, str(log)),
+            results[i] = checkpoints.load_state_dict(path, fmt="torch", convert=partial(_logged_convert, str(log)),
                                               cache_key="threads")
         except BaseException as err:
             results[i] = err
