@@ -330,11 +330,17 @@ def test_bad_num_classes(num_classes: Any, how: str, offline: None) -> None:
     ("build", 10**30, "over reszoo's limit of 16 GiB"),
 ])
 def test_absurd_num_classes_is_refused_before_allocating(how: str, num_classes: int, fragment: str, offline: None) -> None:
+    _refused_by(how, fragment, num_classes=num_classes)
+
+
+def _refused_by(how: str, fragment: str, **kwargs: Any) -> None:
+    """resnet-mnist built from its entry (``build``) or loaded (``load...``) with ``kwargs``: an
+    InputError, exactly, whose message holds ``fragment``."""
     with pytest.raises(InputError) as info:
         if how == "build":
-            build(reszoo.info("resnet-mnist"), num_classes=num_classes)
+            build(reszoo.info("resnet-mnist"), **kwargs)
         else:
-            reszoo.load("resnet-mnist", num_classes=num_classes)
+            reszoo.load("resnet-mnist", **kwargs)
     assert type(info.value) is InputError and fragment in str(info.value)
 
 
@@ -359,12 +365,7 @@ def test_absurd_or_negative_width_in_a_config() -> None:
 ])
 @pytest.mark.parametrize("how", ["build", "load"])
 def test_unavailable_or_unknown_device(device: str, fragment: str, how: str, offline: None) -> None:
-    with pytest.raises(InputError) as info:
-        if how == "build":
-            build(reszoo.info("resnet-mnist"), device=device)
-        else:
-            reszoo.load("resnet-mnist", device=device)
-    assert type(info.value) is InputError and fragment in str(info.value)
+    _refused_by(how, fragment, device=device)
 
 
 # --------------------------------------------------------------------------- gan: streaming generation
