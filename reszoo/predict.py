@@ -404,6 +404,9 @@ def predict_groups(model: Any, inputs: Any, *, task: Task | None = None, batch_s
         return
     loader = torch.utils.data.DataLoader(_Inputs(items, task.read), batch_size=batch_size, num_workers=num_workers,
                                          collate_fn=_as_list, shuffle=False, multiprocessing_context=_context(num_workers))
+    from .optimize import CompilePolicy
+
+    policy = CompilePolicy.wanted(model, len(items))  # an optimized model compiles when the input count pays
     bar = _progress(len(items), progress)
     was_training = getattr(model, "training", False)
     if was_training:
@@ -413,8 +416,11 @@ def predict_groups(model: Any, inputs: Any, *, task: Task | None = None, batch_s
             ok = [i for i, (_, sample) in enumerate(batch) if not isinstance(sample, _Failure)]
             # Inference mode around the model only: a generator suspended at a yield inside it would
             # leave it on for the caller's code.
+            started = time.perf_counter()
             with torch.inference_mode():
                 results = dict(zip(ok, _run_isolated(task, [batch[i][1] for i in ok]) if ok else [], strict=True))
+            if policy is not None and ok:
+                policy.after_batch(started, len(ok))
             for i, (name, sample) in enumerate(batch):
                 result = sample.error if isinstance(sample, _Failure) else results[i]
                 if isinstance(result, BaseException):
