@@ -13,9 +13,8 @@ docs/inference.md):
   class; ``forward`` by default; an empty tuple keeps a model in float32) on CPUs with
   AVX512-BF16 or AMX and on CUDA GPUs with bf16, outputs returned as float32: about three
   significant digits. The first layer (it sees the raw input) and the last linear layer (the
-  logits that decide) stay float32, as quantized models keep them: on Fashion-MNIST this halves
-  the top-1 changes (16 of 10,000 with every layer in bf16, 6 without those two).
-  ``bf16=False`` keeps float32.
+  logits that decide) stay float32, as quantized models keep them (it more than halved the top-1
+  changes of a classifier with many near-ties: docs/inference.md). ``bf16=False`` keeps float32.
 * **torch.compile with frozen weights** (inductor's ``freezing``: weights become constants,
   folded and pre-packed for oneDNN) where it pays: ``compile=True`` compiles now;
   ``compile=None`` (the default) leaves the model eager and lets :func:`reszoo.predict` compile
@@ -47,8 +46,8 @@ __all__ = ["COMPILE_PAYS_AFTER_S", "CompilePolicy", "compile_model", "compile_pa
 logger = logging.getLogger(__name__)
 
 # Compile when the eager run of the remaining inputs, extrapolated from the first batch, would
-# take longer than this: a first compile of a ResNet-50 on a 2-core CPU takes ~30-60 s, a cached
-# one a few seconds, and a compiled forward saves a fraction of the eager time, not all of it.
+# take longer than this: a first compile of a 50-layer network on a 2-core CPU takes ~30-60 s, a
+# cached one a few seconds, and a compiled forward saves a fraction of the eager time, not all of it.
 COMPILE_PAYS_AFTER_S = 60.0
 
 
