@@ -236,3 +236,12 @@ def test_compiled_resnet_mnist_keeps_top1_on_mnist(digits) -> None:
     ref, got = _logits(reference, x), _logits(fast, x)
     assert float((got.argmax(-1) == ref.argmax(-1)).float().mean()) >= 0.999
     assert (got.softmax(-1) - ref.softmax(-1)).abs().max() < 0.05
+
+
+def test_cli_compile_choice_needs_the_fast_path(capsys) -> None:
+    from reszoo.cli import main as cli
+
+    assert cli(["predict", "resnet-mnist", str(DIGITS[0]), "--compile", "always"]) == 1
+    assert "--compile always applies to the fast path; add --optimize" in capsys.readouterr().err
+    assert cli(["predict", "resnet-mnist", str(DIGITS[0]), "--optimize", "--compile", "never", "--top-k", "1", "--json"]) == 0
+    assert '"label": "0"' in capsys.readouterr().out
