@@ -117,23 +117,52 @@ def cmd_card(args: argparse.Namespace) -> int:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     """Rows for every input: a table (or ``--json``) on stdout, or streamed to ``--out``. An input that
-    cannot be read is an error row; the run goes on, and exits 1 at the end, naming the first one."""
-    from .api import load
+    cannot be read is an error row; the run goes on, and exits 1 at the end, naming the first one.
+    Under torchrun, each process runs a shard and process 0 writes every row (:mod:`reszoo.distributed`)."""
+    from . import distributed
     from .errors import InputError
-    from .predict import Options, RowWriter, make_task, predict_groups
 
     if args.resume and not args.out:
         raise InputError("--resume continues an --out file; give --out FILE")
-    model = load(args.name, device=args.device, mirror=args.mirror, optimize=args.optimize)
+    if args.compile != "auto" and not args.optimize:
+        raise InputError(f"--compile {args.compile} applies to the fast path; add --optimize")
+    rank, _, processes = distributed.world()
+    if processes > 1:
+        distributed.join()
+    try:
+        return _predict(args, rank, processes)
+    finally:
+        distributed.leave()
+
+
+def _predict(args: argparse.Namespace, rank: int, processes: int) -> int:
+    from . import distributed
+    from .api import load
+    from .predict import Options, RowWriter, list_inputs, make_task, predict_groups
+
+    model = load(args.name, device=distributed.device_for(args.device), mirror=args.mirror, optimize=args.optimize)
+    if args.optimize and args.compile != "auto":
+        from .optimize import optimize
+
+        optimize(model, compile=args.compile == "always")
     out_dir = args.out_dir if args.out_dir is not None else "generated"
     task = make_task(model, Options(top_k=args.top_k, reference=args.reference, out_dir=out_dir, column=args.column))
-    writer = RowWriter(args.out, task.fields, resume=args.resume) if args.out else None
+    writer = RowWriter(args.out, task.fields, resume=args.resume) if args.out and rank == 0 else None
     rows: list[dict[str, Any]] = []
     inputs = failed = written = 0
     first_error = None
     try:
-        for group, error in predict_groups(model, list(args.inputs), task=task, batch_size=args.batch_size,
-                                           num_workers=args.num_workers, skip=writer.done if writer else ()):
+        common = dict(task=task, batch_size=args.batch_size, num_workers=args.num_workers)
+        if processes > 1:
+            skip = distributed.share(writer.done if writer else set())
+            items = list_inputs(list(args.inputs), task, skip)
+            distributed.check_inputs(len(items))
+            groups = distributed.gathered_groups(
+                predict_groups(model, list(args.inputs), skip=skip, shard=(rank, processes), progress=False, **common),
+                len(items), args.batch_size)
+        else:
+            groups = predict_groups(model, list(args.inputs), skip=writer.done if writer else (), **common)
+        for group, error in groups:
             inputs += 1
             if error is not None:
                 failed += 1
@@ -147,11 +176,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
     finally:
         if writer is not None:
             writer.close()
+    if rank != 0:
+        return 0  # process 0 reports for all
     if writer is None:
         _print_rows(rows, args.json)
     elif args.out != "-":
         skipped = f", {len(writer.done)} already there" if writer.done else ""
-        print(f"{written} rows for {inputs} inputs written to {args.out}{skipped}", file=sys.stderr)
+        shards = f" by {processes} processes" if processes > 1 else ""
+        print(f"{written} rows for {inputs} inputs written to {args.out}{shards}{skipped}", file=sys.stderr)
     if failed:
         noun = "input" if inputs == 1 else "inputs"
         print(f"reszoo: error: {failed} of {inputs} {noun} could not be predicted (see their error rows); "
@@ -337,7 +369,11 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--reference", default=None, help="embedding models: compare every input with this one")
     p.add_argument("--out-dir", default=None, help="generators: where the images go (default: generated/)")
     p.add_argument("--optimize", action="store_true",
-                   help="the fast path: batch norms folded, channels-last, bf16 on CPUs that have it (docs/inference.md)")
+                   help="the fast path: batch norms folded, channels-last, bf16 where the hardware has it, compiled "
+                        "where the input count pays (docs/inference.md)")
+    p.add_argument("--compile", choices=("auto", "always", "never"), default="auto",
+                   help="with --optimize: torch.compile with frozen weights when the inputs pay for it (auto), "
+                        "always, or never")
     p.add_argument("--device", default=None)
     p.add_argument("--mirror", default=None, help="mirror folder (default $RESZOO_MIRROR)")
     p.add_argument("--json", action="store_true", help="print the rows as one JSON array (without --out)")

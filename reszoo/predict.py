@@ -50,6 +50,7 @@ __all__ = [
     "describe",
     "domain_predict",
     "embedding_rows",
+    "list_inputs",
     "predict",
     "predict_groups",
     "read_lines",
@@ -383,27 +384,41 @@ def make_task(model: Any, options: Options) -> Task:
     return factory(model, options) if factory is not None else _legacy_task(domain, model, options)
 
 
+def list_inputs(inputs: Any, task: Task, skip: Iterable[str] = ()) -> list[tuple[int, str, Any]]:
+    """``(index, unique name, value)`` of every input the arguments stand for, in order, less the
+    names in ``skip``: what :func:`predict_groups` runs (values are read later, batch by batch)."""
+    # One input (a path, text, tensor, array, image, (waveform, sample_rate)), or a list or iterator of them.
+    if not isinstance(inputs, list | Iterator):
+        inputs = [inputs]
+    skip = set(skip)
+    return [item for item in _unique(_expand(inputs, task)) if item[1] not in skip]
+
+
 def predict_groups(model: Any, inputs: Any, *, task: Task | None = None, batch_size: int = 32, num_workers: int = 0,
                    skip: Iterable[str] = (), progress: bool | None = None, options: Options | None = None,
-                   device: Any = None, mirror: Any = None
+                   device: Any = None, mirror: Any = None, shard: tuple[int, int] | None = None
                    ) -> Iterator[tuple[list[dict[str, Any]], BaseException | None]]:
     """``(rows, error)`` of each input, in order (see :func:`predict`; ``skip``: names not to run):
-    its row group, and the exception behind its error row (None when it has none)."""
+    its row group, and the exception behind its error row (None when it has none). ``shard``
+    ``(rank, world)``: only the batches ``rank``, ``rank + world``, ... of the inputs (one process
+    of a multi-process run, :mod:`reszoo.distributed`)."""
     import torch
 
     _check_count("batch_size", batch_size, 1)
     _check_count("num_workers", num_workers, 0)
     model = _resolve(model, device, mirror)
     task = task or make_task(model, options or Options())
-    # One input (a path, text, tensor, array, image, (waveform, sample_rate)), or a list or iterator of them.
-    if not isinstance(inputs, list | Iterator):
-        inputs = [inputs]
-    skip = set(skip)
-    items = [item for item in _unique(_expand(inputs, task)) if item[1] not in skip]
+    items = list_inputs(inputs, task, skip)
+    if shard is not None:
+        rank, world = shard
+        items = [item for i, item in enumerate(items) if (i // batch_size) % world == rank]
     if not items:
         return
     loader = torch.utils.data.DataLoader(_Inputs(items, task.read), batch_size=batch_size, num_workers=num_workers,
                                          collate_fn=_as_list, shuffle=False, multiprocessing_context=_context(num_workers))
+    from .optimize import CompilePolicy
+
+    policy = CompilePolicy.wanted(model, len(items))  # an optimized model compiles when the input count pays
     bar = _progress(len(items), progress)
     was_training = getattr(model, "training", False)
     if was_training:
@@ -413,8 +428,11 @@ def predict_groups(model: Any, inputs: Any, *, task: Task | None = None, batch_s
             ok = [i for i, (_, sample) in enumerate(batch) if not isinstance(sample, _Failure)]
             # Inference mode around the model only: a generator suspended at a yield inside it would
             # leave it on for the caller's code.
+            started = time.perf_counter()
             with torch.inference_mode():
                 results = dict(zip(ok, _run_isolated(task, [batch[i][1] for i in ok]) if ok else [], strict=True))
+            if policy is not None and ok:
+                policy.after_batch(started, len(ok))
             for i, (name, sample) in enumerate(batch):
                 result = sample.error if isinstance(sample, _Failure) else results[i]
                 if isinstance(result, BaseException):

@@ -397,3 +397,34 @@ def test_features_only_from_load_and_reset_classifier(mnist) -> None:
     model.reset_classifier(0)
     rows = list(reszoo.predict(model, DIGITS[:2], reference=DIGITS[0]))  # no head: an embedding model
     assert rows[0]["score"] == pytest.approx(1.0, abs=1e-6) and rows[1]["score"] < 1
+
+
+# --------------------------------------------------------------------------- several processes
+
+
+def test_torchrun_two_processes_write_the_rows_of_one_in_input_order(tmp_path: Path) -> None:
+    """`torchrun --nproc-per-node 2 -m reszoo.cli predict` (gloo, CPU): each process runs every other
+    batch, process 0 writes all rows, in input order, the same file one process writes (an
+    unreadable input included); --resume continues it across processes."""
+    import os
+    import subprocess
+    import sys
+
+    folder = tmp_path / "digits"
+    folder.mkdir()
+    for path in DIGITS:
+        shutil.copy(path, folder / path.name)
+    (folder / "digit_5_broken.png").write_bytes(b"not a png")  # an error row in the middle
+    args = ["predict", "resnet-mnist", str(folder), "--batch-size", "2", "--top-k", "2"]
+    assert cli([*args, "--out", str(tmp_path / "one.jsonl")]) == 1  # exit 1: one input failed
+    one = (tmp_path / "one.jsonl").read_text()
+    kept = one.splitlines()[:6]  # 3 inputs' groups, the last one run again (resume cannot tell it is whole)
+    (tmp_path / "two.jsonl").write_text("\n".join(kept) + "\n")
+    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "reszoo.cli",
+           *args, "--out", str(tmp_path / "two.jsonl"), "--resume"]
+    proc = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0 and "1 of 9 inputs could not be predicted" in proc.stderr, proc.stderr[:3000]
+    assert "by 2 processes, 2 already there" in proc.stderr
+    assert (tmp_path / "two.jsonl").read_text() == one
+    assert len({json.loads(line)["input"] for line in one.splitlines()}) == 11

@@ -31,6 +31,10 @@ class Agent(nn.Module):
     """
 
     kind: str = "discrete"  # "discrete" | "continuous"
+    # The fast path (reszoo.optimize) keeps agents in float32 and eager: their networks are a few
+    # narrow layers, where casts and graph launches cost more than bf16 or a compiled graph saves,
+    # and a greedy action must not flip between two near-equal logits.
+    fast_methods: tuple[str, ...] = ()
 
     def __init__(self, observation_shape: tuple[int, ...], observation_dtype: torch.dtype = torch.float32,
                  n_actions: int | None = None, action_shape: tuple[int, ...] | None = None) -> None:

@@ -166,6 +166,9 @@ class ECAPATDNN(nn.Module):
     and pooling statistics, as in SpeechBrain.
     """
 
+    # What the fast path (reszoo.optimize) runs in bfloat16 and compiles: embed, verify and predict call forward_embedding.
+    fast_methods = ("forward", "forward_embedding")
+
     head_prefixes: tuple[str, ...] = ("head.",)
 
     def __init__(self, input_size: int = 80, channels: Sequence[int] = (512, 512, 512, 512, 1536),

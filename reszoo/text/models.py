@@ -202,6 +202,9 @@ class TextEncoder(nn.Module):
     ``forward_features`` gives the token states ``[B, L, hidden]`` in every case.
     """
 
+    # What the fast path (reszoo.optimize) runs in bfloat16 and compiles: encode and predict call forward_features.
+    fast_methods = ("forward", "forward_features")
+
     head_prefixes: tuple[str, ...] = ("head.",)
 
     def __init__(
