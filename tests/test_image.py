@@ -207,6 +207,19 @@ def test_preprocess_tensor_inputs() -> None:
                           (chw.float() / 255).expand(1, 3, 28, 28), atol=1e-6)
 
 
+@pytest.mark.parametrize("channels", [1, 3])
+def test_images_already_at_size_skip_the_pipeline_with_the_same_numbers(channels: int) -> None:
+    """PIL images at the output size (resize and crop are identities) take a shortcut: identical tensors."""
+    stats = {"mean": IMAGENET_MEAN, "std": IMAGENET_STD} if channels == 3 else {"mean": [0.1307], "std": [0.3081]}
+    pre = ImagePreprocess({"size": 28, "resize": 28, "channels": channels, **stats})
+    rng = np.random.default_rng(0)
+    for mode in ("L", "RGB", "RGBA", "P"):
+        img = Image.fromarray(rng.integers(0, 256, (28, 28, 3), dtype=np.uint8)).convert(mode)
+        pipeline = pre._transform(pre._to_image(img)).as_subclass(torch.Tensor).unsqueeze(0)
+        out = pre(img)
+        assert out.shape == (1, channels, 28, 28) and out.is_contiguous() and torch.equal(out, pipeline), mode
+
+
 def test_preprocess_bad_inputs(tmp_path: Path) -> None:
     pre = ImagePreprocess({"size": 224, "crop_pct": 0.95, "interpolation": "bicubic", "mean": IMAGENET_MEAN, "std": IMAGENET_STD})
     with pytest.raises(FileNotFoundError, match="no such image file: .*missing.png"):
