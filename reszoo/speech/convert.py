@@ -364,7 +364,11 @@ def check_nemo_entry(spec: NemoCTC, entry: Any) -> None:
         ours = MelConfig.from_preprocess(dict(entry.preprocess or {}))
     except ValueError as err:
         raise ConversionError(f"nemo: {entry.name}: the entry's preprocess is not a nemo-mel front end ({err})") from None
-    theirs = dataclasses.replace(spec.preprocess, min_ms=ours.min_ms)
+    # Dither acts only in training, min_ms is reszoo's input check, f_max None means sample_rate / 2.
+    def effective(cfg: MelConfig) -> MelConfig:
+        return dataclasses.replace(cfg, min_ms=0.0, dither=0.0, f_max=cfg.f_max or cfg.sample_rate / 2)
+
+    ours, theirs = effective(ours), effective(spec.preprocess)
     if ours != theirs:
         diff = [f"{f.name} {getattr(ours, f.name)!r} (archive: {getattr(theirs, f.name)!r})"
                 for f in dataclasses.fields(ours) if getattr(ours, f.name) != getattr(theirs, f.name)]
@@ -380,7 +384,7 @@ def check_nemo_entry(spec: NemoCTC, entry: Any) -> None:
         elif isinstance(m, nn.BatchNorm1d):
             found[name] = ("bn", (m.num_features,), {"eps": m.eps})
     expected = nemo_ctc_layers(spec)
-    for name in sorted(set(expected) | set(found), key=lambda n: (n not in expected, n)):
+    for name in [*expected, *(n for n in found if n not in expected)]:  # the first difference in layer order
         if expected.get(name) != found.get(name):
             raise ConversionError(f"nemo: {entry.name}: arch {entry.arch} {entry.arch_args} does not build the archive's "
                                   f"network: layer {name} is {found.get(name) or 'absent'} in reszoo, "
