@@ -442,7 +442,7 @@ def test_the_entry_check_names_the_difference(small_state, tmp_path):
         (dataclasses.replace(entry, labels=tuple(reversed(LABELS))), "labels differ"),
         (dataclasses.replace(entry, preprocess={**entry.preprocess, "n_fft": 400}), r"n_fft 400 \(archive: 512\)"),
         (dataclasses.replace(entry, preprocess={"kind": "fbank"}), "not a nemo-mel front end"),
-        (dataclasses.replace(entry, arch="quartznet5x5"), "encoder.encoder.0.mconv.0.conv"),
+        (dataclasses.replace(entry, arch="quartznet5x5"), r"layer encoder\.encoder\.0\.mconv\.1\.conv is .*\(256, 64, 1\)"),
     ]
     for bad, match in cases:
         with pytest.raises(ConversionError, match=match):
