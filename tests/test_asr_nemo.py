@@ -34,7 +34,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: one torch thread
 
 ENTRY = "quartznet15x5-librispeech"
 LABELS = [" ", *"abcdefghijklmnopqrstuvwxyz", "'"]
-FRONT_END_TOL = 5e-5  # measured: 7e-6 on FSDD, 3e-6 on the synthetic signal (float32 rounding)
+FRONT_END_TOL = 1e-4  # measured: 3.1e-5 at worst over 120 FSDD recordings, 1.7e-6 on the synthetic batch (float32)
 LOGPROB_TOL = 1e-4
 
 
@@ -75,19 +75,24 @@ def nemo_config(arch: str = "quartznet_small", labels: list[str] = LABELS) -> di
 
 
 def random_weights(model: torch.nn.Module, seed: int) -> dict[str, torch.Tensor]:
-    """reszoo's random initialisation (He, so that the outputs are far from uniform) with random batch-norm
-    statistics and affine parameters: weights every layer of which shows in the output."""
+    """Random weights every layer of which shows in the output: reszoo's initialisation (He, so that the
+    outputs are far from uniform), random batch-norm scales and shifts, and running statistics measured on
+    random features (one pass in training mode), so that activations keep their scale through the stack."""
     torch.manual_seed(seed)
-    if hasattr(model, "reset_parameters"):
-        model.reset_parameters()
+    model.reset_parameters()
     g = torch.Generator().manual_seed(seed)
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm1d)]
     with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, torch.nn.BatchNorm1d):
-                m.running_mean.normal_(0, 0.2, generator=g)
-                m.running_var.uniform_(0.5, 2.0, generator=g)
-                m.weight.uniform_(0.5, 1.5, generator=g)
-                m.bias.normal_(0, 0.2, generator=g)
+        for m in norms:
+            m.reset_running_stats()
+            m.momentum = None  # a cumulative average over the calibration pass
+            m.weight.uniform_(0.5, 1.5, generator=g)
+            m.bias.normal_(0, 0.2, generator=g)
+        model.train()
+        model(torch.randn(4, 64, 200, generator=g), torch.tensor([200, 170, 120, 90]))
+        model.eval()
+        for m in norms:
+            m.momentum = 0.1
     return {k: v.clone() for k, v in model.state_dict().items()}
 
 
@@ -218,7 +223,8 @@ def test_encoder_decoder_match_nemo_on_the_same_random_weights(nemo_asr, arch):
         log_probs, out_len = ours(feats, lengths)
     assert torch.equal(out_len, ref_len) and out_len.tolist() == [80, 62, 24]
     assert log_probs.shape == ref.shape == (3, 80, 29)
-    assert log_probs.std() > 1.0  # far from uniform: every layer matters
+    # Far from uniform (1/29) and varied: the weights decide every frame's symbol.
+    assert log_probs.exp().amax(-1).mean() > 0.1 and log_probs.argmax(-1).unique().numel() > 10
     for i, n in enumerate(out_len.tolist()):
         assert (log_probs[i, :n] - ref[i, :n]).abs().max() <= LOGPROB_TOL
 
