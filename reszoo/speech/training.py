@@ -26,7 +26,7 @@ from torch import Tensor, nn
 
 from .preprocess import pad_features
 
-__all__ = ["AAMSoftmax", "AAMSoftmaxLoss", "CRITERIA", "CTCLoss", "CosineHead", "SpecAugment", "aam_softmax_loss", "eer",
+__all__ = ["AAMSoftmax", "AAMSoftmaxLoss", "CRITERIA", "CTCLoss", "CosineHead", "SpecAugment", "SpectrogramAugmentation", "aam_softmax_loss", "eer",
            "pair_scores", "spec_augment"]
 
 
@@ -203,6 +203,37 @@ class SpecAugment:
                 for i in range(feats.shape[0])]
         out, rel = pad_features(kept, dtype=lengths.dtype, device=lengths.device)
         return {**inputs, "feats": out, "lengths": rel}
+
+
+class SpectrogramAugmentation:
+    """NeMo's ``SpectrogramAugmentation`` for recogniser batches ``{"feats": (batch, n_mels,
+    frames), "lengths": frame counts}``: ``freq_masks`` bands of up to ``freq_width`` mel bins
+    and ``time_masks`` spans of up to ``time_width`` of each utterance's frames, set to zero;
+    for ``reszoo.finetune(..., augment=SpectrogramAugmentation())``. Draws from torch's RNG
+    (seeded by the run, saved in its checkpoints)."""
+
+    def __init__(self, freq_masks: int = 2, freq_width: int = 15, time_masks: int = 2, time_width: float = 0.05) -> None:
+        self.freq_masks, self.freq_width = freq_masks, freq_width
+        self.time_masks, self.time_width = time_masks, time_width
+
+    def __repr__(self) -> str:
+        return (f"SpectrogramAugmentation(freq_masks={self.freq_masks}, freq_width={self.freq_width}, "
+                f"time_masks={self.time_masks}, time_width={self.time_width})")
+
+    def __call__(self, inputs: dict[str, Tensor]) -> dict[str, Tensor]:
+        feats = inputs["feats"].clone()
+        bins = feats.shape[1]
+        for i, length in enumerate(inputs["lengths"].tolist()):
+            for _ in range(self.freq_masks):
+                width = int(torch.randint(0, self.freq_width + 1, ()))
+                lo = int(torch.randint(0, max(1, bins - width + 1), ()))
+                feats[i, lo:lo + width, :] = 0.0
+            most = max(1, int(self.time_width * length))
+            for _ in range(self.time_masks):
+                width = int(torch.randint(0, most + 1, ()))
+                lo = int(torch.randint(0, max(1, length - width + 1), ()))
+                feats[i, :, lo:lo + width] = 0.0
+        return {**inputs, "feats": feats}
 
 
 # --------------------------------------------------------------------------- equal error rate
