@@ -37,6 +37,7 @@ from helpers import ROOT, architectures
 from hub import validate_card
 from reszoo import domains
 from reszoo.nn import ResidualBlock, residual_blocks
+from reszoo.speech.quartznet import QuartzNet
 from reszoo.registry import Entry, info
 
 ARCHS = architectures()
@@ -57,9 +58,13 @@ NARROW: dict[str, dict[str, Any]] = {
     "speech": {"input_size": 16, "attention_channels": 8, "se_channels": 8, "embed_dim": 8},
     "gan": {"ch": 8},
 }
+# Architectures the domain's narrowing does not apply to (other knobs), with their own (or none).
+NARROW_ARCH: dict[tuple[str, str], dict[str, Any]] = {
+    ("speech", "quartznet15x5"): {}, ("speech", "quartznet5x5"): {}, ("speech", "quartznet_small"): {},
+}
 BIG = 2_000_000  # parameters: an entry's model above this is built with narrow layers for CPU checks
 # Where a residual block keeps the modules that only exist to make the addition possible.
-SHORTCUT_NAMES = ("downsample", "shortcut", "projection")
+SHORTCUT_NAMES = ("downsample", "shortcut", "projection", "res")  # res: NeMo's Jasper/QuartzNet name
 HEAVY = ("torchvision", "torchaudio", "transformers", "timm", "gymnasium", "peft", "matplotlib", "tokenizers",
          "sentence_transformers", "speechbrain", "soundfile", "stable_baselines3", "imageio", "PIL", "scipy",
          "pytorch_pretrained_biggan")
@@ -94,7 +99,7 @@ def _settle_spectral_norms(model: nn.Module, steps: int = 10) -> None:
 
 def narrow_args(domain: str, arch: str, args: dict[str, Any]) -> dict[str, Any]:
     """``args`` with the domain's narrow layers on top (their depth and layout unchanged)."""
-    out = {**args, **NARROW.get(domain, {})}
+    out = {**args, **NARROW_ARCH.get((domain, arch), NARROW.get(domain, {}))}
     if domain == "image":  # 64-512 channels per stage on ImageNet; 8 keeps every block and projection
         stages = len(build(domain, arch, args, "meta").stage_names)
         out |= {"widths": (8,) * stages, "stem_width": 8}
@@ -154,6 +159,8 @@ def forward(domain: str, model: nn.Module) -> list[Tensor]:
         out = model(torch.rand(2, model.conv1.in_channels, 32, 32, generator=g))
     elif domain == "text":
         out = model(torch.randint(1, model.cfg.vocab_size, (2, 8), generator=g))
+    elif isinstance(model, QuartzNet):  # features (batch, n_mels, frames) and each recording's frame count
+        out = model(torch.randn(2, model.feat_in, 40, generator=g), torch.tensor([40, 31]))
     elif domain == "speech":
         out = model(torch.randn(2, 40, model.config["input_size"], generator=g))
     elif domain == "rl":
@@ -238,7 +245,8 @@ def assert_head_replaced(default: nn.Module, replaced: nn.Module, num_classes: i
     changed = sorted(k for k in set(a) | set(b) if k not in a or k not in b or a[k].shape != b[k].shape)
     assert all(k.startswith(head) for k in changed), f"num_classes changed more than the head {head}: {changed}"
     weights = {v.shape[0] for k, v in b.items() if k.startswith(head) and k.endswith("weight")}
-    assert weights == {num_classes}, (head, weights)
+    blank = 1 if hasattr(replaced, "blank") else 0  # a CTC head: the vocabulary and the blank
+    assert weights == {num_classes + blank}, (head, weights)
 
 
 # --------------------------------------------------------------------------- the checks themselves
@@ -370,7 +378,10 @@ def test_arch_num_classes_replaces_only_the_head(domain: str, arch: str) -> None
         pytest.skip(f"{type(default).__name__} has no classifier head (head_prefixes is empty)")
     replaced = build(domain, arch, {**small_args(domain, arch), "num_classes": 7})
     assert_head_replaced(default, replaced, 7)
-    assert outputs(domain, replaced)[0].shape == (2, 7)
+    if hasattr(replaced, "blank"):  # CTC: per-frame log-probabilities over the vocabulary and the blank
+        assert outputs(domain, replaced)[0].shape[::2] == (2, 8)
+    else:
+        assert outputs(domain, replaced)[0].shape == (2, 7)
 
 
 # --------------------------------------------------------------------------- every registry entry

@@ -29,6 +29,8 @@ from torch import Tensor, nn
 
 from ..domains import Registry
 from ..nn import ResidualBlock
+from .quartznet import QUARTZNET_5X5, QUARTZNET_15X5, QUARTZNET_SMALL, QuartzNet
+from .quartznet import build as build_quartznet
 
 # Every architecture of the domain, registered where it is defined (registry entries name them in ``arch``).
 archs: Registry[Callable[..., nn.Module]] = Registry("architecture")
@@ -292,3 +294,26 @@ def tdnn_small(residual: bool = True, num_classes: int = 10, **kwargs: Any) -> E
                                attention_channels=64, res2net_scale=4, se_channels=32, embed_dim=64)
     cfg.update(kwargs)
     return ECAPATDNN(residual=residual, num_classes=num_classes, **cfg)
+
+
+# --------------------------------------------------------------------------- speech recognition (quartznet.py)
+
+
+@archs.register
+def quartznet15x5(*, num_classes: int = 28, feat_in: int = 64, residual: bool = True, dropout: float = 0.0) -> QuartzNet:
+    """QuartzNet 15x5 (18.9 M parameters): NVIDIA's stt_en_quartznet15x5 layout."""
+    return build_quartznet(QUARTZNET_15X5, num_classes=num_classes, feat_in=feat_in, residual=residual, dropout=dropout)
+
+
+@archs.register
+def quartznet5x5(*, num_classes: int = 28, feat_in: int = 64, residual: bool = True, dropout: float = 0.0) -> QuartzNet:
+    """QuartzNet 5x5 (6.7 M parameters): each of the five block groups once."""
+    return build_quartznet(QUARTZNET_5X5, num_classes=num_classes, feat_in=feat_in, residual=residual, dropout=dropout)
+
+
+@archs.register
+def quartznet_small(*, num_classes: int = 28, feat_in: int = 64, residual: bool = True,
+                    dropout: float = 0.0) -> QuartzNet:
+    """A narrow QuartzNet (three residual blocks of three sub-blocks, 128-192 channels) for small vocabularies."""
+    return build_quartznet(QUARTZNET_SMALL, num_classes=num_classes, feat_in=feat_in, residual=residual,
+                           dropout=dropout)
