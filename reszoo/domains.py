@@ -22,7 +22,9 @@ read from the entry points without importing any domain) and reaches a domain on
     from the checkpoint with ``assign=True``.
 ``convert.py`` (optional: no upstream checkpoints, no converters)
     ``converters = Registry(...)``: upstream checkpoint layouts onto reszoo's, each registered with
-    ``@converters.register("name")`` (an entry's ``weights.converter`` names one).
+    ``@converters.register("name")`` (an entry's ``weights.converter`` names one). A converter takes the
+    checkpoint's state dict, or for ``format: tar`` weights a :class:`reszoo.checkpoints.TarArchive`
+    (which carries the entry, to check the archive's own model description against it).
 ``preprocess.py``
     ``build_preprocess(entry) -> Callable``: raw input (a path, PIL image, text, waveform,
     observation …) to model input, from ``entry.preprocess``. Settings used at run time that are
