@@ -92,9 +92,10 @@ def frame_shift(model: Any, frames: int, out_frames: int) -> float:
     """Seconds between the encoder's output frames: the front end's hop times the encoder's
     stride (``model.stride`` when it says, else the ratio of input to output frames)."""
     pre = model.preprocess
-    hop = getattr(pre, "hop_seconds", None)
-    if hop is None:
-        raise TypeError(f"{type(pre).__name__} does not say its hop (hop_seconds); word timestamps need it")
+    hop_ms = getattr(getattr(pre, "cfg", None), "hop_ms", None)
+    if hop_ms is None:
+        raise TypeError(f"{type(pre).__name__} does not say its hop (cfg.hop_ms); word timestamps need it")
+    hop = hop_ms / 1000
     stride = getattr(model, "stride", None) or max(1, round(frames / max(1, out_frames)))
     return float(hop) * int(stride)
 
