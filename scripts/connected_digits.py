@@ -13,6 +13,8 @@ official one: ``train`` draws from takes 5-49, ``test`` from takes 0-4 (never tr
 
     python -m scripts.connected_digits OUT --train 600 --test 200   # WAVs + NeMo manifests per speaker
 
+    python -m scripts.connected_digits --examples examples/speech/connected   # the bundled examples
+
 writes ``OUT/<split>/<speaker>/<id>.wav`` (16-bit PCM, 16 kHz) and ``OUT/<split>-<speaker>.jsonl``
 (NeMo manifests: ``audio_filepath`` relative to the manifest, ``duration``, ``text``).
 """
@@ -154,14 +156,61 @@ def build(out: Path, *, train: int, test: int, seed: int = 0, data: Path | None 
     return manifests
 
 
+EXAMPLE_SPEAKERS = ("jackson", "lucas", "nicolas", "theo")  # seen by the published model (george held out)
+EXAMPLES_README = """# Connected-digit examples
+
+Utterances of connected spoken digits made by `scripts/connected_digits.py` (`python -m
+scripts.connected_digits --examples examples/speech/connected`): for each of {speakers}, the
+first utterance of 3 digits in the test split (seed 0), i.e. FSDD recordings of takes 0-4 (FSDD's
+official test takes, which no reszoo model trained on), resampled to 16 kHz and joined by
+silences. 16-bit PCM WAV, 16 kHz. The name is the transcript (words joined by `-`) and the speaker.
+
+{listing}
+
+Made from the Free Spoken Digit Dataset (FSDD), repository `Jakobovski/free-spoken-digit-dataset`
+at commit `26eb9aaf76e81b692f806f9140c2d2777410d7a1`. License: Creative Commons
+Attribution-ShareAlike 4.0 International (CC BY-SA 4.0). Credit: the Free Spoken Digit Dataset and
+its contributors, https://github.com/Jakobovski/free-spoken-digit-dataset.
+
+    reszoo predict quartznet-fsdd-digits examples/speech/connected/*.wav
+"""
+
+
+def write_examples(out: Path, data: Path | None = None, seed: int = 0) -> list[Path]:
+    """The bundled examples: per speaker of :data:`EXAMPLE_SPEAKERS`, the first 3-digit test
+    utterance, as ``<words joined by ->_<speaker>.wav`` with a README listing what each is made of."""
+    import soundfile
+
+    recordings = fsdd_recordings(data)
+    recording = RecordingCache(recordings[0]["path"].parent)
+    out.mkdir(parents=True, exist_ok=True)
+    written, lines = [], []
+    for speaker in EXAMPLE_SPEAKERS:
+        utt = next(u for u in plan(recordings, speaker, "test", 100, seed) if len(u.recordings) == 3)
+        path = out / f"{utt.text.replace(' ', '-')}_{speaker}.wav"
+        soundfile.write(str(path), render(utt, recording), RATE, subtype="PCM_16")
+        written.append(path)
+        lines.append(f"- `{path.name}`: {utt.id}, recordings {', '.join(utt.recordings)}, silences {list(utt.pauses_ms)} ms")
+    (out / "README.md").write_text(EXAMPLES_README.format(speakers=", ".join(EXAMPLE_SPEAKERS), listing="\n".join(lines)),
+                                   encoding="utf-8")
+    return written
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m scripts.connected_digits", description=__doc__.split("\n\n")[0])
-    p.add_argument("out", type=Path)
+    p.add_argument("out", type=Path, nargs="?", help="where to write the data set")
+    p.add_argument("--examples", type=Path, default=None, help="write the bundled examples into this folder instead")
     p.add_argument("--train", type=int, default=600, help="utterances per speaker from the train takes (5-49)")
     p.add_argument("--test", type=int, default=200, help="utterances per speaker from the test takes (0-4)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data", type=Path, default=None, help="FSDD folder holding recordings/ (default ../shared/data/fsdd)")
     args = p.parse_args(argv)
+    if args.examples is not None:
+        for path in write_examples(args.examples, args.data, args.seed):
+            print(path)
+        return 0
+    if args.out is None:
+        p.error("give OUT (the data set's folder) or --examples DIR")
     try:
         manifests = build(args.out, train=args.train, test=args.test, seed=args.seed, data=args.data)
     except FileNotFoundError as err:
