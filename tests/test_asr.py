@@ -211,3 +211,147 @@ def test_manifest_text_outside_the_vocabulary_is_refused(tmp_path: Path) -> None
     empty.write_text("\n")
     with pytest.raises(DataError, match="holds no manifest lines"):
         read(empty)
+
+
+# --------------------------------------------------------------------------- the bundled recogniser
+
+CONNECTED = sorted((ROOT / "examples" / "speech" / "connected").glob("*.wav"))
+
+
+def spoken(path: Path) -> str:
+    """The transcript an example's name holds: ``six-eight-eight_jackson.wav`` -> "six eight eight"."""
+    return path.stem.split("_")[0].replace("-", " ")
+
+
+@pytest.fixture(scope="module")
+def recogniser() -> torch.nn.Module:
+    import reszoo
+
+    return reszoo.load("quartznet-fsdd-digits")
+
+
+def test_bundled_recogniser_transcribes_the_examples_offline(hub, offline) -> None:
+    import reszoo
+
+    hub.reset_count()
+    model = reszoo.load("quartznet-fsdd-digits")
+    assert len(CONNECTED) == 4
+    assert model.transcribe([str(p) for p in CONNECTED]) == [spoken(p) for p in CONNECTED]
+    assert hub.request_count == 0
+
+
+def test_batching_does_not_change_a_transcript(recogniser) -> None:
+    texts = recogniser.transcribe([str(p) for p in CONNECTED], batch_size=4)
+    assert [recogniser.transcribe(str(p)) for p in CONNECTED] == texts
+
+
+def test_word_timestamps_fall_on_the_digits_recordings(recogniser) -> None:
+    """The example's README says which recordings and silences it is made of: each word must be
+    placed on its own recording (to within two output frames, 40 ms)."""
+    import soundfile
+
+    readme = (ROOT / "examples" / "speech" / "connected" / "README.md").read_text()
+    for path in CONNECTED:
+        line = next(x for x in readme.splitlines() if x.startswith(f"- `{path.name}`"))
+        names = line.split("recordings ")[1].split(", silences")[0].split(", ")
+        pauses = json.loads(line.split("silences ")[1].split(" ms")[0])
+        fsdd = need_data("fsdd/recordings")
+        spans, t = [], 0.0
+        for pause, name in zip(pauses, names):
+            t += pause / 1000
+            seconds = soundfile.info(str(fsdd / name)).duration
+            spans.append((t, t + seconds))
+            t += seconds
+        out = recogniser.transcribe(str(path), timestamps=True)
+        assert out["text"] == spoken(path) and [w["word"] for w in out["words"]] == spoken(path).split()
+        for word, (start, end) in zip(out["words"], spans):
+            assert start - 0.04 <= word["start"] < word["end"] <= end + 0.04, (path.name, word, (start, end))
+
+
+def test_predict_rows_and_cli(recogniser) -> None:
+    import reszoo
+
+    rows = list(reszoo.predict(recogniser, [str(p) for p in CONNECTED], batch_size=3))
+    assert rows == [{"input": str(p), "text": spoken(p)} for p in CONNECTED]
+    proc = subprocess.run([sys.executable, "-m", "reszoo.cli", "predict", "quartznet-fsdd-digits", *map(str, CONNECTED),
+                           "--json"], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert [json.loads(x) for x in proc.stdout.splitlines()] == rows
+
+
+# --------------------------------------------------------------------------- fine-tuning on manifests
+
+
+@pytest.fixture(scope="module")
+def manifests(tmp_path_factory) -> tuple[Path, Path]:
+    """A tiny connected-digit set: 6 training utterances of theo (takes 5-49), 3 validation ones (takes 0-4)."""
+    from scripts.connected_digits import RecordingCache, plan, write_manifest
+
+    recs = fsdd_recordings()
+    cache = RecordingCache(recs[0]["path"].parent)
+    root = tmp_path_factory.mktemp("manifests")
+    train = write_manifest(plan(recs, "theo", "train", 6), cache, root / "audio", root / "train.jsonl")
+    val = write_manifest(plan(recs, "theo", "test", 3), cache, root / "audio", root / "val.jsonl")
+    return train, val
+
+
+def test_ctc_finetuning_lowers_the_loss_and_reports_wer(manifests) -> None:
+    import reszoo
+    from scripts.connected_digits import VOCABULARY
+
+    train, val = manifests
+    result = reszoo.finetune("quartznet-fsdd-digits", str(train), str(val), pretrained=False, epochs=4, batch_size=3,
+                             lr=3e-3, cpu=True, progress=False, seed=0)
+    losses = [r["train_loss"] for r in result.history]
+    assert losses[-1] < losses[0]
+    assert {"val_loss", "val_wer", "val_cer"} <= set(result.metrics) and result.metrics["val_n"] == 3
+    assert tuple(result.model.labels) == VOCABULARY  # the text's own characters
+    assert isinstance(result.model.transcribe(str(train.parent / json.loads(val.read_text().splitlines()[0])["audio_filepath"])), str)
+    assert [m.metric for m in result.entry.metrics] == ["wer", "cer"]
+
+
+def test_a_given_vocabulary_replaces_the_decoder_head(manifests) -> None:
+    import reszoo
+    from reszoo.finetune import OptionsError
+
+    train, val = manifests
+    letters = " abcdefghijklmnopqrstuvwxyz'"
+    result = reszoo.finetune("quartznet-fsdd-digits", str(train), str(val), pretrained=False, epochs=1, batch_size=3,
+                             cpu=True, progress=False, vocabulary=letters)
+    assert "".join(result.model.labels) == letters
+    assert result.model.decoder.decoder_layers[0].out_channels == len(letters) + 1  # + the blank
+    with pytest.raises(DataError, match=r"train\.jsonl line 1: character\(s\) '.*' are not in the vocabulary \(' eino'\)"):
+        reszoo.finetune("quartznet-fsdd-digits", str(train), pretrained=False, epochs=1, cpu=True, vocabulary=" eino")
+    with pytest.raises(OptionsError, match="vocabulary is for sequence data"):
+        reszoo.finetune("tdnn-fsdd-digits", [("a.wav", "0"), ("b.wav", "1")], vocabulary="ab", cpu=True)
+
+
+def test_cli_finetune_on_manifests_saves_a_loadable_recogniser(manifests, tmp_path: Path) -> None:
+    import reszoo
+    from reszoo.cli import main as cli
+
+    train, val = manifests
+    out = tmp_path / "run"
+    assert cli(["finetune", "quartznet-fsdd-digits", "--data", str(train), "--val", str(val), "--from-scratch",
+                "--epochs", "1", "--batch-size", "3", "--out", str(out), "--cpu", "--no-progress"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["num_train"] == 6 and summary["num_val"] == 3 and "val_wer" in summary
+    model = reszoo.load(str(out))
+    assert model.entry.task == TASK and "".join(model.labels) == "".join(summary["classes"])
+    assert isinstance(model.transcribe(str(CONNECTED[0])), str)
+
+
+def test_two_processes_finetune_a_recogniser(manifests, tmp_path: Path) -> None:
+    """torchrun, 2 CPU processes (gloo): sequence targets are sharded and the WER is summed over both."""
+    import os
+
+    train, val = manifests
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "reszoo.cli",
+           "finetune", "quartznet-fsdd-digits", "--data", str(train), "--val", str(val), "--from-scratch", "--epochs", "1",
+           "--batch-size", "3", "--out", str(tmp_path / "ddp"), "--cpu", "--no-progress", "--batchnorm", "frozen"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "2 process(es)" in proc.stdout
+    summary = json.loads((tmp_path / "ddp" / "summary.json").read_text())
+    assert summary["processes"] == 2 and summary["val_n"] >= 3 and 0 <= summary["val_wer"]
