@@ -9,7 +9,7 @@ read, resample or featurise audio. See docs/speech.md.
 
 from __future__ import annotations
 
-from ..domains import ClassFolders, Domain, FinetuneSpec, RuntimeSetting, is_number, lazy_exports
+from ..domains import ClassFolders, Domain, FinetuneSpec, Manifest, RuntimeSetting, is_number, lazy_exports
 from .predict import predict
 
 AUDIO_EXTENSIONS = frozenset({".wav", ".flac", ".ogg", ".mp3", ".aif", ".aiff"})
@@ -31,6 +31,14 @@ DOMAIN = Domain(
         adapter="reszoo.speech.finetune:SpeechAdapter",
         usage='print(model.classify("clip.wav", top_k=3))   # [(label, probability), ...]',
     ),
+    # Recognisers train on NeMo-style manifests of audio files and transcripts, with CTC.
+    finetune_tasks={"automatic-speech-recognition": FinetuneSpec(
+        task="automatic-speech-recognition",
+        data=Manifest(AUDIO_EXTENSIONS, kind="audio"),
+        adapter="reszoo.speech.finetune:RecognitionAdapter",
+        usage='print(model.transcribe("clip.wav"))   # the text',
+        criterion="ctc",
+    )},
     runtime={"verify_threshold": RuntimeSetting(
         "the cosine score at or above which `model.verify` says 'same speaker'",
         lambda v: None if is_number(v) and -1 <= v <= 1 else "expected a cosine score in [-1, 1]",
