@@ -254,6 +254,7 @@ def nemo_archive(nemo_asr: Any, tmp_path_factory: pytest.TempPathFactory) -> tup
 
     model = nemo_asr.models.EncDecCTCModel(cfg=OmegaConf.create(nemo_config("quartznet_small"))).eval()
     state = random_weights(speech_models.quartznet_small(), seed=7)
+    state["decoder.decoder_layers.0.bias"][0] += 2.0  # more spaces: words, and runs of spaces, in the transcripts
     result = model.load_state_dict(state, strict=False)
     assert not result.unexpected_keys and all(k.startswith("preprocessor.") for k in result.missing_keys)
     path = tmp_path_factory.mktemp("nemo") / "stt_en_quartznet15x5.nemo"
@@ -299,6 +300,8 @@ def test_nemo_archive_loads_through_hub_pin_and_cache_and_transcribes_as_nemo(ne
     texts = [h.text if hasattr(h, "text") else h for h in hyps]
     assert any(len(t) > 3 for t in texts)  # random weights, but not silent ones
     assert _greedy(log_probs, out_len) == texts
+    assert model.transcribe([str(f) for f in files], batch_size=2) == texts
+    assert model.transcribe(files[1]) == texts[1]
 
     # The cache: offline, the conversion is read back (NeMo's archive is not needed again).
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
