@@ -103,7 +103,12 @@ class TarArchive:
                 for m in members:
                     if problem := _member_problem(m):
                         raise LoadError(f"{self.path}: refused archive member {m.name[:120]!r}: {problem}")
-                self._members = {_member_name(m.name): m for m in members if m.isfile()}
+                files = [m for m in members if m.isfile()]
+                self._members = {_member_name(m.name): m for m in files}
+                if len(self._members) != len(files):  # which copy would be meant is not for reszoo to guess
+                    seen = [_member_name(m.name) for m in files]
+                    twice = sorted({n for n in seen if seen.count(n) > 1})
+                    raise LoadError(f"{self.path}: the archive holds {', '.join(map(repr, twice))} more than once")
                 self._data = {name: tar.extractfile(m).read() for name, m in self._members.items()}
         except (tarfile.TarError, EOFError, OSError) as err:
             raise LoadError(f"{self.path}: not a readable tar archive ({_reason(err)}); the file is damaged or "

@@ -393,6 +393,8 @@ def test_malformed_archives_are_refused_in_one_line(small_state, tmp_path):
     _refusal(_archive(tmp_path / "m2.nemo", {**good, "../evil.txt": b"x"}), LoadError, r"refused archive member.*'\.\.'")
     _refusal(_archive(tmp_path / "m3.nemo", {**good, "/etc/evil": b"x"}), LoadError, "absolute path")
     _refusal(_archive(tmp_path / "m4.nemo", good, links={"model_config.yaml.bak": "/etc/passwd"}), LoadError, "a link")
+    _refusal(_archive(tmp_path / "m4b.nemo", {**good, "model_weights.ckpt": b"another"}), LoadError,
+             "holds 'model_weights.ckpt' more than once")
     (tmp_path / "m5.nemo").write_bytes(b"not an archive at all" * 40)
     _refusal(tmp_path / "m5.nemo", LoadError, "not a readable tar archive")
     # A pickle that names code: refused by weights_only, never run.
