@@ -1,7 +1,8 @@
 """Speech: ECAPA-TDNN speaker embeddings and small residual conv-TDNN classifiers.
 
 The domain contract of :mod:`reszoo.domains`: ``models.py`` (ECAPA-TDNN), ``convert.py``
-(SpeechBrain checkpoints), ``preprocess.py`` (the fbank front end), ``predict.py`` (classes or
+(SpeechBrain checkpoints, NeMo ``.nemo`` archives), ``preprocess.py`` (the fbank front end, or
+``melspec.py``'s NeMo log-mel front end for recognisers), ``predict.py`` (classes or
 speaker verification), ``finetune.py`` (padded feature batches); ``audio.py`` reads and
 resamples audio. Light on import: torchaudio and soundfile are imported by the functions that
 read, resample or featurise audio. See docs/speech.md.
@@ -54,6 +55,8 @@ _EXPORTS = {
     "build_preprocess": "preprocess",
     "prepare": "preprocess",
     "AudioError": "audio",
+    "MelConfig": "melspec",
+    "MelPreprocess": "melspec",
 }
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 __all__ = ["DOMAIN", "AUDIO_EXTENSIONS", "predict", *_EXPORTS]
