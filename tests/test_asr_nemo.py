@@ -470,3 +470,16 @@ def test_the_registry_entry_describes_nemos_quartznet15x5():
     assert entry.weights.format == "tar" and entry.weights.converter == "nemo-ctc"
     assert entry.weights.sha256 is None and "never guessed" in entry.weights.pin_note
     assert list(entry.labels) == LABELS
+
+
+def test_a_tar_entry_needs_the_converter_that_reads_it():
+    from helpers import registry_entry
+    from reszoo.registry import RegistryError, parse_entry
+
+    raw = registry_entry(ENTRY)
+    assert parse_entry(raw).weights.format == "tar"
+    del raw["weights"]["converter"]
+    with pytest.raises(RegistryError, match="'tar' archive needs the converter"):
+        parse_entry(raw)
+    with pytest.raises(LoadError, match="only through its entry's converter"):
+        load_state_dict(Path(__file__), fmt="tar")
