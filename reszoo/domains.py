@@ -22,7 +22,9 @@ read from the entry points without importing any domain) and reaches a domain on
     from the checkpoint with ``assign=True``.
 ``convert.py`` (optional: no upstream checkpoints, no converters)
     ``converters = Registry(...)``: upstream checkpoint layouts onto reszoo's, each registered with
-    ``@converters.register("name")`` (an entry's ``weights.converter`` names one).
+    ``@converters.register("name")`` (an entry's ``weights.converter`` names one). A converter takes the
+    checkpoint's state dict, or for ``format: tar`` weights a :class:`reszoo.checkpoints.TarArchive`
+    (which carries the entry, to check the archive's own model description against it).
 ``preprocess.py``
     ``build_preprocess(entry) -> Callable``: raw input (a path, PIL image, text, waveform,
     observation …) to model input, from ``entry.preprocess``. Settings used at run time that are
@@ -44,7 +46,11 @@ read from the entry points without importing any domain) and reaches a domain on
     The batching adapter ``DOMAIN.finetune`` names (a :class:`reszoo.finetune.adapters.Adapter`).
 ``training.py`` (optional)
     Training pieces of the domain; its ``CRITERIA`` (name -> factory of a loss ``(logits, target)``)
-    are the losses ``reszoo.finetune(criterion=NAME)`` accepts for the domain's models.
+    are the losses ``reszoo.finetune(criterion=NAME)`` accepts for the domain's models (a
+    ``FinetuneSpec.criterion`` names the default). A sequence criterion scores the model's own
+    outputs (a tuple) against padded sequence targets and evaluates a split itself: ``counts(outputs,
+    target)`` (a tensor of sums), ``summarise(counts)`` (metrics), ``metric_labels``, ``monitor``
+    and, to decode, ``set_labels(labels)`` (see reszoo/finetune/loop.py).
 """
 
 from __future__ import annotations
@@ -67,6 +73,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ENTRY_POINT_GROUP",
     "ClassFolders",
+    "Manifest",
     "Command",
     "Domain",
     "FinetuneSpec",
@@ -193,6 +200,22 @@ class Table:
         return f"a CSV/TSV file with a header line (columns {self.label_column!r} and {self.text_column!r})"
 
 
+@dataclass(frozen=True)
+class Manifest:
+    """Fine-tuning data as a JSON-lines manifest (NeMo's layout): one object a line naming a
+    file (``path_key``, relative to the manifest or absolute) and its transcript (``text_key``);
+    other keys (NeMo's ``duration``) are allowed. The targets are sequences of symbols (the
+    model's ``labels``), not one class per file. ``kind`` names the files in messages ("audio")."""
+
+    extensions: frozenset[str]
+    kind: str
+    path_key: str = "audio_filepath"
+    text_key: str = "text"
+
+    def describe(self) -> str:
+        return f"a JSON-lines manifest of {self.kind} files and their text ({self.path_key!r}, {self.text_key!r})"
+
+
 def is_number(value: Any) -> bool:
     """A real number (YAML's ints and floats), not a bool."""
     return isinstance(value, int | float) and not isinstance(value, bool)
@@ -215,12 +238,14 @@ class RuntimeSetting:
 
 @dataclass(frozen=True)
 class FinetuneSpec:
-    """How ``reszoo finetune`` trains a classifier of this domain."""
+    """How ``reszoo finetune`` trains a model of this domain (a classifier, or with
+    :class:`Manifest` data a sequence model)."""
 
     task: str  # Hub task of the fine-tuned model, e.g. "image-classification"
-    data: ClassFolders | Table  # how training data is read
+    data: ClassFolders | Table | Manifest  # how training data is read
     adapter: str  # "module:Class" of the batching Adapter subclass, imported when a run starts
     usage: str  # Python lines after `model = reszoo.load(...)` in the fine-tuned model's card
+    criterion: str | None = None  # the loss by default: a name in the domain's training.CRITERIA (None: cross-entropy)
 
 
 @dataclass(frozen=True)
@@ -236,6 +261,9 @@ class Domain:
     lora_targets: str | None = None
     lora_exclude: str | None = None
     finetune: FinetuneSpec | None = None  # None: models of this domain are not fine-tuned
+    # Models whose entry's ``task`` is a key here are fine-tuned by that spec instead (a domain
+    # with classifiers and recognisers, say).
+    finetune_tasks: Mapping[str, FinetuneSpec] = field(default_factory=dict)
     commands: Mapping[str, Command] = field(default_factory=dict)  # extra CLI commands by name
     # The keys an entry's ``runtime:`` may hold, checked when the registry reads it (read by ``prepare``).
     runtime: Mapping[str, RuntimeSetting] = field(default_factory=dict)
@@ -245,6 +273,7 @@ class Domain:
             raise RegistryError(f"domain name {self.name!r}: expected lowercase letters, digits and '_'")
         object.__setattr__(self, "commands", MappingProxyType(dict(self.commands)))
         object.__setattr__(self, "runtime", MappingProxyType(dict(self.runtime)))
+        object.__setattr__(self, "finetune_tasks", MappingProxyType(dict(self.finetune_tasks)))
 
     # --- the standard files
 
@@ -295,11 +324,16 @@ class Domain:
     def predict(self, model: Any, inputs: list[Any], top_k: int = 5) -> list[dict[str, Any]]:
         return self.module("predict").predict(model, inputs, top_k=top_k)
 
-    def adapter(self) -> type:
-        """The fine-tuning adapter class (``finetune.adapter``)."""
-        if self.finetune is None:
+    def finetune_spec(self, task: str | None = None) -> FinetuneSpec | None:
+        """How models of ``task`` (an entry's ``task``) are fine-tuned: ``finetune_tasks[task]``, else ``finetune``."""
+        return self.finetune_tasks.get(task or "", self.finetune)
+
+    def adapter(self, task: str | None = None) -> type:
+        """The fine-tuning adapter class of ``task``'s spec (``finetune.adapter``)."""
+        spec = self.finetune_spec(task)
+        if spec is None:
             raise RegistryError(f"domain {self.name!r} declares no fine-tuning")
-        return _load_ref(self.finetune.adapter, f"domain {self.name!r}: finetune.adapter")
+        return _load_ref(spec.adapter, f"domain {self.name!r}: finetune.adapter")
 
 
 def _load_ref(ref: str, where: str) -> Any:

@@ -51,7 +51,7 @@ __all__ = [
     "registry_path",
 ]
 
-WEIGHT_FORMATS = ("safetensors", "torch")
+WEIGHT_FORMATS = ("safetensors", "torch", "tar")
 _HEX40 = re.compile(r"^[0-9a-f]{40}$")
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _LABEL_FILE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*(?:\.[A-Za-z0-9_-]+)*$")  # no '/', no '..'
@@ -200,6 +200,8 @@ def _parse_weights(raw: Any, entry: str) -> Weights | None:
     fmt = raw.get("format", "safetensors")
     if fmt not in WEIGHT_FORMATS:
         raise _fail(entry, "weights.format", f"expected one of {WEIGHT_FORMATS}, got {fmt!r}")
+    if fmt == "tar" and not raw.get("converter"):  # an archive is a state dict only through a converter
+        raise _fail(entry, "weights.converter", "a 'tar' archive needs the converter that reads it")
     size = raw.get("size")
     if size is not None and not isinstance(size, int):
         raise _fail(entry, "weights.size", f"expected an integer byte count, got {size!r}")

@@ -207,14 +207,15 @@ def expand_plain(raw: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]
         if key not in _ENTRY_FIELDS or key == "twin":
             raise _fail(name, f"plain.{key}", "not a field a plain twin can set (known: "
                                               f"{', '.join(sorted(set(_ENTRY_FIELDS) - set(_TWIN_FIXED) - {'twin'}))})")
-    if not isinstance(layer.get("weights"), dict):
+    # A twin has weights of its own, once its entry has any (an entry being trained has none yet).
+    if not isinstance(layer.get("weights"), dict) and entry.get("weights") is not None:
         raise _fail(name, "plain.weights", "a plain twin has weights of its own: give their file (or repo) and sha256")
     twin = overlay(plain_twin_base(entry), copy.deepcopy(layer))
     tags = twin.get("tags") or []
     tags = [tags] if isinstance(tags, str) else list(tags)
     twin["tags"] = tags if PLAIN_TAG in tags else [*tags, PLAIN_TAG]
     mine, theirs = entry.get("weights") or {}, twin.get("weights") or {}
-    if isinstance(mine, dict) and all(mine.get(k) == theirs.get(k) for k in ("repo", "file", "revision")):
+    if isinstance(mine, dict) and mine and all(mine.get(k) == theirs.get(k) for k in ("repo", "file", "revision")):
         raise _fail(name, "plain.weights", f"the twin would load {name}'s own file {mine.get('repo')}/{mine.get('file')}; "
                                            "give the twin's own 'file' (same repo) or 'repo'")
     entry["twin"] = twin["name"]

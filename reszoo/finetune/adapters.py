@@ -20,7 +20,7 @@ from .options import DataError, FinetuneError, FinetuneOptions
 if TYPE_CHECKING:
     from ..registry import Weights
 
-__all__ = ["Adapter", "Collate", "EncodedDataset", "make_adapter"]
+__all__ = ["Adapter", "Collate", "EncodedDataset", "make_adapter", "pad_targets"]
 
 
 class Adapter:
@@ -47,7 +47,8 @@ class Adapter:
     def collate(self, encoded: Sequence[Any]) -> dict[str, Tensor]:
         raise NotImplementedError
 
-    def forward(self, model: nn.Module, inputs: dict[str, Tensor]) -> Tensor:
+    def forward(self, model: nn.Module, inputs: dict[str, Tensor]) -> Any:
+        """The model's outputs on a batch: logits, or what the criterion scores (a tuple)."""
         return model(**inputs)
 
     def saved_preprocess(self, preprocess: dict[str, Any], weights: Weights | None) -> dict[str, Any]:
@@ -56,12 +57,12 @@ class Adapter:
         return dict(preprocess)
 
 
-def make_adapter(model: nn.Module, domain: str, opts: FinetuneOptions | None = None) -> Adapter:
-    """The adapter the ``domain`` declares (its ``FinetuneSpec.adapter``), for ``model``."""
+def make_adapter(model: nn.Module, domain: str, opts: FinetuneOptions | None = None, task: str | None = None) -> Adapter:
+    """The adapter the ``domain`` declares for ``task`` (its ``FinetuneSpec.adapter``), for ``model``."""
     from .. import domains
 
-    finetune_spec(domain)  # a domain without fine-tuning: the DataError that says so
-    cls = domains.get(domain).adapter()
+    finetune_spec(domain, task)  # a domain without fine-tuning: the DataError that says so
+    cls = domains.get(domain).adapter(task)
     if not (isinstance(cls, type) and issubclass(cls, Adapter)):
         raise FinetuneError(f"the {domain} domain's fine-tuning adapter {cls!r} is not a reszoo.finetune.adapters.Adapter")
     adapter = cls(model, opts)
@@ -80,13 +81,25 @@ class EncodedDataset(Dataset):
     def __len__(self) -> int:
         return len(self.data)
 
-    def __getitem__(self, i: int) -> tuple[int, Any, int]:
+    def __getitem__(self, i: int) -> tuple[int, Any, Any]:
         value = self.encoded[i] if self.encoded is not None else self.adapter.encode(self.data.items[i])
         return i, value, self.data.targets[i]
 
 
+def pad_targets(targets: Sequence[Any]) -> Tensor:
+    """Class ids -> a ``(batch,)`` tensor; sequences of ids -> ``(batch, longest)`` padded with -1
+    (a sequence's length is its count of ids >= 0)."""
+    if not targets or not isinstance(targets[0], list | tuple):
+        return torch.tensor(targets, dtype=torch.long)
+    out = torch.full((len(targets), max(1, max(len(t) for t in targets))), -1, dtype=torch.long)
+    for i, t in enumerate(targets):
+        out[i, : len(t)] = torch.tensor(t, dtype=torch.long)
+    return out
+
+
 class Collate:
-    """Batch of ``(index, encoding, target)`` -> ``{"index", "target", "inputs": model kwargs}``."""
+    """Batch of ``(index, encoding, target)`` -> ``{"index", "target", "inputs": model kwargs}``
+    (sequence targets padded by :func:`pad_targets`)."""
 
     def __init__(self, adapter: Adapter) -> None:
         self.adapter = adapter
@@ -95,6 +108,6 @@ class Collate:
         index, values, targets = zip(*batch, strict=True)
         return {
             "index": torch.tensor(index, dtype=torch.long),
-            "target": torch.tensor(targets, dtype=torch.long),
+            "target": pad_targets(targets),
             "inputs": self.adapter.collate(list(values)),
         }

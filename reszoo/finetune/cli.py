@@ -50,8 +50,13 @@ def _data_formats() -> dict[str, str]:
     """Domain name -> how its training data comes, for every domain that can be fine-tuned."""
     from .. import domains
 
-    specs = {name: domains.get(name).finetune for name in domains.names()}  # light: each domain's declaration only
-    return {name: spec.data.describe() for name, spec in specs.items() if spec is not None}
+    out = {}
+    for name in domains.names():  # light: each domain's declaration only
+        domain = domains.get(name)
+        kinds = [spec.data.describe() for spec in (domain.finetune, *domain.finetune_tasks.values()) if spec is not None]
+        if kinds:
+            out[name] = " or ".join(dict.fromkeys(kinds)) + (" (by the model's task)" if len(kinds) > 1 else "")
+    return out
 
 
 def add_parser(subparsers: Any) -> None:
@@ -110,7 +115,10 @@ def add_parser(subparsers: Any) -> None:
     _opt(lora, "--lora-targets", "module names to adapt, e.g. qkv proj (default: the domain's lora_targets; "
                                  "see docs/finetune.md)", nargs="+", metavar="NAME")
     _opt(train, "--early-stopping", "stop after this many epochs without validation improvement", type=int)
-    _opt(train, "--monitor", "validation metric for the best epoch and early stopping", choices=("accuracy", "loss"))
+    _opt(train, "--monitor", "validation metric for the best epoch and early stopping: accuracy, macro_f1, loss, "
+                             "or one a sequence criterion reports (default: the criterion's, else accuracy)")
+    _opt(train, "--vocabulary", "manifest data: the characters the text is spelt with, e.g. \" abc'\" (default: the "
+                                "base's when they cover the text, else the text's own)")
     _opt(train, "--cpu", "train on CPU even where a GPU is present", action="store_true")
 
     run_group = p.add_argument_group("run")

@@ -8,7 +8,10 @@ Each fine-tunable domain says which format its data comes in (``FinetuneSpec.dat
   extensions (images, audio);
 - :class:`~reszoo.domains.Table`: a CSV or TSV file with a header line; the label and input
   columns are named by options (by default the domain's);
-- or, from Python, a list of ``(input, label)`` pairs (paths or texts).
+- :class:`~reszoo.domains.Manifest`: a JSON-lines manifest of files and their text (NeMo's
+  ``audio_filepath``/``duration``/``text``); the targets are sequences of symbols (characters);
+- or, from Python, a list of ``(input, label)`` pairs (paths or texts; for sequence models the
+  label is the text).
 
 Class names come from the data (subfolder names or label values, in natural order) and become
 the fine-tuned model's labels. Every failure is a :class:`DataError` that names the path and
@@ -19,6 +22,8 @@ which the trainer runs with the model's own preprocessing, so a file is decoded 
 from __future__ import annotations
 
 import csv
+import json
+import os
 import random
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
@@ -27,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from .._text import listing, natural_key
-from ..domains import ClassFolders, FinetuneSpec, Table
+from ..domains import ClassFolders, FinetuneSpec, Manifest, Table
 from ..errors import InputError
 from .options import DataError
 
@@ -37,6 +42,7 @@ __all__ = [
     "Splits",
     "drop_unreadable",
     "finetune_spec",
+    "is_sequence",
     "read_data",
     "split_validation",
 ]
@@ -50,10 +56,11 @@ READ_ERRORS: tuple[type[BaseException], ...] = (InputError, OSError, ValueError,
 
 @dataclass
 class LabeledData:
-    """Inputs (paths or texts), their class ids, and the class names the ids index."""
+    """Inputs (paths or texts), their class ids, and the class names the ids index; for sequence
+    data (a :class:`~reszoo.domains.Manifest`), each target is a list of ids of ``classes`` (symbols)."""
 
     items: list[Any]
-    targets: list[int]
+    targets: list[Any]
     classes: tuple[str, ...]
     source: str
     ids: list[str]  # where each item came from (relative path, "line N"), for messages
@@ -62,7 +69,25 @@ class LabeledData:
     def __len__(self) -> int:
         return len(self.items)
 
+    @property
+    def sequences(self) -> bool:
+        return is_sequence(self.targets)
+
+    def relabel(self, classes: Sequence[str]) -> LabeledData:
+        """The same data with its ids indexing ``classes`` (which must hold every symbol used)."""
+        index = {name: i for i, name in enumerate(classes)}
+        names = self.classes
+        if self.sequences:
+            targets = [[index[names[t]] for t in seq] for seq in self.targets]
+        else:
+            targets = [index[names[t]] for t in self.targets]
+        return LabeledData(items=self.items, targets=targets, classes=tuple(classes), source=self.source, ids=self.ids,
+                           skipped=self.skipped)
+
     def counts(self) -> dict[str, int]:
+        if self.sequences:  # how often each symbol occurs
+            per = Counter(t for seq in self.targets for t in seq)
+            return {name: per.get(i, 0) for i, name in enumerate(self.classes)}
         per = Counter(self.targets)
         return {name: per.get(i, 0) for i, name in enumerate(self.classes)}
 
@@ -215,14 +240,99 @@ def _pairs_data(pairs: Iterable[Any], role: str, classes: Sequence[str] | None) 
     return LabeledData(items=items, targets=[index[x] for x in labels], classes=names, source="<in-memory pairs>", ids=ids)
 
 
+# --------------------------------------------------------------------------- manifests
+
+
+def is_sequence(targets: Sequence[Any]) -> bool:
+    """Whether ``targets`` are sequences of ids (text), not one class id each."""
+    return bool(targets) and isinstance(targets[0], list | tuple)
+
+
+def _symbols(texts: Sequence[str], classes: Sequence[str] | None, ids: Sequence[str], role: str,
+             source: str) -> tuple[list[list[int]], tuple[str, ...]]:
+    """Texts as lists of symbol ids (one symbol a character); the symbols are ``classes`` when
+    given (every character must be one), else the texts' own characters, sorted."""
+    names = tuple(classes) if classes is not None else tuple(sorted(set("".join(texts))))
+    index = {name: i for i, name in enumerate(names)}
+    for text, where in zip(texts, ids, strict=True):
+        unknown = sorted(set(text) - index.keys())
+        if unknown:
+            raise DataError(f"{role} data: {source} {where}: character(s) {listing(map(repr, unknown), _SHOWN)} are not "
+                            f"in the vocabulary ({''.join(names)!r}); give a vocabulary that holds them "
+                            "(--vocabulary) or normalise the text")
+    return [[index[c] for c in text] for text in texts], names
+
+
+def _manifest_data(path: Path, reader: Manifest, role: str, classes: Sequence[str] | None) -> LabeledData:
+    """A JSON-lines manifest: one object a line with the file (relative to the manifest, or
+    absolute) and its text; malformed lines are an error that names the line."""
+    if not path.exists():
+        raise DataError(f"{role} data: no such file {path}")
+    if path.is_dir():
+        raise DataError(f"{role} data: {path} is a folder; this model's data is {reader.describe()}")
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as err:
+        raise DataError(f"{role} data: {path} is not UTF-8 text ({err})") from err
+    items, texts, ids = [], [], []
+    for n, line in enumerate(lines, start=1):
+        where = f"line {n}"
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise DataError(f"{role} data: {path} {where}: not valid JSON ({err.msg}); a manifest holds one JSON "
+                            f"object a line") from None
+        if not isinstance(record, dict):
+            raise DataError(f"{role} data: {path} {where}: expected a JSON object, got {type(record).__name__}")
+        missing = [k for k in (reader.path_key, reader.text_key) if k not in record]
+        if missing:
+            raise DataError(f"{role} data: {path} {where}: no {' or '.join(map(repr, missing))} key "
+                            f"(a manifest line names {reader.path_key!r} and {reader.text_key!r})")
+        file, text = record[reader.path_key], record[reader.text_key]
+        if not isinstance(file, str) or not file.strip():
+            raise DataError(f"{role} data: {path} {where}: {reader.path_key!r} must be a non-empty path string")
+        if not isinstance(text, str) or not text.strip():
+            raise DataError(f"{role} data: {path} {where}: empty text; every {reader.kind} file needs its transcript")
+        file_path = Path(os.path.expanduser(file))
+        file_path = file_path if file_path.is_absolute() else path.parent / file_path
+        if not file_path.is_file():
+            raise DataError(f"{role} data: {path} {where}: no {reader.kind} file at {file_path}")
+        items.append(str(file_path))
+        texts.append(text.strip())
+        ids.append(where)
+    if not items:
+        raise DataError(f"{role} data: {path} holds no manifest lines")
+    targets, names = _symbols(texts, classes, ids, role, str(path))
+    return LabeledData(items=items, targets=targets, classes=names, source=str(path), ids=ids)
+
+
+def _text_pairs_data(pairs: Iterable[Any], role: str, classes: Sequence[str] | None) -> LabeledData:
+    items, texts, ids = [], [], []
+    for i, pair in enumerate(pairs):
+        if not isinstance(pair, tuple | list) or len(pair) != 2 or not isinstance(pair[1], str):
+            raise DataError(f"{role} data: item {i} is {pair!r}; in-memory data is a list of (input, text) pairs")
+        if not pair[1].strip():
+            raise DataError(f"{role} data: item {i} has an empty text")
+        items.append(str(pair[0]) if isinstance(pair[0], Path) else pair[0])
+        texts.append(pair[1].strip())
+        ids.append(f"item {i}")
+    if not items:
+        raise DataError(f"{role} data: the list of (input, text) pairs is empty")
+    targets, names = _symbols(texts, classes, ids, role, "<in-memory pairs>")
+    return LabeledData(items=items, targets=targets, classes=names, source="<in-memory pairs>", ids=ids)
+
+
 # --------------------------------------------------------------------------- entry points
 
 
-def finetune_spec(domain: str) -> FinetuneSpec:
-    """How models of ``domain`` are fine-tuned; a :class:`DataError` where the domain declares no fine-tuning."""
+def finetune_spec(domain: str, task: str | None = None) -> FinetuneSpec:
+    """How models of ``domain`` (and ``task``, an entry's) are fine-tuned; a :class:`DataError`
+    where the domain declares no fine-tuning."""
     from .. import domains
 
-    spec = domains.get(domain).finetune
+    spec = domains.get(domain).finetune_spec(task)
     if spec is None:
         tunable = [name for name in domains.names() if domains.get(name).finetune is not None]
         raise DataError(f"the {domain} domain declares no fine-tuning (its Domain.finetune is None); fine-tuning "
@@ -232,7 +342,7 @@ def finetune_spec(domain: str) -> FinetuneSpec:
 
 def read_data(source: Any, domain: str, *, role: str = "train", classes: Sequence[str] | None = None,
               text_column: str | None = None, label_column: str | None = None, delimiter: str | None = None,
-              on_bad_file: str = "skip") -> LabeledData:
+              on_bad_file: str = "skip", task: str | None = None) -> LabeledData:
     """Read ``source`` (a folder, a CSV/TSV file or a list of pairs) for a ``domain`` model, in
     the format the domain's ``FinetuneSpec.data`` names (table columns: ``text_column`` and
     ``label_column``, else the domain's).
@@ -240,9 +350,11 @@ def read_data(source: Any, domain: str, *, role: str = "train", classes: Sequenc
     ``classes``: the training classes, for validation/test data (their labels must be among them).
     Training data must hold at least two classes, each with at least one example.
     """
-    reader = finetune_spec(domain).data
+    reader = finetune_spec(domain, task).data
     if isinstance(source, list | tuple):
-        data = _pairs_data(source, role, classes)
+        data = (_text_pairs_data if isinstance(reader, Manifest) else _pairs_data)(source, role, classes)
+    elif isinstance(reader, Manifest):
+        data = _manifest_data(Path(source).expanduser(), reader, role, classes)
     elif isinstance(reader, ClassFolders):
         data = _folder_data(Path(source).expanduser(), reader.extensions, reader.kind, role, classes)
     elif isinstance(reader, Table):
@@ -250,7 +362,7 @@ def read_data(source: Any, domain: str, *, role: str = "train", classes: Sequenc
                            label_column=label_column or reader.label_column, delimiter=delimiter, role=role, classes=classes)
     else:
         raise DataError(f"the {domain} domain reads its data as {type(reader).__name__}, which reszoo.finetune does not "
-                        "know (expected reszoo.domains.ClassFolders or Table)")
+                        "know (expected reszoo.domains.ClassFolders, Table or Manifest)")
     check_skipped(data, role, on_bad_file, what="malformed or misplaced record(s)")
     if classes is None:
         check_classes(data, role)
@@ -265,7 +377,9 @@ def check_skipped(data: LabeledData, role: str, on_bad_file: str, what: str = "u
 
 
 def check_classes(data: LabeledData, role: str) -> None:
-    """Training data needs two classes or more, and an example of each."""
+    """Training data needs two classes or more, and an example of each (sequence data: any symbols)."""
+    if data.sequences:
+        return
     counts = data.counts()
     if len(data.classes) < 2:
         only = f"({data.classes[0]!r})" if data.classes else ""
@@ -332,7 +446,7 @@ def split_validation(data: LabeledData, fraction: float, seed: int) -> tuple[Lab
     rng = random.Random(seed)
     by_class: dict[int, list[int]] = {}
     for i, t in enumerate(data.targets):
-        by_class.setdefault(t, []).append(i)
+        by_class.setdefault(-1 if data.sequences else t, []).append(i)  # sequences: one random hold-out
     val: list[int] = []
     for t in sorted(by_class):
         members = by_class[t]

@@ -31,7 +31,37 @@ from .model import param_groups, set_train_mode
 from .options import FinetuneOptions, OptionsError
 from .rundir import BEST_WEIGHTS, CHECKPOINTS_DIR, SAMPLE_IDS_FILE, MetricsLog, save_checkpoint, save_weights
 
-__all__ = ["Loop", "Trained", "bf16_supported", "evaluate", "make_accelerator", "prepare_loop", "resolve_criterion", "train"]
+__all__ = ["Loop", "Trained", "as_float", "bf16_supported", "evaluate", "make_accelerator", "prepare_loop",
+           "resolve_criterion", "train"]
+
+HIGHER_IS_BETTER = frozenset({"accuracy", "macro_f1"})  # validation metrics to maximise; the rest are minimised
+
+
+def as_float(outputs: Any) -> Any:
+    """The model's outputs with floating tensors in float32 (logits, or a tuple such as
+    ``(log_probs, lengths)`` for a sequence criterion; integer tensors stay as they are)."""
+    if isinstance(outputs, Tensor):
+        return outputs.float() if outputs.is_floating_point() else outputs
+    if isinstance(outputs, tuple | list):
+        return type(outputs)(as_float(o) for o in outputs)
+    return outputs
+
+
+def scores_sequences(criterion: Any) -> bool:
+    """Whether ``criterion`` scores its own outputs (a sequence criterion: ``counts`` and
+    ``summarise``, see :func:`evaluate`) rather than class logits."""
+    return callable(getattr(criterion, "counts", None)) and callable(getattr(criterion, "summarise", None))
+
+
+def resolve_monitor(opts: FinetuneOptions, criterion: Any) -> str:
+    """The validation metric that picks the best epoch: ``opts.monitor``, else the criterion's
+    (``criterion.monitor``), else accuracy; it must be one the criterion's evaluation reports."""
+    sequence = scores_sequences(criterion)
+    monitor = opts.monitor or (getattr(criterion, "monitor", None) if sequence else None) or "accuracy"
+    known = ("loss", *getattr(criterion, "metric_labels", {})) if sequence else ("accuracy", "macro_f1", "loss")
+    if monitor not in known:
+        raise OptionsError(f"monitor {monitor!r}: this run's validation reports {', '.join(known)}")
+    return monitor
 
 
 @lru_cache(maxsize=None)
@@ -101,23 +131,28 @@ def _optimizer(model: nn.Module, opts: FinetuneOptions) -> torch.optim.Optimizer
     return torch.optim.AdamW(groups, lr=opts.lr)
 
 
-def resolve_criterion(opts: FinetuneOptions, domain: str) -> Callable[[Tensor, Tensor], Tensor]:
+def resolve_criterion(opts: FinetuneOptions, domain: str, task: str | None = None) -> Callable[[Any, Tensor], Tensor]:
     """The training loss: cross-entropy, a callable, or a criterion the domain names in the
-    ``CRITERIA`` of its optional ``training.py`` (see reszoo/domains.py)."""
-    if opts.criterion is None:
-        smoothing = opts.label_smoothing
-        return lambda logits, target: F.cross_entropy(logits, target, label_smoothing=smoothing)
-    if callable(opts.criterion):
-        return opts.criterion
+    ``CRITERIA`` of its optional ``training.py`` (see reszoo/domains.py); without one given, the
+    criterion the domain's fine-tuning spec for ``task`` names, else cross-entropy."""
     from .. import domains
 
+    name = opts.criterion
+    if name is None and domain:
+        spec = domains.get(domain).finetune_spec(task)
+        name = spec.criterion if spec is not None else None
+    if name is None:
+        smoothing = opts.label_smoothing
+        return lambda logits, target: F.cross_entropy(logits, target, label_smoothing=smoothing)
+    if callable(name):
+        return name
     training = domains.get(domain).module("training", required=False) if domain else None
     known = getattr(training, "CRITERIA", {}) if training is not None else {}
-    if opts.criterion not in known:
-        raise OptionsError(f"criterion {opts.criterion!r}: the {domain} domain provides "
+    if name not in known:
+        raise OptionsError(f"criterion {name!r}: the {domain} domain provides "
                            + (f"only {', '.join(sorted(known))}" if known else "no named criteria")
                            + "; give a callable (logits, target) -> loss, or leave it out for cross-entropy")
-    return known[opts.criterion]()
+    return known[name]()
 
 
 def _schedule(opts: FinetuneOptions, total_steps: int) -> tuple[Any, int]:
@@ -161,8 +196,29 @@ def _summarise(loss_sum: float, preds: Tensor, targets: Tensor, num_classes: int
     return summary
 
 
+def _evaluate_sequences(loop: Loop, split: str) -> dict[str, Any]:
+    """A sequence criterion's metrics on ``split``: its ``counts(outputs, target)`` (a 1-d tensor
+    of sums, e.g. loss, errors, reference words, examples) summed over batches and processes,
+    then ``summarise(counts) -> {"loss", ..., "n"}``. Under several processes the few examples
+    accelerate repeats to even out the last batch are counted twice."""
+    accelerator, model, criterion = loop.accelerator, loop.model, loop.criterion
+    model.eval()
+    total: Tensor | None = None
+    with torch.no_grad():
+        for batch in loop.eval_loaders[split]:
+            outputs = as_float(loop.adapter.forward(model, loop.model_inputs(batch["inputs"])))
+            counts = criterion.counts(outputs, batch["target"]).double().to(accelerator.device)
+            total = counts if total is None else total + counts
+    if total is None:
+        raise ValueError(f"the {split} split has no batches")
+    return criterion.summarise(accelerator.reduce(total, reduction="sum").cpu())
+
+
 def evaluate(loop: Loop, split: str, with_confusion: bool = False) -> dict[str, Any]:
-    """Cross-entropy loss, accuracy and macro-F1 of the model on the ``split`` loader, over all processes."""
+    """Cross-entropy loss, accuracy and macro-F1 of the model on the ``split`` loader, over all
+    processes; for a sequence criterion its own metrics (:func:`_evaluate_sequences`)."""
+    if scores_sequences(loop.criterion):
+        return _evaluate_sequences(loop, split)
     accelerator, model = loop.accelerator, loop.model
     model.eval()
     losses, preds, targets = [], [], []
@@ -203,6 +259,7 @@ class Loop:
     criterion: Callable[[Tensor, Tensor], Tensor] = F.cross_entropy
     channels_last: bool = False
     epoch_hooks: list[Any] = field(default_factory=list)  # samplers/datasets whose order is set per epoch
+    monitor: str = "accuracy"  # the validation metric that picks the best epoch (resolve_monitor)
 
     @property
     def main(self) -> bool:
@@ -261,12 +318,13 @@ def prepare_loop(accelerator: Any, model: nn.Module, adapter: Adapter, collate: 
     steps_per_epoch = math.ceil(len(train_loader) / opts.grad_accum)
     total_steps = steps_per_epoch * opts.epochs
     scheduler = accelerator.prepare(_scheduler(optimizer, opts, total_steps))
+    criterion = criterion if criterion is not None else resolve_criterion(opts, domain)
     return Loop(accelerator=accelerator, model=wrapped, unwrapped=accelerator.unwrap_model(wrapped),
                 optimizer=optimizer, scheduler=scheduler, train_loader=train_loader, eval_loaders=eval_loaders,
                 adapter=adapter, num_classes=num_classes, opts=opts, log=log, out=out,
                 steps_per_epoch=steps_per_epoch, total_steps=total_steps,
-                criterion=criterion if criterion is not None else resolve_criterion(opts, domain),
-                channels_last=channels_last, epoch_hooks=hooks)
+                criterion=criterion, channels_last=channels_last, epoch_hooks=hooks,
+                monitor=resolve_monitor(opts, criterion))
 
 
 # --------------------------------------------------------------------------- the loop
@@ -294,6 +352,7 @@ def _train_epoch(loop: Loop, epoch: int, state: dict[str, Any]) -> tuple[dict[st
                disable=not (loop.main and opts.progress), dynamic_ncols=True,
                mininterval=0.5 if sys.stderr.isatty() else 30.0, file=sys.stderr)
     step_sums = torch.zeros(2, dtype=torch.float64, device=accelerator.device)
+    classifying = not scores_sequences(loop.criterion)  # else there is no accuracy to count
     start = time.perf_counter()
     for batch in loop.train_loader:
         inputs = batch["inputs"]
@@ -301,7 +360,7 @@ def _train_epoch(loop: Loop, epoch: int, state: dict[str, Any]) -> tuple[dict[st
             with torch.no_grad():
                 inputs = opts.augment(inputs)
         with accelerator.accumulate(wrapped):
-            logits = loop.adapter.forward(wrapped, loop.model_inputs(inputs)).float()
+            logits = as_float(loop.adapter.forward(wrapped, loop.model_inputs(inputs)))
             loss = loop.criterion(logits, batch["target"])
             accelerator.backward(loss)
             if accelerator.sync_gradients and opts.max_grad_norm:
@@ -310,11 +369,12 @@ def _train_epoch(loop: Loop, epoch: int, state: dict[str, Any]) -> tuple[dict[st
             if accelerator.sync_gradients and not accelerator.optimizer_step_was_skipped:
                 scheduler.step()
             optimizer.zero_grad(set_to_none=True)
-        n = batch["target"].numel()
+        n = batch["target"].shape[0]
         with torch.no_grad():  # on the device, without a host copy: no step waits for the GPU here
             weighted = loss.detach().double() * n
             sums[0] += weighted
-            sums[1] += (logits.argmax(-1) == batch["target"]).sum()
+            if classifying:
+                sums[1] += (logits.argmax(-1) == batch["target"]).sum()
             sums[2] += n
             step_sums[0] += weighted
             step_sums[1] += n
@@ -344,11 +404,14 @@ def _train_epoch(loop: Loop, epoch: int, state: dict[str, Any]) -> tuple[dict[st
             with (loop.out / SAMPLE_IDS_FILE).open("a", encoding="utf-8") as f:
                 for item in gathered:
                     f.write(json.dumps({"epoch": epoch, **item}) + "\n")
-    return {
+    record = {
         "event": "epoch", "epoch": epoch, "step": state["global_step"], "lr": scheduler.get_last_lr()[0],
         "train_loss": float(totals[0] / count), "train_accuracy": float(totals[1] / count),
         "train_samples": count, "seconds": round(seconds, 3), "samples_per_s": round(count / seconds, 1),
-    }, seconds
+    }
+    if not classifying:
+        del record["train_accuracy"]
+    return record, seconds
 
 
 def _validate(loop: Loop, epoch: int, state: dict[str, Any], record: dict[str, Any]) -> None:
@@ -356,7 +419,7 @@ def _validate(loop: Loop, epoch: int, state: dict[str, Any], record: dict[str, A
     opts = loop.opts
     metrics = evaluate(loop, "validation")
     record.update({f"val_{k}": v for k, v in metrics.items()})
-    score = (1.0 if opts.monitor == "accuracy" else -1.0) * metrics[opts.monitor]
+    score = (1.0 if loop.monitor in HIGHER_IS_BETTER else -1.0) * metrics[loop.monitor]
     if state["best"] is None or score > state["best"]:
         state.update(best=score, best_epoch=epoch, bad_epochs=0)
         record["best"] = True
@@ -396,7 +459,7 @@ def train(loop: Loop, state: dict[str, Any], *, wall_start: float, prior_wall: f
         if loop.out is not None:
             save_checkpoint(loop.accelerator, loop.out, epoch, state, opts.keep_checkpoints)
         if state["stopped_early"]:
-            loop.say(f"early stopping: validation {opts.monitor} has not improved for {opts.early_stopping} epoch(s)")
+            loop.say(f"early stopping: validation {loop.monitor} has not improved for {opts.early_stopping} epoch(s)")
         if not done and opts.stop_after_epoch is not None and epoch >= opts.stop_after_epoch:
             return Trained(stopped_by_request=True, epoch=epoch, train_seconds=train_seconds, train_samples=train_samples)
     return Trained(stopped_by_request=False, epoch=epoch, train_seconds=train_seconds, train_samples=train_samples)
@@ -407,10 +470,13 @@ def _fmt(value: Any) -> str:
 
 
 def _epoch_line(record: dict[str, Any], epochs: int) -> str:
-    parts = [f"epoch {record['epoch']}/{epochs}", f"train_loss {_fmt(record['train_loss'])}",
-             f"train_acc {_fmt(record['train_accuracy'])}"]
+    parts = [f"epoch {record['epoch']}/{epochs}", f"train_loss {_fmt(record['train_loss'])}"]
+    if "train_accuracy" in record:
+        parts.append(f"train_acc {_fmt(record['train_accuracy'])}")
     if "val_accuracy" in record:
         parts += [f"val_loss {_fmt(record['val_loss'])}", f"val_acc {_fmt(record['val_accuracy'])}",
                   f"val_f1 {_fmt(record['val_macro_f1'])}"]
+    elif "val_loss" in record:  # a sequence criterion's metrics
+        parts += [f"val_{k} {_fmt(v)}" for k, v in ((k[4:], v) for k, v in record.items() if k.startswith("val_")) if k != "n"]
     parts += [f"{record['samples_per_s']:.0f} samples/s", f"{record['seconds']:.1f} s"]
     return "  ".join(parts) + ("  *best*" if record.get("best") else "")

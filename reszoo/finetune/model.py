@@ -184,7 +184,9 @@ def freeze_unused(model: nn.Module, adapter: Adapter, dataset: EncodedDataset, c
     batch = collate([dataset[i] for i in range(min(2, len(dataset)))])
     device = next(model.parameters()).device
     inputs = {k: v.to(device) for k, v in batch["inputs"].items()}
-    adapter.forward(model, inputs).float().sum().backward()
+    outputs = adapter.forward(model, inputs)
+    outputs = outputs if isinstance(outputs, tuple | list) else (outputs,)
+    sum(o.float().sum() for o in outputs if isinstance(o, Tensor) and o.is_floating_point()).backward()
     unused = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
     for n, p in model.named_parameters():
         if n in unused:

@@ -115,13 +115,17 @@ class FinetuneOptions:
     # --- validation
     val_split: float = 0.1  # fraction of train held out (stratified, seeded) when no val data is given
     early_stopping: int | None = None  # patience in epochs without improvement of `monitor`
-    monitor: str = "accuracy"  # accuracy | loss (validation)
+    monitor: str | None = None  # validation metric: accuracy | macro_f1 | loss, or a sequence criterion's (default: its own, else accuracy)
     # --- data
     text_column: str | None = None  # tables: the column of inputs (default: the domain's, FinetuneSpec.data)
     label_column: str | None = None  # tables: the column of labels (default: the domain's)
     delimiter: str | None = None  # default: tab for .tsv, comma otherwise
     max_length: int | None = None  # text: tokens per example after truncation (default: the model's)
     on_bad_file: str = "skip"  # skip (counted, listed) | error
+    # Sequence data (manifests): the symbols the targets are spelt with, one character each, which
+    # become the model's labels (default: the base's when they hold every character of the training
+    # text, else the text's own characters, sorted). A new vocabulary gets a new head.
+    vocabulary: str | None = None
     group_by_length: int = 0  # > 0: batches of similar lengths (less padding), sorted within pools of N batches
     num_workers: int = 0
     # --- run management
@@ -162,6 +166,11 @@ class FinetuneOptions:
         need(self.augment is None or callable(self.augment), f"augment must be a callable (inputs) -> inputs, got {self.augment!r}")
         need(isinstance(self.group_by_length, int) and self.group_by_length >= 0,
              f"group_by_length is a pool size in batches (>= 0), got {self.group_by_length!r}")
+        if isinstance(self.vocabulary, list | tuple):
+            self.vocabulary = "".join(self.vocabulary)
+        need(self.vocabulary is None or (isinstance(self.vocabulary, str) and len(set(self.vocabulary)) == len(self.vocabulary)
+                                         and len(self.vocabulary) > 0),
+             f"vocabulary must be a string of distinct characters (one symbol each), got {self.vocabulary!r}")
         if isinstance(self.freeze, str):
             self.freeze = [self.freeze]
         need(self.freeze is None or all(isinstance(f, str) and f.strip() for f in self.freeze),
@@ -177,7 +186,8 @@ class FinetuneOptions:
         need(0 <= self.val_split < 1, f"val_split must be in [0, 1), got {self.val_split!r}")
         need(self.early_stopping is None or (isinstance(self.early_stopping, int) and self.early_stopping >= 1),
              f"early_stopping is a patience in epochs (>= 1), got {self.early_stopping!r}")
-        need(self.monitor in ("accuracy", "loss"), f"monitor must be accuracy or loss, got {self.monitor!r}")
+        need(self.monitor is None or (isinstance(self.monitor, str) and bool(self.monitor)),
+             f"monitor must be a validation metric's name (accuracy, macro_f1, loss, ...), got {self.monitor!r}")
         need(self.max_length is None or self.max_length >= 2, f"max_length must be >= 2, got {self.max_length!r}")
         need(self.on_bad_file in ("skip", "error"), f"on_bad_file must be skip or error, got {self.on_bad_file!r}")
         need(self.num_workers >= 0, f"num_workers must be >= 0, got {self.num_workers!r}")

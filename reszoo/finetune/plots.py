@@ -41,11 +41,14 @@ def _save(fig: Any, path: Path) -> Path:
 
 
 def learning_curve(history: Sequence[dict[str, Any]], path: Path, *, title: str = "") -> Path:
-    """Train and validation loss (left) and accuracy (right) per epoch."""
+    """Train and validation loss (left) and accuracy (right) per epoch; a sequence criterion's
+    runs show its first validation metric (an error rate) on the right instead."""
     fig = _figure(9, 3.6)
     loss_ax, acc_ax = fig.subplots(1, 2)
     epochs = [r["epoch"] for r in history]
-    for ax, key, label in ((loss_ax, "loss", "loss"), (acc_ax, "accuracy", "accuracy")):
+    right = "accuracy" if any("train_accuracy" in r or "val_accuracy" in r for r in history) else next(
+        (k[4:] for r in history for k in r if k.startswith("val_") and k not in ("val_loss", "val_n")), "accuracy")
+    for ax, key, label in ((loss_ax, "loss", "loss"), (acc_ax, right, right)):
         for split, style in (("train", "o-"), ("val", "s--")):
             points = [(e, r[f"{split}_{key}"]) for e, r in zip(epochs, history, strict=True)
                       if isinstance(r.get(f"{split}_{key}"), int | float) and math.isfinite(r[f"{split}_{key}"])]
@@ -59,7 +62,8 @@ def learning_curve(history: Sequence[dict[str, Any]], path: Path, *, title: str 
         ax.set_ylabel(label)
         ax.set_xticks(epochs if len(epochs) <= 20 else epochs[:: math.ceil(len(epochs) / 20)])
         ax.grid(alpha=0.3)
-        ax.legend(fontsize="small")
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize="small")
     if title:
         fig.suptitle(title)
     return _save(fig, path)

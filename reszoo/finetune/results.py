@@ -18,7 +18,7 @@ from ..domains import get as get_domain
 from ..registry import Entry, Metric, Source
 from .batches import TensorData
 from .data import Splits
-from .loop import Loop, Trained, _fmt, evaluate
+from .loop import Loop, Trained, _fmt, evaluate, scores_sequences
 from .options import FinetuneOptions
 from .rundir import finish_run_folder, load_best
 
@@ -77,7 +77,8 @@ def _recipe(base: Entry, opts: FinetuneOptions, *, head: str, processes: int, n_
         f"batch {opts.batch_size} x {processes} process(es) x {opts.grad_accum} accumulation step(s); "
         f"{opts.epochs} epoch(s) ({steps} optimizer steps) with seed {opts.seed}; BatchNorm {opts.batchnorm}; "
         f"mixed precision {mixed_precision}"
-        + (f"; early stopping on validation {opts.monitor} (patience {opts.early_stopping})" if opts.early_stopping else "")
+        + (f"; early stopping on validation {opts.monitor or 'its default metric'} (patience {opts.early_stopping})"
+           if opts.early_stopping else "")
         + (f"; gradient norm clipped at {opts.max_grad_norm:g}" if opts.max_grad_norm else "") + ".",
         f"{n_train} training examples; {val_note}. The weights are those of the best validation epoch "
         "when there is validation data, else of the last epoch.",
@@ -128,7 +129,7 @@ def finetuned_entry(base: Entry, *, name: str, classes: tuple[str, ...], dataset
     scores, token limits), tags and limitations describe the base's own training. What still
     holds (architecture, license, paper) stays; ``base_model`` links the base for the rest.
     """
-    spec = get_domain(base.domain).finetune  # the task and usage of a fine-tuned model of the domain
+    spec = get_domain(base.domain).finetune_spec(base.task)  # the task and usage of a fine-tuned model of the domain
     return dataclasses.replace(
         base,
         name=name,
@@ -188,11 +189,13 @@ def _final_metrics(loop: Loop, state: dict[str, Any]) -> tuple[dict[str, Any], t
     final: dict[str, Any] = {k: v for k, v in chosen.items() if k.startswith("val_")}
     final["best_epoch"] = state["best_epoch"]
     confusion = None
+    classifying = not scores_sequences(loop.criterion)  # a sequence criterion has no confusion matrix
     if "test" in loop.eval_loaders:
         test_metrics = evaluate(loop, "test", with_confusion=True)
-        confusion = ("test", test_metrics.pop("confusion"))
+        if classifying:
+            confusion = ("test", test_metrics.pop("confusion"))
         final.update({f"test_{k}": v for k, v in test_metrics.items()})
-    elif "validation" in loop.eval_loaders and loop.out is not None:
+    elif "validation" in loop.eval_loaders and loop.out is not None and classifying:
         confusion = ("validation", evaluate(loop, "validation", with_confusion=True)["confusion"])
     loop.unwrapped.eval()
     return final, confusion
@@ -207,8 +210,9 @@ def _result_entry(loop: Loop, state: dict[str, Any], run: RunInfo, final: dict[s
                 "training data)" if splits.held_out else f" ({Path(str(run.val_data)).name})")) if val is not None else "no validation data"
     note = f"fine-tuned from {entry.name}" if opts.pretrained else f"{entry.name}'s architecture, from scratch"
     metrics = []
+    labels = getattr(loop.criterion, "metric_labels", None) if scores_sequences(loop.criterion) else None
     for split in ("val", "test"):
-        for key, label in (("accuracy", "accuracy (%)"), ("macro_f1", "macro-F1 (%)")):
+        for key, label in (labels or {"accuracy": "accuracy (%)", "macro_f1": "macro-F1 (%)"}).items():
             if f"{split}_{key}" in final:
                 # In percent, as the registry's accuracies are; summary.json keeps fractions.
                 metrics.append(Metric(dataset=dataset, split="validation" if split == "val" else "test", metric=key,
@@ -295,11 +299,17 @@ def _summary_line(summary: dict[str, Any]) -> str:
              f"{summary['num_train']} train / {summary['num_val']} validation / {summary['num_test']} test examples"
              f" ({sum(summary['skipped'].values())} skipped), {summary['epochs_run']} epoch(s)"
              + (" (stopped early)" if summary["stopped_early"] else "")]
-    if summary.get("best_epoch"):
+    if summary.get("best_epoch") and "val_accuracy" in summary:
         lines.append(f"best epoch {summary['best_epoch']}: validation accuracy {_fmt(summary['val_accuracy'])}, "
                      f"macro-F1 {_fmt(summary['val_macro_f1'])}, loss {_fmt(summary['val_loss'])}")
+    elif summary.get("best_epoch"):
+        lines.append(f"best epoch {summary['best_epoch']}: validation " + ", ".join(
+            f"{k[4:]} {_fmt(v)}" for k, v in summary.items() if k.startswith("val_") and k != "val_n"))
     if "test_accuracy" in summary:
         lines.append(f"test accuracy {_fmt(summary['test_accuracy'])}, macro-F1 {_fmt(summary['test_macro_f1'])}")
+    elif any(k.startswith("test_") for k in summary):
+        lines.append("test " + ", ".join(f"{k[5:]} {_fmt(v)}" for k, v in summary.items()
+                                         if k.startswith("test_") and k != "test_n"))
     if summary["out"]:
         lines.append(f"saved to {summary['out']}: reszoo.load({load_path(summary['out'])!r})")
     if "pushed" in summary:

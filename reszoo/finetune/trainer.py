@@ -67,10 +67,21 @@ def run_finetune(name: str, train_data: Any, val_data: Any, given: dict[str, Any
         return _run(name, train_data, val_data, given, opts)
 
 
-def _read_splits(train_data: Any, val_data: Any, domain: str, opts: FinetuneOptions) -> Splits:
+def _vocabulary(train: LabeledData, base_labels: Any, opts: FinetuneOptions) -> tuple[str, ...]:
+    """The symbols sequence data is spelt with: ``opts.vocabulary``, else the base's labels when
+    they hold every symbol of the training text (the base's head then still fits), else the text's own."""
+    if opts.vocabulary is not None:
+        return tuple(opts.vocabulary)
+    if opts.pretrained and base_labels and set(train.classes) <= set(base_labels):
+        return tuple(base_labels)
+    return train.classes
+
+
+def _read_splits(train_data: Any, val_data: Any, entry: Any, opts: FinetuneOptions) -> Splits:
     """Read and check every split before anything is written; hold out validation data if none is given."""
+    domain = entry.domain
     read = dict(text_column=opts.text_column, label_column=opts.label_column, delimiter=opts.delimiter,
-                on_bad_file=opts.on_bad_file)
+                on_bad_file=opts.on_bad_file, task=entry.task)
     tensors = isinstance(train_data, TensorData)
     for role, source in (("validation", val_data), ("test", opts.test_data)):
         if source is not None and isinstance(source, TensorData) != tensors:
@@ -82,6 +93,12 @@ def _read_splits(train_data: Any, val_data: Any, domain: str, opts: FinetuneOpti
         return read_data(source, domain, role=role, classes=classes, **read)
 
     train = read_split(train_data, "train")
+    if train.sequences:
+        vocabulary = _vocabulary(train, entry.labels, opts)
+        if vocabulary != train.classes:
+            train = read_split(train_data, "train", vocabulary)  # checks the text against it, line by line
+    elif opts.vocabulary is not None:
+        raise OptionsError("vocabulary is for sequence data (manifests of files and text); this data has one class per item")
     classes = train.classes
     val = read_split(val_data, "validation", classes) if val_data is not None else None
     test = read_split(opts.test_data, "test", classes) if opts.test_data is not None else None
@@ -175,18 +192,20 @@ def _run(name: str, train_data: Any, val_data: Any, given: dict[str, Any], opts:
 
     # ---- data and model (all checks before the run folder is touched)
     entry = resolve_entry(name)  # without weights: the domain decides how the data is read, before anything loads
-    splits = _read_splits(train_data, val_data, entry.domain, opts)
+    splits = _read_splits(train_data, val_data, entry, opts)
     classes = splits.classes
     set_seed(opts.seed)  # before the head is initialised: the same head on every process and every run
     model, head = load_model(name, entry, classes, opts)
-    criterion = resolve_criterion(opts, entry.domain)
+    criterion = resolve_criterion(opts, entry.domain, entry.task)
+    if callable(getattr(criterion, "set_labels", None)):  # a sequence criterion decodes with the vocabulary
+        criterion.set_labels(classes)
     fitted = criterion_head(model, criterion, opts)  # e.g. AAM-softmax's cosine head, in place of the linear one
     if fitted:
         head = f"{head}; {fitted}"
     if opts.lora:
         model, head = apply_lora(model, opts, head)
         say(head)
-    adapter = make_adapter(model, entry.domain, opts)
+    adapter = make_adapter(model, entry.domain, opts, entry.task)
     if isinstance(train_data, TensorData):
         sources = {"train": train_data, "validation": val_data if val_data is not None else train_data,
                    "test": opts.test_data}

@@ -1,7 +1,8 @@
 """Speech: ECAPA-TDNN speaker embeddings and small residual conv-TDNN classifiers.
 
 The domain contract of :mod:`reszoo.domains`: ``models.py`` (ECAPA-TDNN), ``convert.py``
-(SpeechBrain checkpoints), ``preprocess.py`` (the fbank front end), ``predict.py`` (classes or
+(SpeechBrain checkpoints, NeMo ``.nemo`` archives), ``preprocess.py`` (the fbank front end, or
+``melspec.py``'s NeMo log-mel front end for recognisers), ``predict.py`` (classes or
 speaker verification), ``finetune.py`` (padded feature batches); ``audio.py`` reads and
 resamples audio. Light on import: torchaudio and soundfile are imported by the functions that
 read, resample or featurise audio. See docs/speech.md.
@@ -9,7 +10,7 @@ read, resample or featurise audio. See docs/speech.md.
 
 from __future__ import annotations
 
-from ..domains import ClassFolders, Domain, FinetuneSpec, RuntimeSetting, is_number, lazy_exports
+from ..domains import ClassFolders, Domain, FinetuneSpec, Manifest, RuntimeSetting, is_number, lazy_exports
 from .predict import predict
 
 AUDIO_EXTENSIONS = frozenset({".wav", ".flac", ".ogg", ".mp3", ".aif", ".aiff"})
@@ -31,6 +32,14 @@ DOMAIN = Domain(
         adapter="reszoo.speech.finetune:SpeechAdapter",
         usage='print(model.classify("clip.wav", top_k=3))   # [(label, probability), ...]',
     ),
+    # Recognisers train on NeMo-style manifests of audio files and transcripts, with CTC.
+    finetune_tasks={"automatic-speech-recognition": FinetuneSpec(
+        task="automatic-speech-recognition",
+        data=Manifest(AUDIO_EXTENSIONS, kind="audio"),
+        adapter="reszoo.speech.finetune:RecognitionAdapter",
+        usage='print(model.transcribe("clip.wav"))   # the text',
+        criterion="ctc",
+    )},
     runtime={"verify_threshold": RuntimeSetting(
         "the cosine score at or above which `model.verify` says 'same speaker'",
         lambda v: None if is_number(v) and -1 <= v <= 1 else "expected a cosine score in [-1, 1]",
@@ -46,6 +55,8 @@ _EXPORTS = {
     "build_preprocess": "preprocess",
     "prepare": "preprocess",
     "AudioError": "audio",
+    "MelConfig": "melspec",
+    "MelPreprocess": "melspec",
 }
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 __all__ = ["DOMAIN", "AUDIO_EXTENSIONS", "predict", *_EXPORTS]

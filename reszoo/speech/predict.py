@@ -1,6 +1,8 @@
 """Inference for speech models: what ``reszoo predict`` and ``reszoo export`` do with them.
 
-Classifiers give rows ``{input, rank, label, prob}``, the top classes of each recording (as for
+Recognisers (CTC, ``task: automatic-speech-recognition``) give ``{input, text}``, the greedy
+transcript, batched with padding (the model masks padded frames, so batching does not change a
+transcript). Classifiers give rows ``{input, rank, label, prob}``, the top classes of each recording (as for
 images). Embedding models give ``{input, embedding}``, or with a ``reference`` recording the
 verification rows ``{input, reference, score, match, threshold}`` (cosine score, and whether it
 reaches the model's ``verify_threshold``). Inputs: audio files, folders of them (searched
@@ -41,6 +43,47 @@ def _by_length(model: Any, feats: list[torch.Tensor], forward: Any) -> torch.Ten
     return torch.stack(out)
 
 
+def is_recogniser(model: Any) -> bool:
+    """A CTC recogniser: its entry's task says so (or, without an entry, it has ``transcribe``)."""
+    entry = getattr(model, "entry", None)
+    if entry is not None:
+        return entry.task == "automatic-speech-recognition"
+    return callable(getattr(model, "transcribe", None))
+
+
+def _recognition_task(model: Any, options: Options) -> Task:
+    """Transcripts: log-mel features read in the loader's workers, padded batches, greedy CTC."""
+    import torch
+
+    from ..errors import InputError
+    from . import AUDIO_EXTENSIONS
+    from .ctc import decode_batch
+
+    if options.reference is not None:
+        raise InputError("reference= applies to embedding (speaker) models; this speech model is a recogniser")
+    preprocess, labels = model.preprocess, list(model.labels)
+
+    def read(value: Any, index: int) -> torch.Tensor:
+        feats, lengths = preprocess(value)
+        return feats[0, :, : int(lengths[0])]  # (n_mels, frames)
+
+    def collate(feats: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        lengths = torch.tensor([f.shape[-1] for f in feats], dtype=torch.long)
+        batch = torch.zeros(len(feats), feats[0].shape[0], int(lengths.max()))
+        for i, f in enumerate(feats):
+            batch[i, :, : f.shape[-1]] = f
+        return batch, lengths
+
+    def run(batch: tuple[torch.Tensor, torch.Tensor]) -> list[list[dict[str, Any]]]:
+        feats, lengths = batch
+        param = next(model.parameters())
+        with torch.inference_mode():
+            log_probs, out_lengths = model(feats.to(param.device, param.dtype), lengths.to(param.device))
+        return [[{"text": text}] for text in decode_batch(model, log_probs, out_lengths, lengths, labels, False)]
+
+    return Task(fields=("input", "text"), read=read, collate=collate, run=run, extensions=AUDIO_EXTENSIONS, kind="audio")
+
+
 def task(model: Any, options: Options) -> Task:
     """How ``model`` predicts: features in the loader, classes or embeddings in batches."""
     from ..errors import InputError
@@ -55,6 +98,8 @@ def task(model: Any, options: Options) -> Task:
         return preprocess(value)
 
     common = dict(read=read, extensions=AUDIO_EXTENSIONS, kind="audio")
+    if is_recogniser(model):
+        return _recognition_task(model, options)
     if getattr(model, "head", None) is not None:
         if options.reference is not None:
             raise InputError("reference= applies to embedding (speaker) models; this speech model is a classifier")

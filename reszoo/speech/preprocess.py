@@ -24,10 +24,13 @@ import math
 import os
 from dataclasses import asdict, dataclass, fields
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
+
+if TYPE_CHECKING:
+    from .melspec import MelPreprocess
 
 __all__ = ["DEFAULT_VERIFY_THRESHOLD", "FbankConfig", "Fbank", "SpeechPreprocess", "build_preprocess", "mel_filterbank",
            "pad_features", "prepare"]
@@ -37,6 +40,8 @@ __all__ = ["DEFAULT_VERIFY_THRESHOLD", "FbankConfig", "Fbank", "SpeechPreprocess
 DEFAULT_VERIFY_THRESHOLD = 0.25
 
 MEL_FILTERS = ("speechbrain", "torchaudio")
+# preprocess.kind: "fbank" (this module, the default) or "nemo-mel" (NeMo's log-mel front end, melspec.py)
+KINDS = ("fbank", "nemo-mel")
 
 
 @dataclass(frozen=True)
@@ -65,7 +70,7 @@ class FbankConfig:
         if unknown:
             raise ValueError(f"unknown speech preprocess keys {unknown}; known: {sorted(known)}")
         if preprocess.get("kind", "fbank") != "fbank":
-            raise ValueError(f"speech preprocess kind {preprocess['kind']!r} is not supported (only 'fbank')")
+            raise ValueError(f"speech preprocess kind {preprocess['kind']!r} is not supported; known: {', '.join(KINDS)}")
         cfg = cls(**{k: v for k, v in preprocess.items() if k in known})
         if cfg.mel_filters not in MEL_FILTERS:
             raise ValueError(f"mel_filters must be one of {MEL_FILTERS}, got {cfg.mel_filters!r}")
@@ -212,9 +217,16 @@ class SpeechPreprocess:
 # --------------------------------------------------------------------------- the domain contract
 
 
-def build_preprocess(entry: Any) -> SpeechPreprocess:
-    """``entry.preprocess`` (an fbank description, see FbankConfig) -> raw audio to features."""
-    return SpeechPreprocess(FbankConfig.from_preprocess(dict(entry.preprocess or {})))
+def build_preprocess(entry: Any) -> SpeechPreprocess | MelPreprocess:
+    """``entry.preprocess`` -> raw audio to features: ``kind: fbank`` (the default, see FbankConfig) or
+    ``kind: nemo-mel`` (NeMo's log-mel front end of the CTC recognisers, see reszoo.speech.melspec.MelConfig)."""
+    preprocess = dict(entry.preprocess or {})
+    kind = preprocess.get("kind", "fbank")
+    if kind == "nemo-mel":
+        from .melspec import MelConfig, MelPreprocess
+
+        return MelPreprocess(MelConfig.from_preprocess(preprocess))
+    return SpeechPreprocess(FbankConfig.from_preprocess(preprocess))
 
 
 def prepare(model: nn.Module, entry: Any, *, mirror: str | os.PathLike[str] | None = None) -> None:

@@ -1,9 +1,12 @@
-"""Training pieces of the speech domain: the AAM-softmax loss, SpecAugment, and the equal error rate.
+"""Training pieces of the speech domain: the AAM-softmax and CTC losses, SpecAugment, and the equal error rate.
 
 - :class:`AAMSoftmaxLoss`: additive angular margin softmax (ArcFace), the loss ECAPA-TDNN speaker
   models are trained with, on cosine logits (a :class:`CosineHead`); :class:`AAMSoftmax` is the
   two together, on embeddings. ``reszoo.finetune(..., criterion="aam-softmax")`` names the loss
   (:data:`CRITERIA`), and the loop gives the model the cosine head it scores (``AAMSoftmaxLoss.head``).
+- :class:`CTCLoss`: connectionist temporal classification for recognisers (blank last, NeMo's
+  ``mean_batch`` reduction), which also scores a validation split by greedy decoding (WER, CER):
+  ``criterion="ctc"``, the default of recognisers' fine-tuning.
 - :func:`spec_augment` (one utterance) and :class:`SpecAugment` (a padded batch, as the
   fine-tuning loop's ``augment=`` hook): a random crop in time, frequency masks, a time mask.
 - :func:`eer` and :func:`pair_scores`: verification trials of every pair of embeddings, and the
@@ -23,7 +26,7 @@ from torch import Tensor, nn
 
 from .preprocess import pad_features
 
-__all__ = ["AAMSoftmax", "AAMSoftmaxLoss", "CRITERIA", "CosineHead", "SpecAugment", "aam_softmax_loss", "eer",
+__all__ = ["AAMSoftmax", "AAMSoftmaxLoss", "CRITERIA", "CTCLoss", "CosineHead", "SpecAugment", "SpectrogramAugmentation", "aam_softmax_loss", "eer",
            "pair_scores", "spec_augment"]
 
 
@@ -79,9 +82,68 @@ class AAMSoftmax(CosineHead):
         return aam_softmax_loss(super().forward(emb), target, margin=self.margin, scale=self.scale)
 
 
+# --------------------------------------------------------------------------- CTC
+
+
+class CTCLoss(nn.Module):
+    """CTC loss of a recogniser's ``(log_probs (batch, frames, symbols + 1), out_lengths)``
+    against transcripts padded with -1 ``(batch, longest)`` (reszoo.finetune's sequence targets),
+    the blank last; summed over the batch and divided by its size (NeMo's ``mean_batch``).
+    Impossible alignments (a transcript longer than the frames) count zero, as NeMo's
+    ``zero_infinity``.
+
+    As the fine-tuning loop's sequence criterion it also scores validation batches
+    (:meth:`counts`, :meth:`summarise`): greedy transcripts against the references, word and
+    character error rates over the split (``labels``: the vocabulary, set by the loop)."""
+
+    monitor = "wer"
+    metric_labels = {"wer": "WER (%)", "cer": "CER (%)"}
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.labels: list[str] | None = None
+
+    def set_labels(self, labels: Any) -> None:
+        self.labels = list(labels)
+
+    @staticmethod
+    def _parts(outputs: tuple[Tensor, Tensor], target: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        log_probs, out_lengths = outputs
+        target_lengths = (target >= 0).sum(-1)
+        return log_probs, out_lengths, target.clamp(min=0), target_lengths
+
+    def per_utterance(self, outputs: tuple[Tensor, Tensor], target: Tensor) -> Tensor:
+        log_probs, out_lengths, targets, target_lengths = self._parts(outputs, target)
+        return F.ctc_loss(log_probs.float().transpose(0, 1), targets, out_lengths, target_lengths,
+                          blank=log_probs.shape[-1] - 1, reduction="none", zero_infinity=True)
+
+    def forward(self, outputs: tuple[Tensor, Tensor], target: Tensor) -> Tensor:
+        return self.per_utterance(outputs, target).sum() / target.shape[0]
+
+    def counts(self, outputs: tuple[Tensor, Tensor], target: Tensor) -> Tensor:
+        """``[loss sum, word errors, reference words, character errors, reference characters, utterances]``."""
+        from .ctc import error_counts, greedy_decode
+
+        if self.labels is None:
+            raise RuntimeError("CTCLoss.counts needs the vocabulary: set_labels(labels) first")
+        hyps = greedy_decode(outputs[0].float().cpu(), outputs[1].cpu(), self.labels)
+        refs = ["".join(self.labels[i] for i in row if i >= 0) for row in target.tolist()]
+        refs = [" ".join(r.split()) for r in refs]
+        c = error_counts(refs, hyps)
+        loss = float(self.per_utterance(outputs, target).double().sum())
+        return torch.tensor([loss, c["word_errors"], c["words"], c["char_errors"], c["chars"], target.shape[0]],
+                            dtype=torch.float64)
+
+    @staticmethod
+    def summarise(counts: Tensor) -> dict[str, Any]:
+        loss, word_errors, words, char_errors, chars, n = counts.tolist()
+        return {"loss": loss / max(n, 1), "wer": word_errors / max(words, 1), "cer": char_errors / max(chars, 1),
+                "n": int(n)}
+
+
 # Named criteria of the speech domain, for reszoo.finetune(criterion=NAME): factories of a
 # callable (logits, target) -> loss.
-CRITERIA: dict[str, Callable[[], Callable[[Tensor, Tensor], Tensor]]] = {"aam-softmax": AAMSoftmaxLoss}
+CRITERIA: dict[str, Callable[[], Callable[[Any, Tensor], Tensor]]] = {"aam-softmax": AAMSoftmaxLoss, "ctc": CTCLoss}
 
 
 # --------------------------------------------------------------------------- SpecAugment
@@ -141,6 +203,37 @@ class SpecAugment:
                 for i in range(feats.shape[0])]
         out, rel = pad_features(kept, dtype=lengths.dtype, device=lengths.device)
         return {**inputs, "feats": out, "lengths": rel}
+
+
+class SpectrogramAugmentation:
+    """NeMo's ``SpectrogramAugmentation`` for recogniser batches ``{"feats": (batch, n_mels,
+    frames), "lengths": frame counts}``: ``freq_masks`` bands of up to ``freq_width`` mel bins
+    and ``time_masks`` spans of up to ``time_width`` of each utterance's frames, set to zero;
+    for ``reszoo.finetune(..., augment=SpectrogramAugmentation())``. Draws from torch's RNG
+    (seeded by the run, saved in its checkpoints)."""
+
+    def __init__(self, freq_masks: int = 2, freq_width: int = 15, time_masks: int = 2, time_width: float = 0.05) -> None:
+        self.freq_masks, self.freq_width = freq_masks, freq_width
+        self.time_masks, self.time_width = time_masks, time_width
+
+    def __repr__(self) -> str:
+        return (f"SpectrogramAugmentation(freq_masks={self.freq_masks}, freq_width={self.freq_width}, "
+                f"time_masks={self.time_masks}, time_width={self.time_width})")
+
+    def __call__(self, inputs: dict[str, Tensor]) -> dict[str, Tensor]:
+        feats = inputs["feats"].clone()
+        bins = feats.shape[1]
+        for i, length in enumerate(inputs["lengths"].tolist()):
+            for _ in range(self.freq_masks):
+                width = int(torch.randint(0, self.freq_width + 1, ()))
+                lo = int(torch.randint(0, max(1, bins - width + 1), ()))
+                feats[i, lo:lo + width, :] = 0.0
+            most = max(1, int(self.time_width * length))
+            for _ in range(self.time_masks):
+                width = int(torch.randint(0, most + 1, ()))
+                lo = int(torch.randint(0, max(1, length - width + 1), ()))
+                feats[i, :, lo:lo + width] = 0.0
+        return {**inputs, "feats": feats}
 
 
 # --------------------------------------------------------------------------- equal error rate
