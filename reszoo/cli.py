@@ -138,7 +138,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def _predict(args: argparse.Namespace, rank: int, processes: int) -> int:
     from . import distributed
     from .api import load
-    from .predict import Options, RowWriter, list_inputs, make_task, predict_groups
+    from .predict import Options, list_inputs, make_task, predict_groups
+    from .rows import RowWriter
 
     model = load(args.name, device=distributed.device_for(args.device), mirror=args.mirror, optimize=args.optimize)
     if args.optimize and args.compile != "auto":

@@ -19,7 +19,8 @@ import torch
 
 import reszoo
 from reszoo.cli import main as cli
-from reszoo.predict import Options, RowWriter, Task
+from reszoo.predict import Options, Task
+from reszoo.rows import RowWriter
 
 ROOT = Path(__file__).resolve().parent.parent
 DIGITS = sorted((ROOT / "examples" / "digits").glob("*.png"))

@@ -19,7 +19,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..predict import Options, Task, classify_rows, domain_predict, read_lines
+from ..predict import Options, Task, classify_rows, domain_predict
+from ..rows import read_lines
 
 if TYPE_CHECKING:
     from ..export import ExportSpec

@@ -20,7 +20,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..predict import Options, Task, classify_rows, domain_predict, embedding_rows, read_table
+from ..predict import Options, Task, classify_rows, domain_predict, embedding_rows
+from ..rows import read_table
 
 if TYPE_CHECKING:
     from ..export import ExportSpec
