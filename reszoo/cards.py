@@ -18,7 +18,7 @@ import ast
 import os
 import re
 import shlex
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -26,14 +26,14 @@ from typing import Any
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from ._text import natural_key
+from .card_text import HUB_URL, ROOT, as_words, facts_section, file_ref, fmt_value, inline, nested_table, rel, scalar, table
+from .card_twins import (PAIR_KEY, PAIR_KEYS, is_plain, is_registry_model, param_count, residual_vs_plain, same_metric,
+                         twin_link, twin_pair)
 from .domains import get as get_domain
 from .registry import Entry, Metric, info, load_registry
 
 __all__ = ["card", "card_for_entry", "expected_cards", "headline", "load_path", "render_markdown", "write_cards"]
 
-ROOT = Path(__file__).resolve().parent.parent  # a checkout: docs/, weights/ (the bundled mirror)
-HUB_URL = "https://huggingface.co"
-STUDY_DOC = "docs/residual-study.md"
 
 # Hub pipeline tags that reszoo tasks map onto; other tasks get none rather than a wrong one.
 _PIPELINE_TAGS = {
@@ -44,9 +44,6 @@ _PIPELINE_TAGS = {
 # An ``extra`` fact that names an image of the checkout: "docs/img/x.png (what it shows)".
 _IMAGE_FACT = re.compile(r"^(?P<path>(?:docs|examples)/(?:[\w-]+/)*[\w.-]+\.(?:png|jpe?g|gif|svg|webp))"
                          r"(?:\s*\((?P<caption>.*)\))?\s*$", re.IGNORECASE)
-# ``extra`` facts that compare a model with its twin: the "Residual vs plain" section shows them.
-_PAIR_KEYS = ("plain_twin", "residual_twin", "other_seeds", "over_seeds")
-_PAIR_KEY = re.compile(r"residual[ _-]*vs[ _-]*plain", re.IGNORECASE)
 
 
 def _slug(text: str) -> str:
@@ -114,103 +111,7 @@ def _base_model_repo(base: str | None, reg: Mapping[str, Entry]) -> str | None:
 # --------------------------------------------------------------------------- values as text (never JSON)
 
 
-def _fmt_value(value: float) -> str:
-    return f"{value:.4g}" if abs(value) < 1e4 else f"{value:.0f}"
-
-
-def _scalar(value: Any) -> str:
-    """A number or word as a reader writes it: 309,162 parameters, yes/no, 0.9933."""
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, int):
-        return f"{value:,}" if abs(value) >= 10_000 else str(value)
-    if isinstance(value, float):
-        return f"{value:,.6g}" if abs(value) >= 10_000 else f"{value:.6g}"
-    return "" if value is None else str(value)
-
-
-def _label(key: Any) -> str:
-    return str(key).replace("_", " ")
-
-
-def _is_scalar(value: Any) -> bool:
-    return not isinstance(value, dict | list | tuple)
-
-
-def _inline(value: Any) -> str:
-    """Any value as one line of text: lists comma-separated, mappings as "key value" phrases."""
-    if isinstance(value, dict):
-        return "; ".join(f"{_label(k)} {_inline(v)}" for k, v in value.items())
-    if isinstance(value, list | tuple):
-        return ", ".join(_inline(v) for v in value) if value else "none"
-    return _scalar(value)
-
-
-def _file_ref(value: Mapping[str, Any]) -> str:
-    """A ``{file, repo?, revision?}`` reference (a tokenizer) as a sentence."""
-    text = f"`{value['file']}`"
-    if value.get("repo"):
-        text += f" of `{value['repo']}`"
-    if value.get("revision"):
-        text += f" at `{str(value['revision'])[:12]}`"
-    return text
-
-
-def _cell(text: str) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
-
-
-def _table(rows: Iterable[tuple[Any, ...]], header: tuple[str, ...]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
-def _nested_table(key: str, value: Any) -> str | None:
-    """A nested fact as a small table: a mapping of mappings (rows x columns), a mapping or a list
-    of mappings; None for what reads well on one line."""
-    if isinstance(value, dict) and value and all(isinstance(v, dict) for v in value.values()):
-        columns = list(dict.fromkeys(k for v in value.values() for k in v))
-        rows = [(_label(k), *(_inline(v.get(c, "")) for c in columns)) for k, v in value.items()]
-        return _table(rows, ("", *(_label(c) for c in columns)))
-    if isinstance(value, dict) and (len(value) > 4 or len(_inline(value)) > 90):
-        return _table([(_label(k), _inline(v)) for k, v in value.items()], ("", ""))
-    if isinstance(value, list | tuple) and value and all(isinstance(v, dict) for v in value):
-        columns = list(dict.fromkeys(k for v in value for k in v))
-        return _table([tuple(_inline(v.get(c, "")) for c in columns) for v in value], tuple(_label(c) for c in columns))
-    return None
-
-
-def _facts_section(rows: list[tuple[str, str]], nested: Mapping[str, Any]) -> list[str]:
-    """The details table, then one small table per nested fact."""
-    out = [_table(rows, ("", "")), ""]
-    for key, value in nested.items():
-        out += [f"**{_label(key).capitalize()}**", "", _nested_table(key, value) or _inline(value), ""]
-    return out
-
-
 # --------------------------------------------------------------------------- the registry around a card
-
-
-def _is_registry_model(entry: Entry, reg: Mapping[str, Entry]) -> bool:
-    """Whether ``entry`` is the registry's own model of that name (``reszoo info NAME`` describes
-    it), and not a model derived from one (fine-tuned, a replaced head) that kept or took a name."""
-    own = reg.get(entry.name)
-    if own is None:
-        return False
-    return (own.arch, own.arch_args, own.labels, own.metrics) == (entry.arch, entry.arch_args, entry.labels, entry.metrics)
-
-
-def _is_plain(entry: Entry) -> bool:
-    return entry.arch_args.get("residual", True) is False
-
-
-def _pair(entry: Entry, reg: Mapping[str, Entry]) -> tuple[Entry, Entry] | None:
-    """(residual, plain) of a model with a twin in the registry; None otherwise."""
-    if not entry.twin or not _is_registry_model(entry, reg) or entry.twin not in reg:
-        return None
-    twin = reg[entry.twin]
-    return (twin, entry) if _is_plain(entry) else (entry, twin)
 
 
 def headline(entry: Entry) -> str | None:
@@ -218,16 +119,7 @@ def headline(entry: Entry) -> str | None:
     if not entry.metrics:
         return None
     m = entry.metrics[0]
-    return f"{m.name or m.metric} {_fmt_value(m.value)} ({m.dataset}, {m.split})"
-
-
-def _same_metric(metric: Metric, other: Entry) -> Metric | None:
-    """``other``'s value of the metric ``metric`` measures (same data, split and metric)."""
-    for keys in ((lambda m: (m.dataset, m.split, m.metric, m.name)), (lambda m: (m.dataset, m.split, m.metric))):
-        found = [m for m in other.metrics if keys(m) == keys(metric)]
-        if len(found) == 1:
-            return found[0]
-    return None
+    return f"{m.name or m.metric} {fmt_value(m.value)} ({m.dataset}, {m.split})"
 
 
 # --------------------------------------------------------------------------- images
@@ -241,10 +133,6 @@ class _Image:
     source: str  # where it is: a checkout path or a repo file
 
 
-def _rel(path: Path, card_dir: Path) -> str:
-    return Path(os.path.relpath(path, card_dir)).as_posix()
-
-
 def _figure_src(entry: Entry, file: str, card_dir: Path | None) -> str:
     """A figure (a file of the weights repo): beside a card in the repo; in the checkout, its
     bundled copy, else its Hub URL at the pinned revision."""
@@ -252,13 +140,13 @@ def _figure_src(entry: Entry, file: str, card_dir: Path | None) -> str:
         return file
     local = ROOT / "weights" / entry.weights.repo / file
     if local.is_file():
-        return _rel(local, card_dir)
+        return rel(local, card_dir)
     return f"{HUB_URL}/{entry.weights.repo}/resolve/{entry.weights.revision or 'main'}/{file}"
 
 
 def _images(entry: Entry, card_dir: Path | None) -> tuple[list[_Image], set[str]]:
     """The images a card shows (its figures, and images named in ``extra``) and the ``extra`` keys used."""
-    images = [_Image(_label(key), _figure_src(entry, file, card_dir), None, file) for key, file in entry.figures.items()]
+    images = [_Image(as_words(key), _figure_src(entry, file, card_dir), None, file) for key, file in entry.figures.items()]
     used = set()
     for key, value in entry.extra.items():
         match = _IMAGE_FACT.match(value) if isinstance(value, str) else None
@@ -266,8 +154,8 @@ def _images(entry: Entry, card_dir: Path | None) -> tuple[list[_Image], set[str]
             continue
         used.add(key)
         local = ROOT / match["path"]
-        src = _rel(local, card_dir) if card_dir is not None and local.is_file() else None
-        images.append(_Image(_label(key), src, match["caption"], match["path"]))
+        src = rel(local, card_dir) if card_dir is not None and local.is_file() else None
+        images.append(_Image(as_words(key), src, match["caption"], match["path"]))
     return images, used
 
 
@@ -311,7 +199,7 @@ def _usage_text(entry: Entry, reg: Mapping[str, Entry]) -> str:
     if entry.usage:
         return entry.usage
     twin = reg.get(entry.twin) if entry.twin else None
-    if twin is not None and twin.usage and _is_registry_model(entry, reg):
+    if twin is not None and twin.usage and is_registry_model(entry, reg):
         return _LOAD_CALL.sub(lambda m: f'reszoo.load("{entry.name}"' if m.group(1) in (twin.name, *twin.aliases)
                               else m.group(0), twin.usage)
     return (f'model = reszoo.load("{entry.name}")\n'
@@ -335,7 +223,7 @@ def _how_to_use(entry: Entry, repo_id: str | None, location: str | os.PathLike[s
     ``reszoo.load`` is given: commands that work where the model is."""
     name = entry.name
     usage = _usage_text(entry, reg)
-    if _is_registry_model(entry, reg):
+    if is_registry_model(entry, reg):
         target = f"hf://{repo_id}" if repo_id and entry.weights and repo_id != entry.weights.repo else name
         for alias in (name, *entry.aliases):  # a pushed copy is loaded from its own repo
             usage = usage.replace(f'reszoo.load("{alias}"', f'reszoo.load("{target}"')
@@ -356,10 +244,6 @@ def _how_to_use(entry: Entry, repo_id: str | None, location: str | os.PathLike[s
 # --------------------------------------------------------------------------- sections
 
 
-def _params(entry: Entry) -> Any:
-    return entry.extra.get("params", entry.extra.get("parameters"))
-
-
 def _summary(entry: Entry, reg: Mapping[str, Entry], target: str | None, card_dir: Path | None,
              pair: tuple[Entry, Entry] | None) -> list[str]:
     """What a visitor reads in ten seconds: task and data, the headline result, the twin, how to load it."""
@@ -372,122 +256,20 @@ def _summary(entry: Entry, reg: Mapping[str, Entry], target: str | None, card_di
     if entry.metrics:
         m = entry.metrics[0]
         origin = "measured here" if m.source.measured else "reported upstream"
-        lines.append(f"- **{_fmt_value(m.value)}**: {m.name or m.metric}; {m.dataset} {m.split}, {origin}.")
-    network = f"`{entry.arch}` {'without' if _is_plain(entry) else 'with'} residual connections"
-    if (params := _params(entry)) is not None:
-        network += f", {_scalar(params)} parameters"
+        lines.append(f"- **{fmt_value(m.value)}**: {m.name or m.metric}; {m.dataset} {m.split}, {origin}.")
+    network = f"`{entry.arch}` {'without' if is_plain(entry) else 'with'} residual connections"
+    if (params := param_count(entry)) is not None:
+        network += f", {scalar(params)} parameters"
     if pair is not None:
         other = pair[1] if pair[0] is entry else pair[0]
         kind = "plain twin (no skips)" if other is pair[1] else "residual twin"
-        versus = _same_metric(entry.metrics[0], other) if entry.metrics else None
-        network += f"; its {kind} {_twin_link(other, entry, card_dir)}" + (
-            f" scores {_fmt_value(versus.value)}" if versus is not None else "")
+        versus = same_metric(entry.metrics[0], other) if entry.metrics else None
+        network += f"; its {kind} {twin_link(other, entry, card_dir)}" + (
+            f" scores {fmt_value(versus.value)}" if versus is not None else "")
     lines.append(f"- {network}.")
     if target is not None:
         lines.append(f'- `reszoo.load("{target}")` · license {entry.license}.')
     return [*lines, ""]
-
-
-def _twin_link(twin: Entry, entry: Entry, card_dir: Path | None) -> str:
-    """A link to the twin's card: beside this one in the checkout, its repo on the Hub."""
-    if card_dir is not None:
-        return f"[{twin.name}]({twin.name}.md)"
-    if twin.weights and entry.weights and twin.weights.repo != entry.weights.repo:
-        return f"[{twin.name}]({HUB_URL}/{twin.weights.repo})"
-    return f"`{twin.name}`" + (f" (`{twin.weights.file}` in this repo)" if twin.weights else "")
-
-
-def _pair_rows(residual: Entry, plain: Entry) -> list[tuple[str, str, str]]:
-    """Both models' numbers at the same budget: each metric, then the facts ``extra`` compares."""
-    rows = []
-    labels = [m.name or m.metric for m in residual.metrics]
-    for m in residual.metrics:
-        other = _same_metric(m, plain)
-        if other is not None:  # the data is named where the metric's name alone is ambiguous
-            label = (m.name or m.metric) + (f" · {m.dataset} {m.split}" if labels.count(m.name or m.metric) > 1 else "")
-            rows.append((label, _fmt_value(m.value), _fmt_value(other.value)))
-    r_params, p_params = _params(residual), _params(plain)
-    if r_params is not None and p_params is not None:
-        rows.append(("parameters", _scalar(r_params), _scalar(p_params)))
-    shown = [(m.value, other.value) for m in residual.metrics if (other := _same_metric(m, plain)) is not None]
-    for key in dict.fromkeys([*residual.extra, *plain.extra]):
-        value = residual.extra.get(key, plain.extra.get(key))
-        if isinstance(value, dict) and {"residual", "plain"} <= set(value) and key not in _PAIR_KEYS:
-            label = _PAIR_KEY.sub("", _label(key)).strip(" _-") or "result"
-            r, p = value["residual"], value["plain"]
-            pairs = [(f"{label} ({_label(k)})", r[k], p.get(k, "")) for k in r] if isinstance(r, dict) and isinstance(p, dict) \
-                else [(label, r, p)]
-            rows += [(text, _inline(a), _inline(b)) for text, a, b in pairs if not _repeats(a, b, shown)]
-        elif key == "train_seconds" and _is_scalar(residual.extra.get(key)) and _is_scalar(plain.extra.get(key)):
-            rows.append(("train seconds", _scalar(residual.extra.get(key)), _scalar(plain.extra.get(key))))
-    return rows
-
-
-def _repeats(a: Any, b: Any, shown: list[tuple[float, float]]) -> bool:
-    """Whether ``(a, b)`` are numbers a metric row shows already (as they are, or a fraction of its percent)."""
-    if not all(isinstance(x, int | float) and not isinstance(x, bool) for x in (a, b)):
-        return False
-    close = lambda x, y: abs(x - y) <= 1e-3 * max(abs(y), 1e-9)  # noqa: E731
-    return any((close(a, r) and close(b, p)) or (close(100 * a, r) and close(100 * b, p)) for r, p in shown)
-
-
-def _seed_lines(residual: Entry, plain: Entry) -> list[str]:
-    """Training seeds beyond the published pair (``extra.over_seeds``, else ``extra.other_seeds``)."""
-    over = residual.extra.get("over_seeds") or plain.extra.get("over_seeds")
-    others = residual.extra.get("other_seeds") or plain.extra.get("other_seeds")
-    others = others if isinstance(others, dict) else {}
-    if isinstance(over, dict) and isinstance(over.get("seeds"), list):
-        per = {k[: -len("_per_seed")]: v for k, v in over.items() if k.endswith("_per_seed") and isinstance(v, list)}
-        columns = [c for c in ("residual", "plain") if c in per] or list(per)
-
-        def cell(seed: Any, i: int, column: str) -> str:
-            spread = others.get(f"seed {seed}")  # "mean +- std" where other_seeds has it
-            if isinstance(spread, dict) and column in spread:
-                return _inline(spread[column])
-            return _inline(per[column][i]) if i < len(per[column]) else ""
-
-        rows = [(f"seed {s}", *(cell(s, i, c) for c in columns)) for i, s in enumerate(over["seeds"])]
-        means = [over.get(f"{c}_mean_over_seeds") for c in columns]
-        if any(m is not None for m in means):
-            rows.append(("**mean over seeds**", *(f"**{_inline(m)}**" if m is not None else "" for m in means)))
-        note = f" ({over['note']})" if over.get("note") else ""
-        return [f"Over {len(over['seeds'])} training seeds{note}:", "", _table(rows, ("", *columns)), ""]
-    if others:
-        columns = list(dict.fromkeys(k for v in others.values() if isinstance(v, dict) for k in v))
-        rows = [(_label(s), *(_inline(v.get(c, "")) if isinstance(v, dict) else _inline(v) for c in columns))
-                for s, v in others.items()]
-        return ["Other training seeds (same budget and hyper-parameters):", "", _table(rows, ("", *columns)), ""]
-    return []
-
-
-def _pair_notes(residual: Entry, plain: Entry) -> list[str]:
-    """What ``extra`` says about the comparison in words (a note, a summary sentence)."""
-    notes = []
-    for entry in (residual, plain):
-        for key, value in entry.extra.items():
-            if key in ("plain_twin", "residual_twin") and isinstance(value, dict) and value.get("note"):
-                notes.append(str(value["note"]))
-            elif _PAIR_KEY.search(str(key)) and isinstance(value, str):
-                notes.append(value)
-    return list(dict.fromkeys(notes))
-
-
-def _residual_vs_plain(entry: Entry, pair: tuple[Entry, Entry], card_dir: Path | None) -> list[str]:
-    residual, plain = pair
-    out = ["## Residual vs plain", "",
-           f"`{residual.name}` and its plain twin `{plain.name}` are the same network with and without its "
-           "residual (skip) connections, trained with the same recipe and budget.", ""]
-    rows = _pair_rows(residual, plain)
-    if rows:
-        out += [_table(rows, ("", f"residual: {residual.name}", f"plain: {plain.name}")), ""]
-    out += _seed_lines(residual, plain)
-    out += [f"{note[0].upper()}{note[1:]}" + ("" if note.endswith(".") else ".") for note in _pair_notes(residual, plain)]
-    out += [""] if out[-1] != "" else []
-    other = plain if entry is residual else residual
-    study = (f"[{STUDY_DOC}]({_rel(ROOT / STUDY_DOC, card_dir)})" if card_dir is not None
-             else f"`{STUDY_DOC}` in reszoo's source tree")
-    out += [f"The twin's card: {_twin_link(other, entry, card_dir)}. What the zoo's pairs show together: {study}.", ""]
-    return out
 
 
 def _details(entry: Entry, reg: Mapping[str, Entry], used: set[str], pair: tuple[Entry, Entry] | None) -> list[str]:
@@ -511,32 +293,32 @@ def _details(entry: Entry, reg: Mapping[str, Entry], used: set[str], pair: tuple
     elif entry.base_model:
         rows.append(("fine-tuned from", f"`{entry.base_model}`"))
     rows.append(("license", entry.license))
-    if entry.twin and _is_registry_model(entry, reg):  # the residual-vs-plain pair, each card naming the other
-        plain = _is_plain(entry)
+    if entry.twin and is_registry_model(entry, reg):  # the residual-vs-plain pair, each card naming the other
+        plain = is_plain(entry)
         rows.append(("residual twin" if plain else "plain twin",
                      f"`{entry.twin}` (the same network {'with' if plain else 'without'} residual connections)"))
     nested: dict[str, Any] = {}
     facts = {**entry.runtime, **{k: v for k, v in entry.extra.items() if k not in used}}
     for key, value in facts.items():
-        if pair is not None and (key in _PAIR_KEYS or _PAIR_KEY.search(str(key))
+        if pair is not None and (key in PAIR_KEYS or PAIR_KEY.search(str(key))
                                  or (isinstance(value, dict) and {"residual", "plain"} <= set(value))):
             continue  # shown in "Residual vs plain"
         if value is None:
             continue
-        if _nested_table(key, value) is not None:
+        if nested_table(key, value) is not None:
             nested[key] = value
         else:
-            rows.append((_label(key), _inline(value)))
-    return ["## Model details", "", *_facts_section(rows, nested)]
+            rows.append((as_words(key), inline(value)))
+    return ["## Model details", "", *facts_section(rows, nested)]
 
 
 def _preprocessing(entry: Entry) -> list[str]:
     if not entry.preprocess:
         return []
-    rows = [(f"`{k}`", _file_ref(v) if isinstance(v, dict) and "file" in v else f"`{_inline(v)}`")
+    rows = [(f"`{k}`", file_ref(v) if isinstance(v, dict) and "file" in v else f"`{inline(v)}`")
             for k, v in entry.preprocess.items()]
     return ["## Preprocessing", "", "`model.preprocess` turns raw input into model input:", "",
-            _table(rows, ("step", "value")), ""]
+            table(rows, ("step", "value")), ""]
 
 
 def _source_cell(metric: Metric) -> str:
@@ -556,7 +338,7 @@ def render_markdown(entry: Entry, repo_id: str | None = None, location: str | os
     ``registry``: the entries twins and bases are looked up in (default: the registry)."""
     reg = _registry(registry)
     folder = Path(card_dir).resolve() if card_dir is not None else None
-    pair = _pair(entry, reg)
+    pair = twin_pair(entry, reg)
     code, hint, target = _how_to_use(entry, repo_id, location, reg)
     images, used = _images(entry, folder)
 
@@ -567,7 +349,7 @@ def render_markdown(entry: Entry, repo_id: str | None = None, location: str | os
     kind = get_domain(entry.domain).title  # how the domain names itself (Domain.title)
     out += [f"{'An' if kind[0] in 'aeiou' else 'A'} **{kind}** model of [reszoo](https://pypi.org/project/reszoo/), "
             f"the zoo of residual networks: architecture `{entry.arch}` "
-            f"{'without (the plain twin)' if _is_plain(entry) else 'with'} residual connections, task `{entry.task}`.", ""]
+            f"{'without (the plain twin)' if is_plain(entry) else 'with'} residual connections, task `{entry.task}`.", ""]
 
     out += ["## How to use", "", "```python", *code, "```", ""]
     if hint:
@@ -575,15 +357,15 @@ def render_markdown(entry: Entry, repo_id: str | None = None, location: str | os
 
     out += ["## Results", ""]
     if entry.metrics:
-        rows = [(m.dataset, m.split, m.name or m.metric, _fmt_value(m.value), _source_cell(m)) for m in entry.metrics]
-        out += [_table(rows, ("dataset", "split", "metric", "value", "source")), "",
+        rows = [(m.dataset, m.split, m.name or m.metric, fmt_value(m.value), _source_cell(m)) for m in entry.metrics]
+        out += [table(rows, ("dataset", "split", "metric", "value", "source")), "",
                 "Numbers *measured here* come from the named script's own run; numbers *reported upstream* "
                 "were not reproduced here.", ""]
     else:
         out += ["No results recorded yet.", ""]
     out += _image_lines(images)
     if pair is not None:
-        out += _residual_vs_plain(entry, pair, folder)
+        out += residual_vs_plain(entry, pair, folder)
     out += _details(entry, reg, used, pair)
     out += _preprocessing(entry)
     if entry.labels:
@@ -596,7 +378,7 @@ def render_markdown(entry: Entry, repo_id: str | None = None, location: str | os
     if entry.paper:
         title, url = entry.paper.get("title"), entry.paper.get("url")
         out += ["## Citation", "", f"{title}" + (f" — {url}" if url else ""), ""]
-    source = "reszoo's `registry.yaml`" if _is_registry_model(entry, reg) else "the model's `config.json`"
+    source = "reszoo's `registry.yaml`" if is_registry_model(entry, reg) else "the model's `config.json`"
     out += [f"*This card is generated from {source}; do not edit it by hand.*", ""]
     return "\n".join(out)
 
