@@ -104,7 +104,7 @@ def section(results: dict[str, Any]) -> str:
 
 `{SCRIPT}` trains `{results['base']}` — a speaker-embedding model (trained on FSDD's six speakers
 with speaker labels only) — to recognise the spoken digit, on seeded, stratified subsets of FSDD's
-training takes 5-49 ({', '.join(f'{s:,}' for s in results['sizes'])} recordings, a tenth of each per digit; seed {results['seed']}), through
+training takes 5-49 ({', '.join(f'{s:,}' for s in results['sizes'])} recordings: {', '.join(f'{s // 10:,}' for s in results['sizes'])} per digit; seed {results['seed']}), through
 `reszoo.finetune` on in-memory features (`TensorData`), each with a new 10-class head: a LoRA
 adapter (`lora=True`, the speech domain's default targets, rank {rec['lora_rank']}), a full fine-tune (every
 weight), a linear probe (`freeze_backbone=True`: the head on the frozen speaker embedding) and the
@@ -123,7 +123,7 @@ thread{'s' if results['threads'] != 1 else ''}. Test: the official test split (t
 
 LoRA adapts the block and aggregation convolutions only (the stem, the dilated Res2Net
 convolutions and the BatchNorm statistics stay the base's). One seed, one run each, on a shared
-CPU (wall times indicative): on {results['num_test']:,} test recordings one recording is {100 / results['num_test']:.2f} points.
+CPU (wall times depend on the other jobs running at the time: indicative only): on {results['num_test']:,} test recordings one recording is {100 / results['num_test']:.2f} points.
 """
 
 
@@ -137,14 +137,16 @@ def observations(results: dict[str, Any]) -> str:
         if behind:
             lines.append(f"Starting from the speaker model is behind random init at {', '.join(f'{n:,}' for n in behind)} "
                          f"recordings (full fine-tune against from scratch), ahead or level at "
-                         f"{', '.join(f'{n:,}' for n in sizes if n not in behind) or 'none'}: for digits, what it learnt "
-                         "about speakers is no head start at this budget.")
+                         f"{', '.join(f'{n:,}' for n in sizes if n not in behind) or 'none'}: for digits, its speaker "
+                         "features were a worse start than random weights where data was scarce, at this budget.")
         else:
             lines.append("Starting from the speaker model is ahead of (or level with) random init at every size.")
-    probes = [acc[n, "probe"] for n in sizes if (n, "probe") in acc]
+    probes = {n: acc[n, "probe"] for n in sizes if (n, "probe") in acc}
     if probes:
-        lines.append(f"The linear probe reaches {min(probes):.1f}-{max(probes):.1f}% (chance: 10%): little of which "
-                     "digit was said can be read linearly from the frozen speaker embedding.")
+        below = all(acc[n, m] > probes[n] for n in probes for m in ("lora", "full", "scratch") if (n, m) in acc)
+        lines.append(f"The linear probe reaches {min(probes.values()):.1f}-{max(probes.values()):.1f}% (chance: 10%)"
+                     + (", far below every method that trains the network, at every size: the frozen speaker "
+                        "embedding holds only part of which digit was said." if below else "."))
     lines.append(adapter_demo.gap_line(DEMO, results, "lora", "full"))
     return " ".join(line for line in lines if line)
 
