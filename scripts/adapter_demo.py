@@ -160,7 +160,7 @@ def gap_line(demo: Demo, results: dict[str, Any], method: str, against: str) -> 
     closest = min(gap, key=lambda n: abs(gap[n]))
     name = demo.labels[method].split(" (")[0]
     low, high = min(gap.values()), max(gap.values())
-    span = f"{low:+.2f}" if low == high else f"{low:+.2f} to {high:+.2f}"
+    span = f"{low:+.2f}" if f"{low:+.2f}" == f"{high:+.2f}" else f"{low:+.2f} to {high:+.2f}"
     return (f"{name[0].upper()}{name[1:]} ends {span} points from the {demo.labels[against].split(' (')[0]}"
             + (f", closest at {closest:,} {demo.unit}." if len(gap) > 1 else "."))
 

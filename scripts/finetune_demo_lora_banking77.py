@@ -82,7 +82,7 @@ def run_all(args: argparse.Namespace) -> dict[str, Any]:
     settings = {
         "script": SCRIPT, "base": BASE, "dataset": "BANKING77 (PolyAI/banking77; ../shared/data/banking77)",
         "recipe": {**RECIPE, "optimizer": "adamw", "epochs": args.epochs, "min_steps": args.min_steps, "val_split": 0.0,
-                   "precision": "float32", "methods": {m: METHODS[m] for m in args.methods}},
+                   "precision": "float32", "methods": {m: o for m, o in METHODS.items() if m in args.methods}},
         "sizes": args.sizes, "per_class": [s // len(names) for s in args.sizes], "classes": len(names),
         "seed": args.seed, "num_test": len(test), "test_per_class": args.test_per_class, **adapter_demo.machine(),
     }
