@@ -263,13 +263,17 @@ def fetch_file(
         return _verify(candidate, sha256, what, from_hub=False)
     # An installed PyPI package carrying the repo's files (reszoo/packages.py) is one more mirror,
     # at the one revision it holds.
-    from .packages import packaged_file
+    from .packages import install_hint, packaged_file
 
     if (packaged := packaged_file(repo, filename, revision)) is not None:
         logger.debug("%s from the installed package at %s", what, packaged.parent)
         return _verify(packaged, sha256, what, from_hub=False)
     try:
         path = _download(repo, filename, revision, what)
+    except NotCachedError as err:
+        if unusable is None and (hint := install_hint(repo, revision)) is not None:
+            raise type(err)(f"{err}; {hint}") from err  # the files are on PyPI: say so where they are missing
+        raise
     except HubError as err:
         if unusable is None:
             raise

