@@ -149,6 +149,8 @@ def train_twin(sweep: Sweep, data: Data, depth: int, residual: bool, seed: int) 
     model, arch, arch_args = sweep.build(data, depth, residual)
     params = sum(p.numel() for p in model.parameters())
     at_init = diagnostics(model, sweep, data, seed)
+    measures = getattr(sweep, "measures", None)  # a domain's own measure of its anchor (text: rank collapse)
+    extra_init = measures(model, data) if measures else None
     optimizer = make_optimizer(model, recipe)
     gen = torch.Generator().manual_seed(seed)
     steps_per_epoch = len(list(sweep.batches(data, torch.Generator().manual_seed(0))))
@@ -194,6 +196,7 @@ def train_twin(sweep: Sweep, data: Data, depth: int, residual: bool, seed: int) 
         "branch_ratio": {"init": at_init["branch_ratio"], "end": at_end["branch_ratio"]},
         "gradient_correlation": {"init": at_init["gradient_correlation"], "end": at_end["gradient_correlation"]},
         "lesion": lesion(model, data, recipe, seed),
+        "domain_measures": None if measures is None else {"init": extra_init, "end": measures(model, data)},
         "precision": "float32", "device": device_name(), "torch": torch.__version__, "python": platform.python_version(),
         "wall_seconds": {"train": train_seconds, "total": time.perf_counter() - start},
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -282,8 +285,8 @@ class TextSweep:
             train_rows, test_rows = read_tsv(self.path / "train.tsv"), read_tsv(self.path / "test.tsv")
         else:
             train_rows, test_rows = self.rows
+        classes = sorted({label for label, _ in train_rows + test_rows})  # every class, even one a subset misses
         train_rows = [train_rows[i] for i in _fixed_subset(len(train_rows), r.train_subset)]
-        classes = sorted({label for label, _ in train_rows})
         counts = Counter(w for _, text in train_rows for w in WORD.findall(text.lower()))
         vocab = ["[PAD]", "[UNK]"] + sorted(w for w, c in counts.items() if c >= r.min_count)
         index = {w: i for i, w in enumerate(vocab)}
@@ -331,6 +334,31 @@ class TextSweep:
 
     def correlation_inputs(self, data: Data) -> Tensor | None:
         return None  # token ids: no input gradient
+
+    @torch.no_grad()
+    def measures(self, model: nn.Module, data: Data) -> dict[str, Any]:
+        """Dong et al.'s rank collapse, per encoder layer: the relative residual ``‖X − 1 x̄ᵀ‖ / ‖X‖`` of each
+        query's token states ``X`` (its real tokens, Frobenius norms; ``x̄`` the token mean, the closest
+        rank-1 matrix of that form), mean over the lesion queries, in eval mode. 0: every token is the same."""
+        probe = self._trim(data.test.take(data.lesion_idx))[0]
+        mask = probe["attention_mask"].unsqueeze(-1).float()
+        outs: list[Tensor] = []
+        hooks = [layer.register_forward_hook(lambda _m, _a, out: outs.append(out)) for layer in model.layers]
+        was_training = model.training
+        model.eval()
+        try:
+            model(**probe)
+        finally:
+            model.train(was_training)
+            for h in hooks:
+                h.remove()
+        per_layer = []
+        for x in outs:
+            x = x.float() * mask
+            mean = x.sum(1, keepdim=True) / mask.sum(1, keepdim=True)
+            res = ((x - mean) * mask).flatten(1).norm(dim=1) / x.flatten(1).norm(dim=1).clamp(min=1e-12)
+            per_layer.append(float(res.mean()))
+        return {"token_residual_by_layer": per_layer, "samples": len(mask)}
 
 
 # --------------------------------------------------------------------------- speech
