@@ -216,7 +216,7 @@ def _fixed_subset(n: int, size: int | None, seed: int = 0) -> np.ndarray:
 
 @dataclasses.dataclass(frozen=True)
 class TextRecipe:
-    epochs: int = 5
+    epochs: int = 4
     train_subset: int | None = None  # None: all 10,003 training queries
     batch_size: int = 128
     lr: float = 2e-3
@@ -231,7 +231,7 @@ class TextRecipe:
     norm: str = "pre"
     max_length: int = 32
     min_count: int = 2
-    lesion_samples: int = 1000
+    lesion_samples: int = 500
     lesion_ks: tuple[int, ...] = (1, 2, 4, 8, 16)
     lesion_trials: int = 3
     flow_samples: int = 256

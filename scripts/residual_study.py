@@ -490,21 +490,29 @@ def cmd_image(args: argparse.Namespace) -> int:
 def cmd_domain(args: argparse.Namespace) -> int:
     """A text or speech sweep (``scripts/residual_domains.py``): the same loop over runs as ``image``,
     each run trained by the one runner ``train_twin`` and kept when its JSON has the same recipe."""
-    from residual_domains import RECIPES, SWEEPS, train_twin
+    from residual_domains import RECIPES, SWEEPS
 
     fields = {f.name for f in dataclasses.fields(RECIPES[args.command])}
     overrides = {k: v for k, v in vars(args).items() if k in fields and v is not None}
-    recipe = RECIPES[args.command](**overrides)
     torch.set_num_threads(args.threads)
-    sweep = SWEEPS[args.command](recipe, args.data)
-    out: Path = args.out
+    run_sweep(SWEEPS[args.command](RECIPES[args.command](**overrides), args.data), args.depths, args.seeds, args.out)
+    return 0
+
+
+def run_sweep(sweep: Any, depths: list[int], seeds: list[int], out: Path) -> list[Path]:
+    """Every (depth, twin, seed) of ``sweep`` not already in ``out/runs`` with the same recipe; the records' paths."""
+    from residual_domains import train_twin
+
+    recipe = sweep.recipe
     t0 = time.perf_counter()
     data = sweep.load()
     print(f"{sweep.domain}: {len(data.train)} training / {len(data.test)} test samples; {recipe.epochs} epochs, batch "
           f"{recipe.batch_size}; {data.extra}; data ready in {time.perf_counter() - t0:.1f} s", flush=True)
-    runs = [(d, r, s) for s in args.seeds for d in args.depths for r in (True, False)]
+    runs = [(d, r, s) for s in seeds for d in depths for r in (True, False)]
+    paths = []
     for i, (depth, residual, seed) in enumerate(runs, 1):
         path = out / "runs" / f"{sweep.run_id(depth, residual, seed)}.json"
+        paths.append(path)
         if path.is_file() and json.loads(path.read_text())["recipe"] == json.loads(json.dumps(plain_data(recipe.describe()))):
             print(f"[{i}/{len(runs)}] {path.name}: kept (same recipe)", flush=True)
             continue
@@ -516,7 +524,7 @@ def cmd_domain(args: argparse.Namespace) -> int:
               f"{record['wall_seconds']['train']:.1f} s training, {record['wall_seconds']['total']:.1f} s in all; "
               f"sweep at {time.perf_counter() - t0:.0f} s", flush=True)
     print(f"sweep done in {time.perf_counter() - t0:.0f} s: {out / 'runs'}", flush=True)
-    return 0
+    return paths
 
 
 def cmd_register(args: argparse.Namespace) -> int:
@@ -617,11 +625,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
     p.add_argument("--out", type=Path, required=True)
     p.set_defaults(func=cmd_image)
-    for domain, depths, help_ in (("text", [2, 6, 12], "Transformer encoders (layers) from scratch on BANKING77"),
-                                  ("speech", [3, 6, 12], "conv-TDNNs (SE-Res2Net blocks) on FSDD digits, unseen speaker")):
+    from residual_report import PLANNED
+
+    for domain, help_ in (("text", "Transformer encoders (layers) from scratch on BANKING77"),
+                          ("speech", "conv-TDNNs (SE-Res2Net blocks) on FSDD digits, unseen speaker")):
         p = sub.add_parser(domain, help=f"depth sweep of {help_}, residual vs plain")
-        p.add_argument("--depths", type=int, nargs="+", default=depths)
-        p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+        p.add_argument("--depths", type=int, nargs="+", default=PLANNED[domain][0])
+        p.add_argument("--seeds", type=int, nargs="+", default=PLANNED[domain][1])
         p.add_argument("--data", type=Path, default=None, help="the data set's folder (default: ../shared/data/...)")
         p.add_argument("--epochs", type=int, default=None)
         p.add_argument("--train-subset", type=int, default=None, help="training samples (a fixed random subset)")
