@@ -216,7 +216,7 @@ def _fixed_subset(n: int, size: int | None, seed: int = 0) -> np.ndarray:
 
 @dataclasses.dataclass(frozen=True)
 class TextRecipe:
-    epochs: int = 4
+    epochs: int = 3
     train_subset: int | None = None  # None: all 10,003 training queries
     batch_size: int = 128
     lr: float = 2e-3
