@@ -166,7 +166,8 @@ def test_report_is_generated_with_figures_and_other_domains_listed(tmp_path: Pat
         png = tmp_path / "docs" / "img" / "residual-study" / f"image-{name}.png"
         assert png.read_bytes()[:4] == b"\x89PNG" and f"](img/residual-study/image-{name}.png)" in text
     assert "#### 3. Makes much deeper networks trainable: **supported**" in text
-    assert "| text | not measured yet |" in text and "| gan | not measured yet |" in text
+    assert "| text | not measured yet | the sweep's runs: `scripts/residual_study.py text` |" in text
+    assert "| gan | not measured yet | a sweep definition (SNGAN" in text
     assert "nan" not in text.lower().replace("nanoseconds", "")
     with pytest.raises(SystemExit, match="no results"):
         report.write_report(tmp_path / "empty", tmp_path / "x.md")
@@ -275,7 +276,7 @@ def test_report_has_a_section_per_measured_domain_and_lists_what_was_not_run(tmp
     study.run_sweep(tiny_text_sweep(), [2], [0], results / "text")
     md = report.write_report(results, tmp_path / "docs" / "residual-study.md").read_text()
     assert "## Text: Transformer encoders from scratch on BANKING77" in md and "## Speech" not in md
-    assert "| speech | not measured yet |" in md and "| text | not measured yet |" not in md
+    assert "| speech | not measured yet |" in md and "| text | not measured yet" not in md
     assert ("**Not run** (no result; nothing is extrapolated): 2 layers residual seed 1; 2 layers plain seed 1; "
             "6 layers residual seed 0;") in md
     for name in ("accuracy-vs-depth", "train-loss", "gradient-init", "lesion", "rank-collapse"):
