@@ -67,9 +67,11 @@ class Sweep(Protocol):
 
     domain: str
     dataset: str
+    depth_unit: str  # what a depth counts ("encoder layers")
     recipe: Any  # a frozen dataclass with ``describe()``
 
     def load(self) -> Data: ...
+    def steps_per_epoch(self, data: Data) -> int: ...
     def build(self, data: Data, depth: int, residual: bool) -> tuple[nn.Module, str, dict[str, Any]]: ...
     def batches(self, data: Data, gen: torch.Generator) -> Iterator[Batch]: ...
     def eval_batches(self, split: Split) -> Iterator[Batch]: ...
@@ -153,8 +155,7 @@ def train_twin(sweep: Sweep, data: Data, depth: int, residual: bool, seed: int) 
     extra_init = measures(model, data) if measures else None
     optimizer = make_optimizer(model, recipe)
     gen = torch.Generator().manual_seed(seed)
-    steps_per_epoch = len(list(sweep.batches(data, torch.Generator().manual_seed(0))))
-    total = steps_per_epoch * recipe.epochs
+    total = sweep.steps_per_epoch(data) * recipe.epochs
     curve: list[float | None] = []
     epoch_seconds: list[float] = []
     step = 0
@@ -322,6 +323,9 @@ class TextSweep:
         longest = int(split.inputs["attention_mask"].sum(1).max())
         return {k: v[:, :longest] for k, v in split.inputs.items()}, split.targets
 
+    def steps_per_epoch(self, data: Data) -> int:
+        return len(data.train) // self.recipe.batch_size
+
     def batches(self, data: Data, gen: torch.Generator) -> Iterator[Batch]:
         order = torch.randperm(len(data.train), generator=gen)
         b = self.recipe.batch_size
@@ -454,6 +458,10 @@ class SpeechSweep:
         frames = split.inputs["frames"]
         longest = int(frames.max())
         return {"feats": split.inputs["feats"][:, :longest], "frames": frames}
+
+    def steps_per_epoch(self, data: Data) -> int:
+        b, n = self.recipe.batch_size, len(data.train)
+        return sum(min(8 * b, n - p) // b for p in range(0, n, 8 * b))  # full batches of each pool
 
     def batches(self, data: Data, gen: torch.Generator) -> Iterator[Batch]:
         """Batches of recordings of similar length (sorted within shuffled pools of 8 batches), SpecAugment'ed."""
