@@ -576,9 +576,9 @@ def text_section(runs: Sequence[dict[str, Any]], md_dir: Path, fig_dir: Path) ->
         f"{len(runs)} runs: {', '.join(map(str, depths))} encoder layers (each two residual blocks: self-attention and "
         f"feed-forward) × {{residual, plain}} × seeds {', '.join(map(str, seeds))}; model: {rec['model']}; tokenizer: "
         f"{rec['tokenizer']} ({data.get('vocab_size', '?')} words). One recipe for every run: "
-        f"{_plural(rec['epochs'], 'epoch')} on all {final['train_samples']:,} training queries, batch {rec['batch_size']}, "
+        f"{_plural(rec['epochs'], 'epoch')} on {final['train_samples']:,} training queries, batch {rec['batch_size']}, "
         f"{rec['optimizer']}, lr {rec['lr']} with {rec['schedule']}; init: {rec['init']}; float32. Test accuracy on all "
-        f"{final['test_samples']:,} test queries (77 intents, chance 1.3 %); training accuracy on the training queries "
+        f"{final['test_samples']:,} test queries ({r0['classes']} intents, chance {100 / r0['classes']:.1f} %); training accuracy on the training queries "
         f"in eval mode; lesions and rank collapse on {rec['lesion_samples']:,} test queries. Device: {', '.join(devices)}; "
         f"{minutes:.1f} min for the whole sweep (wall time, shared machine). `scripts/residual_study.py text`.",
         "",
