@@ -392,6 +392,11 @@ def _body(agg: dict[tuple[int, bool], dict[str, Stat]], depths: Sequence[int], r
         f"{setting}; the anchors are the published numbers for theirs.",
         "",
     ]
+    single = [f"{d} ({'residual' if r else 'plain'})" for d in depths for r in (True, False)
+              if (d, r) in agg and len(agg[(d, r)]["test_acc"].values) < 2]
+    if single:
+        lines += [f"One seed only at {', '.join(single)}: there the noise is the floor alone, not a measured spread, "
+                  "so a verdict leaning on those points is weaker than its wording.", ""]
     for v in verdicts(agg, anchors):
         lines += [f"#### {v.claim}: **{v.verdict}**", "", f"- Rule: {v.rule}", f"- Measured: {v.evidence}", f"- Anchor: {v.anchor}", ""]
     lines += [
