@@ -285,8 +285,10 @@ STYLE = {True: dict(color="C0", label="residual"), False: dict(color="C3", label
 
 
 def figures(runs: Sequence[dict[str, Any]], agg: dict[tuple[int, bool], dict[str, Stat]], folder: Path,
-            prefix: str = "image", depth_label: str = "depth (layers)") -> dict[str, Path]:
-    """The domain's PNGs in ``folder`` (named ``<prefix>-*.png``), by kind."""
+            prefix: str = "image", depth_label: str = "depth (layers)", unit: str | None = None) -> dict[str, Path]:
+    """The domain's PNGs in ``folder`` (named ``<prefix>-*.png``), by kind; panel titles say ``<d> <unit>``
+    (``depth <d>`` without a unit)."""
+    name = (lambda d: f"{d} {unit}") if unit else (lambda d: f"depth {d}")  # noqa: E731
     folder.mkdir(parents=True, exist_ok=True)
     depths = sorted({d for d, _ in agg})
     paths: dict[str, Path] = {}
@@ -312,7 +314,7 @@ def figures(runs: Sequence[dict[str, Any]], agg: dict[tuple[int, bool], dict[str
             if r["depth"] == d:
                 curve = [v if v is not None else math.nan for v in r["train_loss_curve"]]
                 ax.plot(range(1, len(curve) + 1), curve, marker=".", alpha=0.8, **{**STYLE[r["residual"]], "label": STYLE[r["residual"]]["label"] if r["seed"] == min(x["seed"] for x in runs) else None})
-        ax.set(yscale="log", xlabel="epoch", ylabel="training loss", title=f"{depth_label} {d}")
+        ax.set(yscale="log", xlabel="epoch", ylabel="training loss", title=f"{name(d)}")
     paths["loss"] = _save(fig, list(axes), folder / f"{prefix}-train-loss.png")
 
     fig, axes = _figure(len(depths), 3.6)
@@ -322,7 +324,7 @@ def figures(runs: Sequence[dict[str, Any]], agg: dict[tuple[int, bool], dict[str
             if r["depth"] == d and r["seed"] == first_seed:
                 g = r["gradient_flow"]["init"]["input_grad_norm"]
                 ax.plot(range(len(g)), [v if v is not None else math.nan for v in g], marker=".", **STYLE[r["residual"]])
-        ax.set(yscale="log", xlabel="block (input side first)", ylabel="‖∂L/∂x‖ at block input", title=f"{depth_label} {d}, at init")
+        ax.set(yscale="log", xlabel="block (input side first)", ylabel="‖∂L/∂x‖ at block input", title=f"{name(d)}, at init")
     paths["gradients"] = _save(fig, list(axes), folder / f"{prefix}-gradient-init.png")
 
     fig, axes = _figure(len(depths), 3.6)
@@ -335,7 +337,7 @@ def figures(runs: Sequence[dict[str, Any]], agg: dict[tuple[int, bool], dict[str
             means = [statistics.fmean(c["baseline"] for c in curves)]
             means += [statistics.fmean(p["mean"] for c in curves for p in c["random"] if p["k"] == k) for k in ks]
             ax.plot([0] + ks, means, marker="o", ms=3, **STYLE[res])
-        ax.set(xlabel="random blocks removed", ylabel="test accuracy (%)", title=f"{depth_label} {d}, lesioned at test time")
+        ax.set(xlabel="random blocks removed", ylabel="test accuracy (%)", title=f"{name(d)}, lesioned at test time")
     paths["lesion"] = _save(fig, list(axes), folder / f"{prefix}-lesion.png")
 
     if not any(math.isfinite(a["grad_corr_init"].mean) for a in agg.values()):
@@ -570,7 +572,7 @@ def text_section(runs: Sequence[dict[str, Any]], md_dir: Path, fig_dir: Path) ->
     depths, seeds, minutes, devices = _intro(runs)
     r0 = runs[0]
     rec, final, data = r0["recipe"], r0["final"], r0.get("data", {})
-    paths = figures(runs, agg, fig_dir, "text", "encoder layers")
+    paths = figures(runs, agg, fig_dir, "text", "encoder layers", "layers")
     rank = rank_figure(runs, fig_dir, "text")
     if rank:
         paths["rank"] = rank
@@ -618,7 +620,7 @@ def speech_section(runs: Sequence[dict[str, Any]], md_dir: Path, fig_dir: Path) 
     depths, seeds, minutes, devices = _intro(runs)
     r0 = runs[0]
     rec, final, data = r0["recipe"], r0["final"], r0.get("data", {})
-    paths = figures(runs, agg, fig_dir, "speech", "SE-Res2Net blocks")
+    paths = figures(runs, agg, fig_dir, "speech", "SE-Res2Net blocks", "blocks")
     rel = {k: os.path.relpath(v, md_dir).replace(os.sep, "/") for k, v in paths.items()}
     lines = [
         "## Speech: conv-TDNNs on spoken digits, tested on an unseen speaker",
