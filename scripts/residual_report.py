@@ -493,9 +493,9 @@ TEXT_ANCHORS = {
          "task; their claim is about the collapse of the token representations (see the rank-collapse figure).",
     "3": "Dong et al. 2021: without skips the collapse to rank 1 is doubly exponential in depth, so a deeper plain "
          "encoder should lose more of what distinguishes tokens; no trainability-vs-depth curve is given.",
-    "4": "Dong et al. 2021 (path decomposition): a Transformer is an ensemble of paths through subsets of its "
-         "attention layers, and trained models rely mostly on short paths, which exist only through skips (the text "
-         "analogue of Veit et al. 2016's lesion result).",
+    "4": "Dong et al. 2021 decompose a self-attention network into paths through subsets of its attention layers: "
+         "skips are what create the short paths, and short paths are the ones that do not collapse (the text analogue "
+         "of Veit et al. 2016's lesion result on images).",
     "5": "Not claimed by Dong et al. 2021.",
 }
 
