@@ -23,7 +23,7 @@ from reszoo.analysis import (
     lesion_study,
     lesioned,
 )
-from reszoo.analysis.data import image_data
+from reszoo.analysis.data import image_data, labelled_data
 from reszoo.analysis.plots import plot_branch_ratio, plot_gradient_correlation, plot_gradient_flow, plot_lesion
 from reszoo.cli import main
 from reszoo.image.models import ResNet
@@ -380,5 +380,58 @@ def test_cli_analyze_bad_data_is_one_line(tmp_path: Path, capsys: pytest.Capture
 def test_cli_analyze_names_what_other_domains_need(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     assert main(["analyze", "ppo-cartpole-resmlp", "--out", str(tmp_path)]) == 1
     err = capsys.readouterr().err
-    assert err.startswith("reszoo: error: ppo-cartpole-resmlp is in the rl domain; `reszoo analyze` reads data for image classifiers only")
+    assert err.startswith("reszoo: error: ppo-cartpole-resmlp (rl domain): `reszoo analyze` reads data through a "
+                          "domain's fine-tuning format: the rl domain declares no fine-tuning")
     assert "reszoo.analysis.gradient_flow" in err and err.count("\n") == 1
+    assert main(["analyze", "tdnn-fsdd-digits", "--out", str(tmp_path)]) == 1  # no noise fallback outside images
+    err = capsys.readouterr().err
+    assert err.startswith("reszoo: error: tdnn-fsdd-digits (speech domain): this model needs --data: a folder of audio files") and err.count("\n") == 1
+
+
+SPEECH_EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "speech"
+
+
+def test_cli_analyze_reads_audio_class_folders_through_the_speech_domain(tmp_path: Path) -> None:
+    import shutil
+
+    for wav in sorted(SPEECH_EXAMPLES.glob("*.wav")):  # <digit>_<speaker>_<take>.wav -> <digit>/
+        (tmp_path / "data" / wav.name[0]).mkdir(parents=True, exist_ok=True)
+        shutil.copy(wav, tmp_path / "data" / wav.name[0])
+    model = reszoo.load("tdnn-fsdd-digits")
+    data = labelled_data(model, "speech", tmp_path / "data")
+    assert data.targets.tolist() == [0, 3, 7, 7, 9] and set(data.inputs) == {"feats", "lengths"}
+    assert data.inputs["feats"].shape[0] == 5 and data.inputs["feats"].shape[2] == 80
+    assert float(data.inputs["lengths"].max()) == 1.0 and data.source.endswith("(class folders, 5 of 5)")
+    # the longest recording is unpadded: its batched logits are the one-recording ones
+    longest = int(data.inputs["lengths"].argmax())
+    with torch.no_grad():
+        batched = model.eval()(**data.inputs)[longest]
+        alone = model(model.preprocess(str(sorted(SPEECH_EXAMPLES.glob("*.wav"))[longest]))[None])[0]
+    assert torch.allclose(batched, alone, atol=1e-4)
+    out = tmp_path / "out"
+    assert main(["analyze", "tdnn-fsdd-digits", "tdnn-fsdd-digits-plain", "--data", str(tmp_path / "data"), "--out", str(out),
+                 "--trials", "1"]) == 0
+    report = json.loads((out / "analysis.json").read_text())["models"]
+    assert report["tdnn-fsdd-digits"]["residual"] is True and report["tdnn-fsdd-digits-plain"]["residual"] is False
+    for r in report.values():
+        assert r["data"]["samples"] == 5 and len(r["gradient_flow"]["input_grad_norm"]) == 3
+        assert r["gradient_correlation"] is None and len(r["lesion"]["single"]) == 3
+
+
+def test_cli_analyze_reads_text_tables_through_the_text_domain(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rows = [{"query": "I still have not received my new card", "intent": "card_arrival"},
+            {"query": "how do I change my PIN", "intent": "change_pin"},
+            {"query": "my card payment was declined", "intent": "declined_card_payment"}]
+    table = tmp_path / "q.jsonl"
+    table.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert main(["analyze", "minilm-l6-banking77", "--data", str(table), "--column", "query", "--label-column", "intent",
+                 "--out", str(tmp_path / "out"), "--trials", "1"]) == 0
+    r = json.loads((tmp_path / "out" / "analysis.json").read_text())["models"]["minilm-l6-banking77"]
+    assert r["data"] == {"source": f"{table} ('query'/'intent' columns, 3 of 3)", "samples": 3, "labelled": True}
+    assert len(r["gradient_flow"]["input_grad_norm"]) == 12 and r["gradient_correlation"] is None  # 6 layers x 2 sublayers
+    assert r["lesion"]["baseline"] == 100.0  # the intents are this model's
+    capsys.readouterr()
+    assert main(["analyze", "minilm-l6-banking77", "--data", str(table), "--out", str(tmp_path / "out2")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("reszoo: error: --data ") and "'text'" in err and err.count("\n") == 1
+    assert not (tmp_path / "out2").exists()

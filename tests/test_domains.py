@@ -78,9 +78,9 @@ def test_every_registry_entry_builds_on_meta() -> None:
 
 
 def test_the_core_names_no_domain() -> None:
-    """The shared-machine hook: no core module or fine-tuning module spells a domain's name."""
+    """The shared-machine hook: no core, fine-tuning or analysis module spells a domain's name."""
     pattern = re.compile(r"[\"'](image|text|speech|rl|gan)[\"']")
-    files = [*ROOT.glob("reszoo/*.py"), *ROOT.glob("reszoo/finetune/*.py")]
+    files = [*ROOT.glob("reszoo/*.py"), *ROOT.glob("reszoo/finetune/*.py"), *ROOT.glob("reszoo/analysis/*.py")]
     named = [f"{p.relative_to(ROOT)}:{i}" for p in files for i, line in enumerate(p.read_text().splitlines(), 1)
              if pattern.search(line)]
     assert not named, named

@@ -166,7 +166,120 @@ def test_report_is_generated_with_figures_and_other_domains_listed(tmp_path: Pat
         png = tmp_path / "docs" / "img" / "residual-study" / f"image-{name}.png"
         assert png.read_bytes()[:4] == b"\x89PNG" and f"](img/residual-study/image-{name}.png)" in text
     assert "#### 3. Makes much deeper networks trainable: **supported**" in text
-    assert "| text | not measured yet |" in text and "| gan | not measured yet |" in text
+    assert "| text | not measured yet | the sweep's runs: `scripts/residual_study.py text` |" in text
+    assert "| gan | not measured yet | a sweep definition (SNGAN" in text
     assert "nan" not in text.lower().replace("nanoseconds", "")
     with pytest.raises(SystemExit, match="no results"):
         report.write_report(tmp_path / "empty", tmp_path / "x.md")
+
+
+# --------------------------------------------------------------------------- text and speech sweeps (one runner)
+
+import residual_domains as domains  # noqa: E402
+
+RECORD_FIELDS = {"study", "domain", "dataset", "name", "arch", "arch_args", "depth", "residual", "seed", "params", "classes",
+                 "blocks", "recipe", "data", "steps", "warmup_steps", "train_loss_curve", "epoch_seconds", "final",
+                 "gradient_flow", "branch_ratio", "gradient_correlation", "lesion", "domain_measures", "precision",
+                 "device", "torch", "python", "wall_seconds", "finished"}
+
+
+def tiny_text_sweep() -> domains.TextSweep:
+    words = {"card": ["my card has not arrived", "where is my new card", "card still not here"],
+             "refund": ["i want my money back", "refund my last payment please", "how do i get a refund"],
+             "pin": ["i forgot my pin", "change my pin number", "my pin is blocked"]}
+    train = [(label, f"{text} {k}") for label, texts in words.items() for text in texts for k in range(4)]  # 36 rows
+    test = [(label, text) for label, texts in words.items() for text in texts]
+    recipe = domains.TextRecipe(epochs=1, batch_size=36, hidden=16, heads=2, ffn=32, max_length=8, min_count=1,
+                                lesion_samples=9, lesion_ks=(1, 2), lesion_trials=1, flow_samples=8)
+    return domains.TextSweep(recipe, rows=(train, test))
+
+
+def tiny_speech_sweep() -> domains.SpeechSweep:
+    gen = torch.Generator().manual_seed(0)
+    items = [{"feats": torch.randn(int(torch.randint(24, 40, (), generator=gen)), 80, generator=gen), "digit": digit,
+              "speaker": speaker, "index": index}
+             for digit in range(10) for speaker in (0, 1) for index in (0, 5)]  # speaker 0 is george, held out
+    recipe = domains.SpeechRecipe(epochs=1, batch_size=10, lesion_samples=8, lesion_ks=(1, 2), lesion_trials=1,
+                                  flow_samples=8, correlation_frames=20)
+    return domains.SpeechSweep(recipe, items=items)
+
+
+def _check_records(paths: list[Path], sweep: Any, depth: int, blocks: int) -> list[dict[str, Any]]:
+    records = [json.loads(p.read_text()) for p in paths]
+    assert [p.name for p in paths] == [f"{sweep.run_id(depth, r, 0)}.json" for r in (True, False)]
+    for rec, residual in zip(records, (True, False)):
+        assert set(rec) == RECORD_FIELDS and rec["domain"] == sweep.domain and rec["residual"] is residual
+        assert rec["depth"] == depth and rec["seed"] == 0 and rec["blocks"] == blocks and rec["arch_args"]["residual"] is residual
+        assert rec["steps"] == 1 and len(rec["train_loss_curve"]) == 1 and rec["train_loss_curve"][0] > 0
+        assert {"train_acc", "test_acc", "train_loss", "test_loss", "train_samples", "test_samples"} <= set(rec["final"])
+        for when in ("init", "end"):
+            flow = rec["gradient_flow"][when]
+            assert len(flow["input_grad_norm"]) == blocks and all(g > 0 for g in flow["input_grad_norm"])
+            assert len(rec["branch_ratio"][when]["ratio"]) == blocks
+        assert rec["lesion"]["removal"] == (["shortcut"] if residual else ["identity"]) * blocks
+        assert rec["lesion"]["candidates"] == rec["gradient_flow"]["init"]["blocks"]  # every block keeps its shape
+        assert rec["wall_seconds"]["total"] >= rec["wall_seconds"]["train"] > 0
+    # the twins differ only by the skips: same parameter count, different training
+    assert records[0]["params"] == records[1]["params"] and records[0]["train_loss_curve"] != records[1]["train_loss_curve"]
+    return records
+
+
+def test_text_sweep_smoke_writes_complete_records_and_keeps_them(tmp_path: Path) -> None:
+    sweep = tiny_text_sweep()
+    paths = study.run_sweep(sweep, [2], [0], tmp_path)
+    records = _check_records(paths, sweep, 2, 4)  # 2 layers x (attention, feed-forward)
+    res, plain = records
+    assert res["final"]["train_samples"] == 36 and res["final"]["test_samples"] == 9 and res["classes"] == 3
+    assert res["gradient_correlation"] == {"init": None, "end": None}  # token ids: no input gradient
+    for rec in records:
+        assert len(rec["domain_measures"]["init"]["token_residual_by_layer"]) == 2
+    # Dong et al.: at BERT's initialisation a plain encoder's token states collapse to one vector, a residual one's do not
+    assert plain["domain_measures"]["init"]["token_residual_by_layer"][-1] < 0.05
+    assert res["domain_measures"]["init"]["token_residual_by_layer"][-1] > 0.3
+    before = [p.read_text() for p in paths]
+    assert study.run_sweep(sweep, [2], [0], tmp_path) == paths and [p.read_text() for p in paths] == before  # kept, not redone
+
+
+def test_speech_sweep_smoke_tests_on_the_unseen_speaker(tmp_path: Path) -> None:
+    sweep = tiny_speech_sweep()
+    data = sweep.load()
+    assert len(data.train) == 10 and len(data.test) == 20 and data.extra["train_speakers"] == ["jackson"]
+    paths = study.run_sweep(sweep, [3], [0], tmp_path)
+    records = _check_records(paths, sweep, 3, 3)
+    for rec in records:
+        assert rec["final"]["test_samples"] == 20 and rec["data"]["heldout_speaker"] == "george"
+        assert rec["arch"] == "tdnn_small" and rec["arch_args"]["channels"] == [64, 64, 64, 64, 192]
+        assert len(rec["gradient_correlation"]["end"]["correlation"]) > 0 and rec["domain_measures"] is None
+
+
+def test_tdnn_depths_and_masked_batches() -> None:
+    args = domains.tdnn_args(12, False)
+    assert args["dilations"] == [1] + [2, 3, 4] * 4 + [1] and len(args["channels"]) == 14 and args["residual"] is False
+    sweep = tiny_speech_sweep()
+    data = sweep.load()
+    model, _, _ = sweep.build(data, 3, True)
+    model.eval()
+    # eval batches: sorted by length, cut to the longest; frame counts become the TDNN's relative lengths
+    (inputs, _), = list(sweep.eval_batches(data.test.take(slice(0, 4))))
+    frames = inputs["frames"]
+    assert frames.tolist() == sorted(frames.tolist()) and inputs["feats"].shape[1] == int(frames.max())
+    batched = model(**inputs)
+    assert torch.equal(batched, model.model(inputs["feats"], frames / frames.max()))
+    # the longest recording has no padding: its output is the unpadded one (others differ at the convolutions' edges)
+    assert torch.allclose(batched[-1], model(inputs["feats"][-1:])[0], atol=1e-5)
+
+
+def test_report_has_a_section_per_measured_domain_and_lists_what_was_not_run(tmp_path: Path) -> None:
+    results = tmp_path / "results"
+    for r in textbook(0):
+        study.write_json(r, results / "image" / "runs" / f"{r['depth']}-{r['residual']}.json")
+    study.run_sweep(tiny_text_sweep(), [2], [0], results / "text")
+    md = report.write_report(results, tmp_path / "docs" / "residual-study.md").read_text()
+    assert "## Text: Transformer encoders from scratch on BANKING77" in md and "## Speech" not in md
+    assert "| speech | not measured yet |" in md and "| text | not measured yet" not in md
+    assert ("**Not run** (no result; nothing is extrapolated): 2 layers residual seed 1; 2 layers plain seed 1; "
+            "6 layers residual seed 0;") in md
+    for name in ("accuracy-vs-depth", "train-loss", "gradient-init", "lesion", "rank-collapse"):
+        assert f"](img/residual-study/text-{name}.png)" in md
+    assert "text-gradient-correlation" not in md  # not measured on token ids
+    assert md.count("#### ") == 10  # five verdicts per domain

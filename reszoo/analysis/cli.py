@@ -10,7 +10,8 @@ from .core import AnalysisError
 
 DATA_HELP = ("image classifiers: an MNIST-style .npz (x_test/y_test uint8), a folder with one subfolder per class, "
              "or a folder of <name>_<label>.png files; omitted: uniform-noise images, scored against the intact "
-             "model's own predictions")
+             "model's own predictions. Other classifiers: their domain's fine-tuning data, e.g. a CSV/TSV/JSONL table "
+             "of texts and labels (--column, --label-column) or a folder of audio files in one subfolder per class")
 
 
 def add_parser(subparsers: Any) -> None:
@@ -20,6 +21,8 @@ def add_parser(subparsers: Any) -> None:
     )
     p.add_argument("names", nargs="+", metavar="NAME", help="registry name, hf://owner/repo[@rev] or saved-model folder")
     p.add_argument("--data", default=None, help=DATA_HELP)
+    p.add_argument("--column", default=None, help="table data: the column of inputs (default: the domain's, e.g. text)")
+    p.add_argument("--label-column", default=None, help="table data: the column of labels (default: the domain's, e.g. label)")
     p.add_argument("--out", required=True, help="folder for analysis.json and the plots")
     p.add_argument("--limit", type=int, default=512, help="use at most this many samples (a seeded random subset; default 512)")
     p.add_argument("--trials", type=int, default=5, help="random draws per number of removed blocks (default 5)")
@@ -35,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ..api import load
     from ..nn import residual_blocks
-    from .data import image_data
+    from .data import analysis_data
     from .suite import analyze, write_json, write_plots
 
     if args.limit < 1:
@@ -45,13 +48,13 @@ def run(args: argparse.Namespace) -> int:
     report: dict[str, Any] = {"models": {}}
     for name in args.names:
         model = load(name, device=args.device, mirror=args.mirror)
-        domain = model.entry.domain
-        if domain != "image":
-            raise AnalysisError(
-                f"{name} is in the {domain} domain; `reszoo analyze` reads data for image classifiers only so far. For "
-                f"{domain} models call reszoo.analysis.gradient_flow / branch_ratio / lesion_study from Python with your own inputs"
-            )
-        data = image_data(model, args.data, limit=args.limit, seed=args.seed)
+        try:
+            data = analysis_data(model, model.entry.domain, args.data, limit=args.limit, seed=args.seed,
+                                 text_column=args.column, label_column=args.label_column)
+        except AnalysisError as err:
+            if str(err).startswith("--data"):  # names the data already
+                raise
+            raise AnalysisError(f"{name} ({model.entry.domain} domain): {err}") from None
         metric_name = "accuracy (%)" if data.labelled else "agreement with the intact model (%)"
         r = analyze(model, data.inputs, data.targets, metric_name=metric_name, trials=args.trials, seed=args.seed,
                     batch_size=args.batch_size)
@@ -60,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
         report["models"][name] = {"residual": residual, "data": data.describe(), **r}
         lesion, flow = r["lesion"], r["gradient_flow"]
         drops = lesion.single_drops()
-        print(f"{name}: {metric_name} {lesion.baseline:.2f} on {data.inputs.shape[0]} samples; "
+        print(f"{name}: {metric_name} {lesion.baseline:.2f} on {data.samples} samples; "
               f"{lesion.removable}/{len(lesion.blocks)} blocks removable"
               + (f", mean drop when one is removed {sum(drops) / len(drops):.2f}" if drops else "")
               + f"; gradient at the first block vs the last: {flow.attenuation:+.2f} (log10)")

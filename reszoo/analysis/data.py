@@ -1,6 +1,7 @@
 """What ``reszoo analyze --data PATH`` reads, turned into model inputs and targets.
 
-Image classifiers (the only domain the command line reads so far):
+Models whose ``preprocess`` makes fixed-size images (it has an integer ``size`` and 1 or 3
+``channels``; :func:`image_data`):
 
 - an ``.npz`` file of uint8 images and integer labels, MNIST-style: the first of the key pairs
   ``x_test``/``y_test``, ``x``/``y``, ``images``/``labels`` that it holds; images ``(N, H, W)`` or
@@ -13,6 +14,12 @@ Image classifiers (the only domain the command line reads so far):
   model's own predictions (the lesion metric is then agreement with the intact model).
 
 Every image goes through the model's own ``preprocess``. ``limit`` keeps a seeded random subset.
+
+Any other classifier (:func:`labelled_data`) is read the way its domain's fine-tuning reads data
+(``Domain.finetune``): a table (CSV/TSV with a header, or JSONL objects; the text and label columns
+are the domain's unless named) read as ``reszoo predict`` reads tables, or a folder with one
+subfolder per class holding files of the domain's extensions. Each item is encoded and the items
+collated into one batch by the domain's fine-tuning adapter, so the model sees what training fed it.
 """
 
 from __future__ import annotations
@@ -31,7 +38,7 @@ from torch import Tensor, nn
 from .._text import listing
 from .core import AnalysisError
 
-__all__ = ["AnalysisData", "IMAGE_EXTENSIONS", "image_data"]
+__all__ = ["AnalysisData", "IMAGE_EXTENSIONS", "analysis_data", "image_data", "labelled_data", "reads_images"]
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"})
 _NPZ_KEYS = (("x_test", "y_test"), ("x", "y"), ("images", "labels"))
@@ -41,13 +48,17 @@ _NPZ_KEYS = (("x_test", "y_test"), ("x", "y"), ("images", "labels"))
 class AnalysisData:
     """Model inputs, targets, and how they were made (written into the results)."""
 
-    inputs: Tensor
+    inputs: Tensor | dict[str, Tensor]  # what the model is called with (a dict: as keyword arguments)
     targets: Tensor
     labelled: bool  # False: targets are the intact model's predictions (synthetic inputs)
     source: str
 
+    @property
+    def samples(self) -> int:
+        return len(self.targets)
+
     def describe(self) -> dict[str, Any]:
-        return {"source": self.source, "samples": int(self.inputs.shape[0]), "labelled": self.labelled}
+        return {"source": self.source, "samples": self.samples, "labelled": self.labelled}
 
 
 def _key(name: str) -> str:
@@ -174,3 +185,97 @@ def _synthetic(model: nn.Module, n: int, seed: int) -> AnalysisData:
     return AnalysisData(inputs, out.argmax(-1).cpu(), False,
                         f"synthetic: {n} uniform-noise {channels}x{size}x{size} images (seed {seed}), "
                         "targets = the intact model's predictions")
+
+
+# --------------------------------------------------------------------------- any other domain
+
+
+def reads_images(model: nn.Module) -> bool:
+    """Whether the model's ``preprocess`` makes fixed-size images (what :func:`image_data` feeds)."""
+    pre = getattr(model, "preprocess", None)
+    return isinstance(getattr(pre, "size", None), int) and getattr(pre, "channels", None) in (1, 3)
+
+
+def analysis_data(model: nn.Module, domain: str, path: str | os.PathLike[str] | None, *, limit: int | None = None,
+                  seed: int = 0, text_column: str | None = None, label_column: str | None = None) -> AnalysisData:
+    """``image_data`` for image models, else ``labelled_data`` through the model's domain."""
+    if reads_images(model):
+        return image_data(model, path, limit=limit, seed=seed)
+    return labelled_data(model, domain, path, limit=limit, seed=seed, text_column=text_column, label_column=label_column)
+
+
+def labelled_data(model: nn.Module, domain: str, path: str | os.PathLike[str] | None, *, limit: int | None = None,
+                  seed: int = 0, text_column: str | None = None, label_column: str | None = None) -> AnalysisData:
+    """Inputs and targets for a classifier of ``domain`` from its fine-tuning data format (see module doc)."""
+    from ..domains import ClassFolders, Table
+    from ..finetune.adapters import make_adapter
+    from ..finetune.data import finetune_spec
+    from ..finetune.options import DataError
+
+    try:
+        spec = finetune_spec(domain)
+    except DataError as err:
+        raise AnalysisError(f"`reszoo analyze` reads data through a domain's fine-tuning format: {err}. Call "
+                            "reszoo.analysis.gradient_flow / branch_ratio / lesion_study from Python with your own inputs") from None
+    reader = spec.data
+    if path is None:
+        raise AnalysisError(f"this model needs --data: {reader.describe()}")
+    path = Path(path)
+    if not path.exists():
+        raise AnalysisError(f"--data {path}: no such file or folder")
+    labels = getattr(model, "labels", None)
+    num_classes = _num_classes(model)
+    if isinstance(reader, Table):
+        items, targets, layout = _table(path, text_column or reader.text_column, label_column or reader.label_column,
+                                        labels, num_classes)
+    elif isinstance(reader, ClassFolders):
+        items, targets, layout = _class_folders(path, reader.extensions, reader.kind, labels, num_classes)
+    else:
+        raise AnalysisError(f"the {domain} domain reads its data as {type(reader).__name__}, which `reszoo analyze` does not know")
+    idx = _subset(len(items), limit, seed)
+    adapter = make_adapter(model, domain)
+    encoded = []
+    for i in idx:
+        try:
+            encoded.append(adapter.encode(items[i]))
+        except adapter.read_errors as err:
+            raise AnalysisError(f"--data {path}: cannot read {items[i]!s:.80} ({err})") from None
+    inputs = adapter.collate(encoded)  # one batch: padded to the longest item, with the mask the model reads
+    return AnalysisData(inputs, torch.tensor([targets[i] for i in idx]), True, f"{path} ({layout}, {len(idx)} of {len(items)})")
+
+
+def _table(path: Path, text_column: str, label_column: str, labels: Sequence[str] | None,
+           num_classes: int) -> tuple[list[Any], list[int], str]:
+    from ..predict import JSONL_SUFFIXES, TABLE_SUFFIXES, read_table
+
+    if path.is_dir() or path.suffix.lower() not in (*TABLE_SUFFIXES, *JSONL_SUFFIXES):
+        raise AnalysisError(f"--data {path}: expected a table ({', '.join((*TABLE_SUFFIXES, *JSONL_SUFFIXES))}) with "
+                            f"a {text_column!r} and a {label_column!r} column")
+    columns = []
+    for column in (text_column, label_column):
+        values = []
+        for where, value in read_table(path, column):
+            if isinstance(value, BaseException):
+                raise AnalysisError(f"--data {value}")
+            values.append((where, value))
+        columns.append(values)
+    if not columns[0]:
+        raise AnalysisError(f"--data {path}: no rows")
+    targets = [_label_index(str(label), labels, num_classes, f"--data {where}: label") for where, label in columns[1]]
+    return [text for _, text in columns[0]], targets, f"{text_column!r}/{label_column!r} columns"
+
+
+def _class_folders(root: Path, extensions: frozenset[str], kind: str, labels: Sequence[str] | None,
+                   num_classes: int) -> tuple[list[Any], list[int], str]:
+    if not root.is_dir():
+        raise AnalysisError(f"--data {root}: expected a folder with one subfolder of {kind} files per class")
+    items: list[Any] = []
+    targets: list[int] = []
+    for sub in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        cls = _label_index(sub.name, labels, num_classes, f"--data {root}: class folder")
+        files = [str(f) for f in sorted(sub.rglob("*")) if f.is_file() and f.suffix.lower() in extensions]
+        items += files
+        targets += [cls] * len(files)
+    if not items:
+        raise AnalysisError(f"--data {root}: no {kind} files ({', '.join(sorted(extensions))}) in class subfolders")
+    return items, targets, "class folders"

@@ -14,6 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from .core import (
+    _slice,
     block_infos,
     branch_ratio,
     gradient_correlation,
@@ -26,7 +27,7 @@ __all__ = ["analyze", "plain_data", "write_json", "write_plots"]
 
 def analyze(
     model: nn.Module,
-    inputs: Tensor,
+    inputs: Tensor | Mapping[str, Tensor],
     targets: Tensor,
     *,
     grad_samples: int = 128,
@@ -35,19 +36,25 @@ def analyze(
     **lesion: Any,
 ) -> dict[str, Any]:
     """Block table, gradient flow (on the first ``grad_samples`` inputs), branch ratio, lesion
-    study and (float inputs) gradient correlation of ``model`` on ``inputs``, moved to its device.
+    study and (a float input tensor) gradient correlation of ``model`` on ``inputs`` (a tensor, or a
+    dict of batched tensors passed as keyword arguments), moved to its device.
     ``lesion``: further options of :func:`~reszoo.analysis.core.lesion_study` (``metric``,
     ``metric_name``, ``ks``, ``trials``), whose defaults are the suite's."""
     param = next(model.parameters())
-    x = inputs.to(device=param.device, dtype=param.dtype if inputs.is_floating_point() else inputs.dtype)
+
+    def to(t: Tensor) -> Tensor:
+        return t.to(device=param.device, dtype=param.dtype if t.is_floating_point() else t.dtype)
+
+    x = {k: to(v) for k, v in inputs.items()} if isinstance(inputs, Mapping) else to(inputs)
     y = targets.to(param.device)
+    float_tensor = isinstance(x, Tensor) and x.is_floating_point()
     torch.manual_seed(seed)  # dropout in the train-mode gradient pass
     results: dict[str, Any] = {
         "blocks": block_infos(model, x),
-        "gradient_flow": gradient_flow(model, x[:grad_samples], y[:grad_samples]),
+        "gradient_flow": gradient_flow(model, _slice(x, 0, grad_samples), y[:grad_samples]),
         "branch_ratio": branch_ratio(model, x, batch_size=batch_size),
         "lesion": lesion_study(model, x, y, seed=seed, batch_size=batch_size, **lesion),
-        "gradient_correlation": gradient_correlation(model, x, seed=seed) if x.is_floating_point() else None,
+        "gradient_correlation": gradient_correlation(model, x, seed=seed) if float_tensor else None,
     }
     return results
 
