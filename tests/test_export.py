@@ -39,6 +39,7 @@ CASES = [
     ("resnet-mnist", "onnx"), ("resnet-mnist", "torchscript"), ("resnet-mnist", "exported-program"),
     ("ppo-cartpole-resmlp", "onnx"), ("sac-pendulum-resmlp", "exported-program"),
     ("tdnn-fsdd-digits", "torchscript"), ("sngan-mnist", "onnx"), ("sngan-mnist", "torchscript"),
+    ("quartznet-fsdd-digits", "onnx"), ("quartznet-fsdd-digits", "exported-program"),  # CTC: padded batches, lengths
 ]
 
 

@@ -139,6 +139,8 @@ def export_spec(model: Any) -> ExportSpec:
         raise ValueError("model has no .preprocess; load it with reszoo.load(name) or set model.preprocess")
     param = next(model.parameters())
     rate = preprocess.cfg.sample_rate
+    if is_recogniser(model):
+        return _recogniser_export_spec(model, preprocess, param, rate)
 
     def batch(seconds: list[float], seed: int) -> dict[str, torch.Tensor]:
         waves = [(synthetic_waveform(s, rate, seed + i), rate) for i, s in enumerate(seconds)]
@@ -149,3 +151,19 @@ def export_spec(model: Any) -> ExportSpec:
     axes = {"feats": {0: "batch", 1: "frames"}, "lengths": {0: "batch"}}
     return ExportSpec(module=model, example=batch([1.0, 0.7], 0), checks=[batch([0.6, 1.2, 0.9], 5), batch([0.8], 9)],
                       outputs=(output,), dynamic=axes)
+
+
+def _recogniser_export_spec(model: Any, preprocess: Any, param: Any, rate: int) -> ExportSpec:
+    """A CTC recogniser's ``forward(feats, lengths) -> (log_probs, out_lengths)``: log-mel features
+    ``(batch, n_mels, frames)`` and each recording's frame count, traced on a padded batch (batch and
+    frames dynamic); the greedy decoding and the front end stay in Python."""
+    from ..export import ExportSpec, synthetic_waveform
+
+    def batch(seconds: list[float], seed: int) -> dict[str, Any]:
+        waves = [(synthetic_waveform(s, rate, seed + i), rate) for i, s in enumerate(seconds)]
+        feats, lengths = preprocess.batch(waves)
+        return {"feats": feats.to(param.device, param.dtype), "lengths": lengths.to(param.device)}
+
+    axes = {"feats": {0: "batch", 2: "frames"}, "lengths": {0: "batch"}}
+    return ExportSpec(module=model, example=batch([1.0, 0.7], 0), checks=[batch([0.6, 1.2, 0.9], 5), batch([0.8], 9)],
+                      outputs=("log_probs", "out_lengths"), dynamic=axes)
