@@ -256,6 +256,7 @@ def register_from(out: Path) -> None:
     loso = {v: {f: pct(runs[v][f]["unseen_wer"]) for f in both} for v in VARIANTS}
     means = {v: round(sum(loso[v].values()) / len(both), 2) for v in VARIANTS}
     folds_text = ", ".join(both)
+    fields: dict[str, dict[str, Any]] = {}
     for variant in VARIANTS:
         r = runs[variant][MAIN_FOLD]
         seen = ", ".join(r["seen_speakers"])
@@ -273,7 +274,8 @@ def register_from(out: Path) -> None:
         dest = ROOT / "weights" / "reszoo" / model_name(variant) / WEIGHTS
         dest.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(weights_src, dest)
-        weights = {"repo": f"reszoo/{model_name(variant)}", "sha256": r["sha256"], "size": r["size"]}
+        weights = {"repo": f"reszoo/{model_name(variant)}", "file": WEIGHTS, "format": "safetensors", "sha256": r["sha256"],
+                   "size": r["size"], "pin_note": "trained here; not yet pushed to huggingface.co, so no Hub commit exists"}
         extra = {"params": r["params"], "epochs": r["epochs"], "seed": r["seed"], "training": r["training"],
                  "train_hardware": r["train_hardware"], "train_seconds": round(r["train_seconds"]),
                  "split": f"train: {TRAIN_PER_SPEAKER} utterances per seen speaker from takes 5-49; test: "
@@ -283,18 +285,14 @@ def register_from(out: Path) -> None:
             extra["seen_speakers_wer_percent_residual_vs_plain"] = {v: pct(runs[v][MAIN_FOLD]["seen_wer"]) for v in VARIANTS}
             entry = read_entry(NAME)
             kept = [m for m in (entry.get("metrics") or []) if m.get("name") not in {m["name"] for m in metrics}]
-            update_entry(NAME, defaults=["trained-here", "fsdd"], weights=weights, metrics=kept + metrics,
-                         extra={**dict(entry.get("extra") or {}), **extra})
+            fields[NAME] = dict(weights=weights, metrics=kept + metrics, extra={**dict(entry.get("extra") or {}), **extra})
         else:
-            plain = {"weights": weights, "metrics": metrics, "extra": extra,
-                     "description": "The plain twin of quartznet-fsdd-digits: the same network without the residual "
-                                    "connections around its blocks (residual=False), trained with the same recipe, seed "
-                                    "and budget, for the residual-vs-plain comparison.",
-                     "tags": ["plain-twin", "speech-recognition", "connected-digits", "fsdd", "trained-here"],
-                     "limitations": "An ablation baseline, not a recommended recogniser; same data and limits as "
-                                    "quartznet-fsdd-digits. CC BY-SA 4.0, as FSDD."}
-            update_entry(NAME, plain=plain)
-        log(f"registry.yaml: {model_name(variant)}; weights {dest.relative_to(ROOT)}")
+            fields[model_name(variant)] = dict(weights=weights, metrics=metrics, extra=extra)
+        log(f"{model_name(variant)}: weights {dest.relative_to(ROOT)}")
+    # The twin first: an entry with weights needs a twin with weights of its own.
+    for name in (model_name("plain"), NAME):
+        update_entry(name, **fields[name])
+    log(f"registry.yaml: {NAME} and its plain twin")
     write_doc(runs, both, means)
     write_cards(ROOT / "model_cards")
     log(f"registered from {out} (folds done for both twins: {folds_text}); cards regenerated")
