@@ -23,7 +23,7 @@ from .domains import Command
 # before it is imported (only the command being run imports its module). Each domain adds its own
 # (Domain.commands).
 _EXTRA_COMMANDS = {
-    "finetune": Command("reszoo.finetune.cli", "fine-tune a classification model on your own data"),
+    "finetune": Command("reszoo.finetune.cli", "fine-tune a model (classifier or recogniser) on your own data"),
     "analyze": Command("reszoo.analysis.cli", "gradient flow, branch ratio, lesions of a model: JSON, plots"),
     "export": Command("reszoo.export", "export a model to ONNX, TorchScript or torch.export, checked against it"),
 }

@@ -209,8 +209,8 @@ class Manifest:
 
     extensions: frozenset[str]
     kind: str
-    path_key: str = "audio_filepath"
-    text_key: str = "text"
+    path_key: str  # e.g. NeMo's "audio_filepath"
+    text_key: str
 
     def describe(self) -> str:
         return f"a JSON-lines manifest of {self.kind} files and their text ({self.path_key!r}, {self.text_key!r})"

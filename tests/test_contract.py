@@ -399,9 +399,9 @@ def test_entry_builds_on_meta_and_fits_its_facts(name: str) -> None:
     if "params" in entry.extra:
         assert sum(p.numel() for p in model.parameters()) == entry.extra["params"]
     head = head_prefixes(model)
-    if entry.num_classes and head:  # one output per label (and a CTC recogniser's blank)
+    if entry.num_classes and head:  # one output per label (and a CTC head's blank)
         assert {v.shape[0] for k, v in model.state_dict().items() if k.startswith(head) and k.endswith("weight")} \
-            == {entry.num_classes + hasattr(model, "blank")}
+            == {entry.num_classes + (1 if hasattr(model, "blank") else 0)}
     blocks = list(residual_blocks(model))
     assert {b.residual for b in blocks} <= {entry.arch_args.get("residual", True)}
 

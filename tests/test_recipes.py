@@ -127,7 +127,8 @@ def test_fsdd_batches_are_the_speech_adapters() -> None:
 
 def test_fsdd_smoke_runs_are_deterministic_and_publish_nothing(tmp_path: Path, one_thread: None) -> None:
     fsdd = _fsdd(tmp_path / "fsdd")
-    guarded = [ROOT / "registry.yaml", *sorted((ROOT / "weights" / "reszoo").glob("*fsdd*/model.safetensors"))]
+    guarded = [ROOT / "registry.yaml", *sorted(p for pattern in ("tdnn-fsdd*", "ecapa-fsdd*")
+                                               for p in (ROOT / "weights" / "reszoo").glob(f"{pattern}/model.safetensors"))]
     assert len(guarded) == 5
     before = [_sha(p) for p in guarded]
     common = ["--data", str(fsdd), "--cache", str(tmp_path / "cache"), "--epochs", "1", "--limit", "8"]

@@ -47,6 +47,12 @@ class Adapter:
     def collate(self, encoded: Sequence[Any]) -> dict[str, Tensor]:
         raise NotImplementedError
 
+    def length(self, encoded: Any) -> int:
+        """One encoding's length, by which ``group_by_length`` groups items (frames, tokens)."""
+        from .batches import item_length
+
+        return item_length(encoded)
+
     def forward(self, model: nn.Module, inputs: dict[str, Tensor]) -> Any:
         """The model's outputs on a batch: logits, or what the criterion scores (a tuple)."""
         return model(**inputs)

@@ -63,8 +63,9 @@ def add_parser(subparsers: Any) -> None:
     formats = _data_formats()
     p = subparsers.add_parser(
         "finetune",
-        help=f"fine-tune a classifier ({', '.join(formats)}) on your data; scales out with accelerate/torchrun",
-        description="Fine-tune a classification model of the zoo on your labelled data; one CPU, one GPU, several "
+        help=f"fine-tune a classifier or recogniser ({', '.join(formats)}) on your data; scales out with accelerate/torchrun",
+        description="Fine-tune a model of the zoo (a classifier, or a recogniser on manifests of files and text) on "
+                    "your data; one CPU, one GPU, several "
                     "GPUs or nodes (launched by accelerate or torchrun).",
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,

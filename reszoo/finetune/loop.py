@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .adapters import Adapter, Collate, EncodedDataset
-from .batches import LengthGroupedBatchSampler, TensorRows, item_length
+from .batches import LengthGroupedBatchSampler, TensorRows
 from .model import param_groups, set_train_mode
 from .options import FinetuneOptions, OptionsError
 from .rundir import BEST_WEIGHTS, CHECKPOINTS_DIR, SAMPLE_IDS_FILE, MetricsLog, save_checkpoint, save_weights
@@ -295,8 +295,9 @@ def _loaders(accelerator: Any, collate: Collate, train_set: Any, eval_sets: dict
     args = dict(collate_fn=collate, num_workers=opts.num_workers, pin_memory=accelerator.device.type == "cuda")
     evals = {k: DataLoader(v, batch_size=opts.batch_size, shuffle=False, **args) for k, v in eval_sets.items()}
     if opts.group_by_length:
-        lengths = [item_length(e) for e in encoded] if encoded is not None else \
-            [item_length(train_set[i][1]) for i in range(len(train_set))]
+        length = collate.adapter.length  # the domain's measure: frames, tokens
+        lengths = [length(e) for e in encoded] if encoded is not None else \
+            [length(train_set[i][1]) for i in range(len(train_set))]
         sampler = LengthGroupedBatchSampler(lengths, opts.batch_size, pool=opts.group_by_length, seed=opts.seed)
         return DataLoader(train_set, batch_sampler=sampler, **args), evals, [sampler]
     return DataLoader(train_set, batch_size=opts.batch_size, shuffle=True, **args), evals, []

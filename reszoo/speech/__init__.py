@@ -35,7 +35,7 @@ DOMAIN = Domain(
     # Recognisers train on NeMo-style manifests of audio files and transcripts, with CTC.
     finetune_tasks={"automatic-speech-recognition": FinetuneSpec(
         task="automatic-speech-recognition",
-        data=Manifest(AUDIO_EXTENSIONS, kind="audio"),
+        data=Manifest(AUDIO_EXTENSIONS, kind="audio", path_key="audio_filepath", text_key="text"),
         adapter="reszoo.speech.finetune:RecognitionAdapter",
         usage='print(model.transcribe("clip.wav"))   # the text',
         criterion="ctc",

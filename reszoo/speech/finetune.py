@@ -36,6 +36,9 @@ class SpeechAdapter(Adapter):
 
 
 class RecognitionAdapter(Adapter):
+    def length(self, encoded: Tensor) -> int:
+        return int(encoded.shape[-1])  # frames (features are (n_mels, frames))
+
     def encode(self, item: Any) -> Tensor:
         feats, lengths = self.preprocess(item)
         return feats[0, :, : int(lengths[0])]  # (n_mels, frames)
