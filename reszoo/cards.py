@@ -39,8 +39,10 @@ __all__ = ["card", "card_for_entry", "expected_cards", "headline", "load_path", 
 _PIPELINE_TAGS = {
     "image-classification", "text-classification", "sentence-similarity", "feature-extraction",
     "fill-mask", "audio-classification", "reinforcement-learning", "unconditional-image-generation",
-    "text-to-image", "zero-shot-classification", "token-classification",
+    "text-to-image", "zero-shot-classification", "token-classification", "automatic-speech-recognition",
 }
+# Tasks whose labels are the symbols of an output sequence (a recogniser's vocabulary), not classes.
+_SEQUENCE_TASKS = {"automatic-speech-recognition"}
 # An ``extra`` fact that names an image of the checkout: "docs/img/x.png (what it shows)".
 _IMAGE_FACT = re.compile(r"^(?P<path>(?:docs|examples)/(?:[\w-]+/)*[\w.-]+\.(?:png|jpe?g|gif|svg|webp))"
                          r"(?:\s*\((?P<caption>.*)\))?\s*$", re.IGNORECASE)
@@ -251,7 +253,7 @@ def _summary(entry: Entry, reg: Mapping[str, Entry], target: str | None, card_di
     data = data or (entry.metrics[0].dataset if entry.metrics else "")  # an RL agent: its environment
     what = f"**{entry.task.replace('-', ' ').capitalize()}**" + (f" on {data}" if data else "")
     if entry.labels:
-        what += f", {len(entry.labels)} classes"
+        what += f", {len(entry.labels)} {'output symbols' if entry.task in _SEQUENCE_TASKS else 'classes'}"
     lines = [f"- {what}."]
     if entry.metrics:
         m = entry.metrics[0]
