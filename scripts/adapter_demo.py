@@ -6,6 +6,7 @@ its section's prose; the numbers in the docs come only from its results JSON."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import os
@@ -237,3 +238,27 @@ def publish(demo: Demo, section: Any, out: Path) -> None:
     plot(demo, results, docs_plot)
     write_docs(demo, section(results))
     print(f"wrote {docs_plot.relative_to(ROOT)} and the section {demo.section[4:]!r} of {DOCS.relative_to(ROOT)}")
+
+
+def add_run_args(p: argparse.ArgumentParser, demo: Demo, *, out: Path = RESULTS_DIR) -> None:
+    """The options every demonstration takes: its step floor, seed, threads, resuming, output and ``--write-docs``."""
+    p.add_argument("--min-steps", type=int, default=100, help="raise epochs for small sets to at least this many steps")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--resume", action="store_true", help="keep the runs of OUT's results made with the same settings")
+    p.add_argument("--out", type=Path, default=out, help=f"where {demo.results} and {demo.plot} go")
+    p.add_argument("--write-docs", action="store_true",
+                   help=f"no training: the table from OUT/{demo.results} into docs/finetune.md, the plot into docs/img/")
+
+
+def main(args: argparse.Namespace, demo: Demo, section: Callable[[dict[str, Any]], str],
+         run_all: Callable[[argparse.Namespace], dict[str, Any]], table: Callable[[dict[str, Any]], str]) -> int:
+    """A demonstration's command: ``--write-docs`` publishes the saved results; otherwise run the grid and save it."""
+    if args.write_docs:
+        publish(demo, section, args.out)
+        return 0
+    results = run_all(args)
+    results_file = save(demo, results, args.out)
+    print(table(results))
+    print(f"wrote {results_file} and {args.out / demo.plot}")
+    return 0

@@ -191,28 +191,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--sizes", type=int, nargs="+", default=[385, 770, 1540], help="training queries (multiples of 77)")
     p.add_argument("--methods", nargs="+", choices=list(METHODS), default=DEFAULT_METHODS)
     p.add_argument("--epochs", type=int, default=2)
-    p.add_argument("--min-steps", type=int, default=100, help="raise epochs for small sets to at least this many steps")
     p.add_argument("--test-per-class", type=int, default=10, help="test queries per intent (BANKING77's test split has 40)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--resume", action="store_true", help="keep the runs of OUT's results made with the same settings")
     p.add_argument("--data", type=Path, default=None, help="BANKING77 folder (default ../shared/data/banking77)")
-    p.add_argument("--out", type=Path, default=adapter_demo.RESULTS_DIR, help=f"where {RESULTS} and {PLOT} go")
-    p.add_argument("--write-docs", action="store_true",
-                   help=f"no training: the table from OUT/{RESULTS} into docs/finetune.md, the plot into docs/img/")
+    adapter_demo.add_run_args(p, DEMO)
     return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    if args.write_docs:
-        adapter_demo.publish(DEMO, section, args.out)
-        return 0
-    results = run_all(args)
-    results_file = adapter_demo.save(DEMO, results, args.out)
-    print(table(results))
-    print(f"wrote {results_file} and {args.out / PLOT}")
-    return 0
+    return adapter_demo.main(parse_args(argv), DEMO, section, run_all, table)
 
 
 if __name__ == "__main__":

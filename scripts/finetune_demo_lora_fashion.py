@@ -44,7 +44,6 @@ DEMO = adapter_demo.Demo(
 METHODS = DEMO.methods
 # One recipe for every run (only the method's options differ): the other Fashion-MNIST demo's.
 RECIPE: dict[str, Any] = dict(batch_size=64, lr=3e-3, weight_decay=0.05, warmup=0.1, label_smoothing=0.1)
-DEFAULT_OUT = adapter_demo.RESULTS_DIR
 RESULTS, PLOT = DEMO.results, DEMO.plot
 
 
@@ -132,28 +131,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--sizes", type=int, nargs="+", default=[100, 1000, 10000])
     p.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
     p.add_argument("--epochs", type=int, default=3)
-    p.add_argument("--min-steps", type=int, default=100, help="raise epochs for small sets to at least this many steps")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=1)
     p.add_argument("--limit-test", type=int, default=None, help="smoke: the first N test images only")
-    p.add_argument("--resume", action="store_true", help="keep the runs of OUT's results made with the same settings")
     p.add_argument("--data", type=Path, default=None, help="Fashion-MNIST's idx files (default Debian's folder)")
-    p.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"where {RESULTS} and {PLOT} go")
-    p.add_argument("--write-docs", action="store_true",
-                   help=f"no training: the table from OUT/{RESULTS} into docs/finetune.md, the plot into docs/img/")
+    adapter_demo.add_run_args(p, DEMO)
     return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    if args.write_docs:
-        adapter_demo.publish(DEMO, section, args.out)
-        return 0
-    results = run_all(args)
-    results_file = adapter_demo.save(DEMO, results, args.out)
-    print(table(results))
-    print(f"wrote {results_file} and {args.out / PLOT}")
-    return 0
+    return adapter_demo.main(parse_args(argv), DEMO, section, run_all, table)
 
 
 if __name__ == "__main__":
