@@ -246,7 +246,7 @@ def labelled_data(model: nn.Module, domain: str, path: str | os.PathLike[str] | 
 
 def _table(path: Path, text_column: str, label_column: str, labels: Sequence[str] | None,
            num_classes: int) -> tuple[list[Any], list[int], str]:
-    from ..predict import JSONL_SUFFIXES, TABLE_SUFFIXES, read_table
+    from ..rows import JSONL_SUFFIXES, TABLE_SUFFIXES, read_table
 
     if path.is_dir() or path.suffix.lower() not in (*TABLE_SUFFIXES, *JSONL_SUFFIXES):
         raise AnalysisError(f"--data {path}: expected a table ({', '.join((*TABLE_SUFFIXES, *JSONL_SUFFIXES))}) with "
