@@ -94,7 +94,12 @@ def bf16_peak(cpu: dict[str, Any], threads: int) -> tuple[float, str]:
     mhz = cpu["mhz"] or 0.0
     cores = min(threads, cpu["cores"])
     peak = cores * mhz * 1e6 * per_cycle / 1e9
-    return peak, f"{cores} core(s) used x {mhz:.0f} MHz ({cpu['mhz_source']}) x {how} = {peak:,.0f} GFLOP/s"
+    text = f"{cores} core(s) used x {mhz:.0f} MHz ({cpu['mhz_source']}) x {how} = {peak:,.0f} GFLOP/s"
+    if not cpu["mhz_source"].startswith("CPU max MHz"):
+        # A VM's /proc/cpuinfo gives the nominal clock; the cores boost above it under load.
+        text += (" (at the nominal clock the machine reports, without a maximum: a lower bound on the real "
+                 "peak, so a share above 100 % means the cores ran faster than that clock)")
+    return peak, text
 
 
 def load_average() -> str:
