@@ -73,17 +73,6 @@ class LabeledData:
     def sequences(self) -> bool:
         return is_sequence(self.targets)
 
-    def relabel(self, classes: Sequence[str]) -> LabeledData:
-        """The same data with its ids indexing ``classes`` (which must hold every symbol used)."""
-        index = {name: i for i, name in enumerate(classes)}
-        names = self.classes
-        if self.sequences:
-            targets = [[index[names[t]] for t in seq] for seq in self.targets]
-        else:
-            targets = [index[names[t]] for t in self.targets]
-        return LabeledData(items=self.items, targets=targets, classes=tuple(classes), source=self.source, ids=self.ids,
-                           skipped=self.skipped)
-
     def counts(self) -> dict[str, int]:
         if self.sequences:  # how often each symbol occurs
             per = Counter(t for seq in self.targets for t in seq)

@@ -205,11 +205,6 @@ class MelPreprocess:
         self._mel.train(self.training)
         return self._mel
 
-    @property
-    def hop_seconds(self) -> float:
-        """Seconds between feature frames (word timestamps scale by it)."""
-        return self.cfg.hop_length / self.cfg.sample_rate
-
     def train(self, mode: bool = True) -> MelPreprocess:
         self.training = mode
         return self
