@@ -18,8 +18,9 @@ tdnn-fsdd-digits' held-out speaker).
 
 The recipe (both twins alike): ``quartznet_small`` from random init, CTC over the 16 characters
 of the digit words, AdamW lr 3e-3 weight decay 1e-3 (not on biases/norms), one-cycle schedule
-(15 % warm-up), 10 epochs of batches of 16 utterances grouped by length, no augmentation, bf16 autocast where the CPU has
-bf16 instructions (else float32), seed 0, one CPU thread. Evaluation: greedy decoding with
+(15 % warm-up), ``EPOCHS`` epochs of batches of 16 utterances grouped by length, NeMo's SpecAugment
+(``SpectrogramAugmentation``: 2 frequency masks of up to 15 mel bins, 2 time masks of up to 5 % of
+the frames), bf16 autocast where the CPU has bf16 instructions (else float32), seed 0, one CPU thread. Evaluation: greedy decoding with
 ``model.transcribe`` on the weights as ``reszoo.load`` builds them, WER and CER with jiwer.
 
 Each run writes ``OUT/<fold>/<variant>/results.json`` (metrics, the loss per logged step and per
@@ -60,6 +61,9 @@ RECIPE: dict[str, Any] = dict(
     pretrained=False, batch_size=16, optimizer="adamw", lr=3e-3, weight_decay=1e-3, schedule="onecycle", warmup=0.15,
     group_by_length=8, val_split=0.0, cpu=True, progress=False, script=SCRIPT, log_every=10, keep_checkpoints=1,
 )
+# Test takes are new recordings of the same voices: masking bands and spans of the training
+# spectrograms is what keeps the recogniser from learning the 45 training takes per digit by heart.
+AUGMENT = dict(freq_masks=2, freq_width=15, time_masks=2, time_width=0.05)
 DOC_BEGIN = "<!-- numbers: scripts/train_quartznet_fsdd.py (generated; do not edit) -->"
 DOC_END = "<!-- end of numbers: scripts/train_quartznet_fsdd.py -->"
 
@@ -143,7 +147,7 @@ def step_losses(run_dir: Path) -> list[dict[str, Any]]:
 
 def settings(args: argparse.Namespace) -> dict[str, Any]:
     return {"epochs": args.epochs, "seed": args.seed, "limit": args.limit, "train_per_speaker": TRAIN_PER_SPEAKER,
-            "test_per_speaker": TEST_PER_SPEAKER}
+            "test_per_speaker": TEST_PER_SPEAKER, "augment": AUGMENT}
 
 
 def run_one(fold: str, variant: str, manifests: dict[tuple[str, str], Path], args: argparse.Namespace) -> dict[str, Any] | None:
@@ -151,6 +155,7 @@ def run_one(fold: str, variant: str, manifests: dict[tuple[str, str], Path], arg
 
     import reszoo
     from reszoo.finetune.loop import bf16_supported
+    from reszoo.speech.training import SpectrogramAugmentation
     from scripts.data import FSDD_SPEAKERS
     from scripts.registry_io import COMMIT_LIMIT, write_weights
     from scripts.train_resnet_mnist import hardware
@@ -170,7 +175,8 @@ def run_one(fold: str, variant: str, manifests: dict[tuple[str, str], Path], arg
         f"{args.epochs} epochs, {precision}")
     start = time.perf_counter()
     result = reszoo.finetune(name, str(train_manifest), epochs=args.epochs, seed=args.seed, mixed_precision=precision,
-                             out=str(folder / "run"), overwrite=True, **RECIPE)
+                             out=str(folder / "run"), overwrite=True,
+                             augment=SpectrogramAugmentation(**AUGMENT), **RECIPE)
     seconds = time.perf_counter() - start
     state = {k: v.detach().contiguous() for k, v in result.model.state_dict().items()}
     model = reszoo.load(name, pretrained=False)  # the published model, holding these weights (strictly)
@@ -208,7 +214,9 @@ def run_one(fold: str, variant: str, manifests: dict[tuple[str, str], Path], arg
 
 def training_text(epochs: int, seed: int, precision: str) -> str:
     return (f"{epochs} epochs from random init, CTC over characters, batches of 16 utterances grouped by length, AdamW "
-            "lr 3e-3 weight decay 1e-3 (not on biases/norms), one-cycle schedule (15% warm-up), no augmentation, "
+            "lr 3e-3 weight decay 1e-3 (not on biases/norms), one-cycle schedule (15% warm-up), SpecAugment "
+            f"({AUGMENT['freq_masks']} frequency masks of up to {AUGMENT['freq_width']} mel bins, {AUGMENT['time_masks']} time "
+            f"masks of up to {AUGMENT['time_width']:.0%} of the frames), "
             f"{'bf16 autocast' if precision == 'bf16' else 'float32'}, "
             f"seed {seed}; reszoo.finetune's loop on NeMo-style manifests")
 
@@ -235,8 +243,10 @@ def checked_results(out: Path) -> dict[str, dict[str, dict[str, Any]]]:
         source = where / r["weights_file"]
         if not source.is_file() or sha256_of(source) != r["sha256"] or r["size"] > COMMIT_LIMIT:
             raise SystemExit(f"{source}: missing, or its sha256 or size differs from its {RESULTS} (or is over the commit limit)")
-    if len({r["seed"] for r in found}) > 1 or len({r["epochs"] for r in found}) > 1:
-        raise SystemExit(f"{out}: runs with different seeds or epochs; one recipe for all: redo the odd ones (--force)")
+    recipes = {json.dumps({k: r.get(k) for k in ("seed", "epochs", "augment")}, sort_keys=True) for r in found}
+    if len(recipes) > 1:
+        raise SystemExit(f"{out}: runs with different seeds, epochs or augmentation; one recipe for all: redo the odd ones "
+                         "(--force)")
     out_map: dict[str, dict[str, dict[str, Any]]] = {v: {} for v in VARIANTS}
     for r in found:
         out_map[r["variant"]][r["fold"]] = r
