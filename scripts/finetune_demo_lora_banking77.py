@@ -163,14 +163,15 @@ def bundled() -> str:
 
     entry = info("minilm-l6-banking77")
     x = entry.extra
-    test = next(m.value for m in entry.metrics if m.metric == "accuracy" and m.split == "test")
+    adapter, full = x["adapter_vs_full_finetune"].values()
     return (f"With all of the training data, the bundled adapter `minilm-l6-banking77` (the same rank, alpha, dropout and layers, "
-            f"{x['train_examples']:,} training queries, {len(x['validation_accuracy_per_epoch'])} epochs, "
-            f"`scripts/train_minilm_banking77.py`) trains {x['trainable_parameters']:,} parameters, its file is "
-            f"{x['adapter_bytes'] / 1e6:.1f} MB, and it reached **{test:.2f}%** on the whole test split "
-            f"({x['test_examples']:,} queries) after {x['training_wall_seconds']:,.0f} s of training "
-            f"({x['training_hardware']}); the full fine-tune it replaced: {x['full_finetune_reference']}. "
-            "(From registry.yaml, as the recipe's `--register` run wrote them; docs/text.md compares the two.)")
+            f"{x['train_examples']:,} training queries, {adapter['epochs']} epochs, `scripts/train_minilm_banking77.py`) "
+            f"trains {adapter['trainable parameters']:,} parameters, its file is {adapter['file MB']:g} MB, and it reached "
+            f"**{adapter['test accuracy %']:.2f}%** on the whole test split ({x['test_examples']:,} queries) after "
+            f"{adapter['training s']:,} s of training; the full fine-tune (`--full`: {full['trainable parameters']:,} "
+            f"parameters, {full['file MB']:g} MB, {full['epochs']} epochs) reached {full['test accuracy %']:.2f}% after "
+            f"{full['training s']:,} s ({x['training_hardware']}). (From registry.yaml, as the recipe's `--register` run "
+            "wrote them; docs/text.md has the table.)")
 
 
 def observations(results: dict[str, Any]) -> str:

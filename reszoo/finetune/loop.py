@@ -99,10 +99,17 @@ def _resolve_mixed_precision(opts: FinetuneOptions) -> str:
 
 def make_accelerator(opts: FinetuneOptions) -> tuple[Any, str]:
     """The run's Accelerator and the mixed precision it runs with."""
-    from accelerate import Accelerator
+    from accelerate import Accelerator, PartialState
+    from accelerate.state import AcceleratorState
     from accelerate.utils import DataLoaderConfiguration
 
     mixed_precision = _resolve_mixed_precision(opts)
+    # accelerate keeps the first run's precision in a process-wide singleton and refuses another one;
+    # one process may well run several fine-tunes (a notebook, a script comparing recipes). Without a
+    # launcher that state is this run's alone, so it starts afresh; under one, every run of the
+    # launch shares it.
+    if AcceleratorState._shared_state and PartialState().num_processes == 1:
+        AcceleratorState._reset_state()
     accelerator = Accelerator(
         cpu=opts.cpu,
         mixed_precision=mixed_precision,
