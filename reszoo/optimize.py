@@ -14,7 +14,10 @@ docs/inference.md):
   AVX512-BF16 or AMX and on CUDA GPUs with bf16, outputs returned as float32: about three
   significant digits. The first layer (it sees the raw input) and the last linear layer (the
   logits that decide) stay float32, as quantized models keep them (it more than halved the top-1
-  changes of a classifier with many near-ties: docs/inference.md). ``bf16=False`` keeps float32.
+  changes of a classifier with many near-ties: docs/inference.md). ``bf16=False`` keeps float32;
+  ``float32_edges=False`` runs those two layers in bf16 too, as hand-tuned autocast does (faster
+  where the first layer is big, e.g. ResNet-50's 7x7 stem on 224 x 224 images; outside the
+  tolerances the zoo tests).
 * **torch.compile with frozen weights** (inductor's ``freezing``: weights become constants,
   folded and pre-packed for oneDNN) where it pays: ``compile=True`` compiles now;
   ``compile=None`` (the default) leaves the model eager and lets :func:`reszoo.predict` compile
@@ -311,10 +314,11 @@ class CompilePolicy:
 
 
 def optimize(model: nn.Module, *, fold_batchnorm: bool = True, channels_last: bool = True,
-             bf16: bool | None = None, compile: bool | None = None) -> nn.Module:
+             bf16: bool | None = None, float32_edges: bool = True, compile: bool | None = None) -> nn.Module:
     """Rewrite ``model`` (eval mode, float32) for fast inference, in place, and return it (see the
     module docstring). ``bf16``: None uses it where the hardware computes bf16 natively (a CPU
-    with AVX512-BF16/AMX, a CUDA GPU with bf16) and the model has fast methods. ``compile``: True
+    with AVX512-BF16/AMX, a CUDA GPU with bf16) and the model has fast methods;
+    ``float32_edges``: the first and last weight layers stay float32 under bf16. ``compile``: True
     compiles now, False never, None lets :func:`reszoo.predict` decide from the input count."""
     if getattr(model, "optimized", None):  # optimized already: only the compile choice can change
         if compile:
@@ -340,7 +344,7 @@ def optimize(model: nn.Module, *, fold_batchnorm: bool = True, channels_last: bo
             raise InputError(f"bf16=True: the bfloat16 autocast of optimize runs on CPUs and CUDA GPUs, not {device.type}")
         for name in methods:
             _autocast(model, name, device.type)
-        edges = _edge_layers(model)
+        edges = _edge_layers(model) if float32_edges else []
         for name in edges:
             _float32_layer(model.get_submodule(name))
         done["bf16_autocast"] = True

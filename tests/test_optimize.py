@@ -77,6 +77,23 @@ def test_bf16_fast_path_keeps_the_predictions_of_real_digits(digits) -> None:
     assert [r["label"] for r in rows] == ["0", "1", "2"]
 
 
+@needs_bf16
+def test_edge_layers_stay_float32_unless_asked(digits) -> None:
+    x, _ = digits
+    kept = reszoo.load("resnet-mnist", optimize=True)
+    assert kept.optimized["float32_layers"] == ["conv1", "fc"]
+    from reszoo.optimize import optimize
+
+    all_bf16 = optimize(reszoo.load("resnet-mnist"), float32_edges=False)
+    assert all_bf16.optimized["float32_layers"] == [] and all_bf16.optimized["bf16_autocast"]
+    stem = {}
+    for model in (kept, all_bf16):  # what the first layer computes in
+        h = model.conv1.register_forward_hook(lambda m, i, out, model=model: stem.update({id(model): out.dtype}))
+        _logits(model, x[:2])
+        h.remove()
+    assert [stem[id(kept)], stem[id(all_bf16)]] == [torch.float32, torch.bfloat16]
+
+
 # --------------------------------------------------------------------------- per-domain tolerances
 
 
