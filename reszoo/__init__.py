@@ -22,8 +22,8 @@ _EXPORTS = {
     "Entry": "registry",
     "load": "api",
     "build": "api",
-    "push": "api",
-    "save_pretrained": "api",
+    "push": "saving",
+    "save_pretrained": "saving",
     "card": "cards",
     "finetune": "finetune",
     "predict": "predict",
@@ -43,7 +43,8 @@ _EXPORTS = {
 __all__ = ["__version__", *_EXPORTS]
 
 if TYPE_CHECKING:
-    from .api import build, load, push, save_pretrained
+    from .api import build, load
+    from .saving import push, save_pretrained
     from .cards import card
     from .errors import (ConversionError, HubError, InputError, IntegrityError, LoadError, NotCachedError,
                          RegistryError, ReszooError, UnknownModelError, WeightsNotFoundError)
@@ -53,7 +54,7 @@ if TYPE_CHECKING:
     from .registry import Entry, info, list_models
 
 
-_SUBMODULES = {"nn", "hub", "api", "cards", "cli", "registry", "errors", "domains"}
+_SUBMODULES = {"nn", "hub", "api", "saving", "cards", "cli", "registry", "errors", "domains"}
 
 
 def __getattr__(name: str) -> Any:

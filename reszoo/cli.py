@@ -271,7 +271,8 @@ def cmd_pull(args: argparse.Namespace) -> int:
 
 
 def cmd_push(args: argparse.Namespace) -> int:
-    from .api import load, push
+    from .api import load
+    from .saving import push
 
     model = load(args.model, mirror=args.mirror)
     commit = push(model, args.repo_id, private=args.private or None, commit_message=args.message)

@@ -42,6 +42,7 @@ __all__ = [
     "TransferFailure",
     "download_error",
     "guarded",
+    "hub_call",
     "hub_download",
     "hub_timeout",
     "push_error",
@@ -390,3 +391,17 @@ def push_error(err: BaseException, repo_id: str) -> HubError | None:
     if _in_chain(err, OfflineModeIsEnabled) is not None:
         return HubError(f"{head}: HF_HUB_OFFLINE is set; unset it to push")
     return None
+
+
+@contextmanager
+def hub_call(repo: str) -> Iterator[None]:
+    """Bounded Hub calls of ``reszoo publish``; failures as one-line HubErrors naming the repo."""
+    try:
+        with guarded():
+            yield
+    except HubError:
+        raise
+    except Exception as err:
+        if (error := push_error(err, repo)) is None:
+            raise
+        raise type(error)(f"publish: {error}") from err

@@ -2,7 +2,7 @@
 
 For every entry whose weights are in the bundled mirror (``weights/``), or the entries named, the
 repo ``ORG/<repo name>`` is created and given, in one commit, what a user needs beside the
-registry: the weights, ``config.json`` (:func:`reszoo.api.model_config`, so ``reszoo.load("hf://ORG/x")``
+registry: the weights, ``config.json`` (:func:`reszoo.saving.model_config`, so ``reszoo.load("hf://ORG/x")``
 works too), the card (:mod:`reszoo.cards`, its figures beside it) and the figures; an adapter entry
 brings PEFT's ``adapter_config.json``. The commit id is then written into the entry's
 ``weights.revision`` in registry.yaml (its ``pin_note`` dropped; its ``weights.repo`` moved when the
@@ -14,8 +14,9 @@ bytes the Hub already holds (sha256 of LFS files, git blob ids of the others, fr
 ``model_info(files_metadata=True)``) are not uploaded, a repo with nothing new gets no commit, and a
 pinned revision that still holds the entry's file is kept.
 
-Each domain has a Hub collection (``reszoo: <domain> models``), created or updated: one item per
-published repo, its note giving the headline result and the residual-vs-plain comparison.
+Each domain has a Hub collection (``reszoo: <domain> models``, :mod:`reszoo.hub_collections`),
+created or updated: one item per published repo, its note giving the headline result and the
+residual-vs-plain comparison.
 
 Writing registry.yaml needs ruamel.yaml (``pip install 'reszoo[publish]'``); see docs/publishing.md.
 """
@@ -25,22 +26,20 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from . import __version__, network
 from .errors import HubError, IntegrityError, RegistryError, UnknownModelError, WeightsNotFoundError
+from .hub_collections import CollectionPlan, collection_title, item_note, sync_collection
 from .registry import PLAIN_SUFFIX, Entry, load_registry, registry_path
 
 __all__ = ["CollectionPlan", "PublishReport", "RepoPlan", "collection_title", "publish"]
 
 CONFIG_FILE = "config.json"
 CARD_FILE = "README.md"
-NOTE_LIMIT = 500  # characters the Hub keeps of a collection item's note
-DESCRIPTION_LIMIT = 150  # of a collection's description
 
 
 @dataclass
@@ -54,19 +53,6 @@ class RepoPlan:
     exists: bool | None = None  # None: the Hub could not be asked (a dry run without network)
     commit: str | None = None  # the commit that holds the files: made now, or kept
     made_commit: bool = False
-
-
-@dataclass
-class CollectionPlan:
-    """The collection of one domain and what publishing does to its items."""
-
-    domain: str
-    title: str
-    slug: str | None
-    items: list[tuple[str, str]]  # (repo, note), in the zoo's order
-    added: list[str] = field(default_factory=list)
-    updated: list[str] = field(default_factory=list)
-    unchanged: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -193,7 +179,7 @@ def _digests(data: Path | bytes) -> tuple[str, str]:
 def _hub_config(entry: Entry, reg: Mapping[str, Entry]) -> bytes:
     """config.json of the repo: the entry as reszoo reads it from a repo, naming its weight file
     (an adapter's base and the base's pins too, as :func:`reszoo.lora.write_adapter` writes them)."""
-    from .api import model_config
+    from .saving import model_config
 
     assert entry.weights is not None
     config = {**model_config(entry), "weights_file": entry.weights.file}
@@ -242,20 +228,6 @@ def _repo_files(entries: list[Entry], target: str, reg: Mapping[str, Entry], hub
 # --------------------------------------------------------------------------- the Hub
 
 
-@contextmanager
-def _hub_call(repo: str) -> Iterator[None]:
-    """Bounded Hub calls; failures as one-line HubErrors naming the repo."""
-    try:
-        with network.guarded():
-            yield
-    except HubError:
-        raise
-    except Exception as err:
-        if (error := network.push_error(err, repo)) is None:
-            raise
-        raise type(error)(f"publish: {error}") from err
-
-
 _HubFiles = tuple[str, dict[str, tuple[str | None, str | None]]]
 
 
@@ -265,7 +237,7 @@ def _hub_files(api: Any, repo: str, revision: str | None = None) -> _HubFiles | 
     from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
 
     try:
-        with _hub_call(repo):
+        with network.hub_call(repo):
             info = api.model_info(repo, revision=revision, files_metadata=True)
     except HubError as err:
         if isinstance(err.__cause__, RepositoryNotFoundError | RevisionNotFoundError):
@@ -309,7 +281,7 @@ def _kept_revision(api: Any, entry: Entry, target: str, data: Path | bytes) -> b
 def _commit(api: Any, plan: RepoPlan, names: list[str], *, private: bool | None) -> str:
     from huggingface_hub import CommitOperationAdd
 
-    with _hub_call(plan.repo):
+    with network.hub_call(plan.repo):
         api.create_repo(plan.repo, exist_ok=True, private=private)
         info = api.create_commit(
             plan.repo,
@@ -321,32 +293,6 @@ def _commit(api: Any, plan: RepoPlan, names: list[str], *, private: bool | None)
     return info.oid
 
 
-# --------------------------------------------------------------------------- collections
-
-
-def collection_title(domain: str) -> str:
-    """The title of a domain's collection (titles are unique per owner: publishing finds it again)."""
-    from .domains import get as get_domain
-
-    return f"reszoo: {get_domain(domain).title} models"
-
-
-def _note(entries: list[Entry], reg: Mapping[str, Entry]) -> str:
-    """A collection item's note: the repo's models, each with its headline, and its twin's."""
-    from .cards import headline
-
-    parts = []
-    for entry in entries:
-        text = f"{entry.name}: {headline(entry) or entry.task}"
-        twin = reg.get(entry.twin) if entry.twin else None
-        if twin is not None and twin.name not in {e.name for e in entries} and twin.metrics:
-            kind = "residual twin" if entry.arch_args.get("residual", True) is False else "plain twin (no skips)"
-            text += f"; {kind} {twin.name}: {twin.metrics[0].value:.4g}"
-        parts.append(text)
-    note = ". ".join(parts) + "."
-    return note if len(note) <= NOTE_LIMIT else note[: NOTE_LIMIT - 1] + "…"
-
-
 def _collection_items(reg: Mapping[str, Entry], org: str) -> dict[str, list[tuple[str, str]]]:
     """``{domain: [(repo, note)]}``: every repo of ``org`` the registry pins, in the registry's order."""
     by_repo: dict[str, list[Entry]] = {}
@@ -356,56 +302,8 @@ def _collection_items(reg: Mapping[str, Entry], org: str) -> dict[str, list[tupl
             by_repo.setdefault(w.repo, []).append(entry)
     out: dict[str, list[tuple[str, str]]] = {}
     for repo, entries in by_repo.items():
-        out.setdefault(entries[0].domain, []).append((repo, _note(_order(entries), reg)))
+        out.setdefault(entries[0].domain, []).append((repo, item_note(_order(entries), reg)))
     return out
-
-
-def _description(domain: str) -> str:
-    from .domains import get as get_domain
-
-    text = (f"{get_domain(domain).title.capitalize()} models of reszoo, the zoo of residual networks, each beside its "
-            "plain twin (no skip connections) where it has one.")
-    return text[:DESCRIPTION_LIMIT]
-
-
-def _find_collection(api: Any, org: str, title: str) -> Any | None:
-    with _hub_call(org):
-        for found in api.list_collections(owner=org, limit=1000):
-            if found.title == title:
-                return api.get_collection(found.slug)
-    return None
-
-
-def _sync_collection(api: Any, org: str, domain: str, items: list[tuple[str, str]], *, dry_run: bool) -> CollectionPlan:
-    """Create or update the domain's collection: items added, notes updated; others' items are left alone."""
-    title = collection_title(domain)
-    if dry_run:
-        try:
-            collection = _find_collection(api, org, title)
-        except HubError:
-            collection = None
-    else:
-        with _hub_call(org):
-            collection = api.create_collection(title, namespace=org, description=_description(domain), exists_ok=True)
-            if collection.description != _description(domain):
-                api.update_collection_metadata(collection.slug, description=_description(domain))
-    plan = CollectionPlan(domain, title, collection.slug if collection else None, items)
-    have = {item.item_id: item for item in collection.items} if collection else {}
-    for repo, note in items:
-        current = have.get(repo)
-        if current is None:
-            plan.added.append(repo)
-            if not dry_run:
-                with _hub_call(repo):
-                    api.add_collection_item(plan.slug, repo, "model", note=note, exists_ok=True)
-        elif current.note != note:
-            plan.updated.append(repo)
-            if not dry_run:
-                with _hub_call(repo):
-                    api.update_collection_item(plan.slug, current.item_object_id, note=note)
-        else:
-            plan.unchanged.append(repo)
-    return plan
 
 
 # --------------------------------------------------------------------------- publish
@@ -477,7 +375,7 @@ def publish(names: Sequence[str] = (), *, org: str, registry: str | Path | None 
         report.cards = write_cards(cards_dir, path)[0]
     if collections:
         wanted = _collection_items(hub_reg if dry_run else load_registry(path), org)
-        report.collections = [_sync_collection(api, org, domain, items, dry_run=dry_run) for domain, items in wanted.items()]
+        report.collections = [sync_collection(api, org, domain, items, dry_run=dry_run) for domain, items in wanted.items()]
     return report
 
 

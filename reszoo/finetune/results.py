@@ -245,7 +245,7 @@ def _with_figures(loop: Loop, state: dict[str, Any], new_entry: Entry, confusion
 
 
 def _push(model: nn.Module, opts: FinetuneOptions, entry: Entry) -> dict[str, Any]:
-    from ..api import push
+    from ..saving import push
 
     return {"repo": opts.push_to, "commit": push(model, opts.push_to, entry=entry, private=opts.private or None)}
 
@@ -276,7 +276,7 @@ def finish(loop: Loop, state: dict[str, Any], run: RunInfo, trained: Trained) ->
         "out": str(out) if out else None,
     }
     if loop.main and out is not None:
-        from ..api import save_pretrained
+        from ..saving import save_pretrained
 
         before = {p.name for p in out.iterdir()}
         save_pretrained(unwrapped, out, entry=new_entry, repo_id=opts.push_to)
