@@ -13,7 +13,8 @@ draws them, :func:`reszoo.analysis.suite.analyze` runs them all, and ``reszoo an
 command line. Torch only on import; matplotlib is imported when a plot is drawn.
 """
 
-from . import core
-from .core import *  # noqa: F403  (the public names are core's)
+from . import core, lesions
+from .core import *  # noqa: F403  (the public names are core's and lesions')
+from .lesions import *  # noqa: F403
 
-__all__ = list(core.__all__)
+__all__ = [*core.__all__, *lesions.__all__]

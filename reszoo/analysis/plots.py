@@ -12,7 +12,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
-from .core import BranchRatio, GradientCorrelation, GradientFlow, LesionStudy
+from .core import BranchRatio, GradientCorrelation, GradientFlow
+from .lesions import LesionStudy
 
 __all__ = ["plot_branch_ratio", "plot_gradient_correlation", "plot_gradient_flow", "plot_lesion"]
 

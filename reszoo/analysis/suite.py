@@ -13,14 +13,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .core import (
-    _slice,
-    block_infos,
-    branch_ratio,
-    gradient_correlation,
-    gradient_flow,
-    lesion_study,
-)
+from .core import _slice, block_infos, branch_ratio, gradient_correlation, gradient_flow
+from .lesions import lesion_study
 
 __all__ = ["analyze", "plain_data", "write_json", "write_plots"]
 
