@@ -527,3 +527,43 @@ def test_listing_and_natural_key() -> None:
     assert listing([("x: 1"), "y: 2", "z: 3"], 1, sep="; ") == "x: 1; … (3 in all)"
     assert listing([], 3) == ""
     assert sorted(["net-10", "net-2", "net-1", "a"], key=natural_key) == ["a", "net-1", "net-2", "net-10"]
+
+
+def _numbers(value: object) -> list[float]:
+    """Every number in a registry value: numbers, and numbers written in its text."""
+    import re
+
+    if isinstance(value, bool):
+        return []
+    if isinstance(value, int | float):
+        return [float(value)]
+    if isinstance(value, str):
+        return [float(n) for n in re.findall(r"-?\d+(?:\.\d+)?", value.replace(",", ""))]
+    if isinstance(value, dict):
+        return [n for v in value.values() for n in _numbers(v)]
+    if isinstance(value, list | tuple):
+        return [n for v in value for n in _numbers(v)]
+    return []
+
+
+def test_readme_results_table_quotes_the_registry() -> None:
+    """The README's table of models trained here is typed, so it is checked: every decimal number
+    in a row's result columns is one of the registry's numbers for that model or its twin (as a
+    value, a percentage of a fraction, in millions, or written in its ``extra``)."""
+    import re
+
+    registry = load_registry()
+    rows = 0
+    for line in (ROOT / "README.md").read_text(encoding="utf-8").splitlines():
+        m = re.match(r"\| `([a-z0-9-]+)` \|[^|]*\|([^|]*)\|([^|]*)\|", line)
+        if not m or m.group(1) not in registry:
+            continue
+        rows += 1
+        entry = registry[m.group(1)]
+        entries = [entry, *([registry[entry.twin]] if entry.twin in registry else [])]
+        pool = [n for e in entries for n in [*(x.value for x in e.metrics), *_numbers(e.extra)]]
+        for text in re.findall(r"[−-]?\d+\.\d+", m.group(2) + m.group(3)):
+            value, places = float(text.replace("−", "-")), len(text.split(".")[1])
+            assert any(round(p * k, places) == value for p in pool for k in (1, 100, 1e-6)), (
+                f"README.md: {m.group(1)}'s {text} is none of the registry's numbers for it or its twin: stale?")
+    assert rows >= 10
