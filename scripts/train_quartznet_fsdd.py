@@ -18,10 +18,11 @@ tdnn-fsdd-digits' held-out speaker).
 
 The recipe (both twins alike): ``quartznet_small`` from random init, CTC over the 16 characters
 of the digit words, AdamW lr 3e-3 weight decay 1e-3 (not on biases/norms), one-cycle schedule
-(15 % warm-up), ``EPOCHS`` epochs of batches of 16 utterances grouped by length, NeMo's SpecAugment
-(``SpectrogramAugmentation``: 2 frequency masks of up to 15 mel bins, 2 time masks of up to 5 % of
-the frames), bf16 autocast where the CPU has bf16 instructions (else float32), seed 0, one CPU thread. Evaluation: greedy decoding with
-``model.transcribe`` on the weights as ``reszoo.load`` builds them, WER and CER with jiwer.
+(15 % warm-up), ``EPOCHS`` (16) epochs of batches of 16 utterances grouped by length, NeMo's
+SpecAugment (``SpectrogramAugmentation``: 2 frequency masks of up to 15 mel bins, 2 time masks of up
+to 5 % of the frames), bf16 autocast where the CPU has bf16 instructions (else float32), seed 0, one
+CPU thread. Evaluation: greedy decoding with ``model.transcribe`` on the weights as ``reszoo.load``
+builds them, WER and CER with jiwer.
 
 Each run writes ``OUT/<fold>/<variant>/results.json`` (metrics, the loss per logged step and per
 epoch, wall time, seed) and ``model.safetensors``, and a copy of the results under
