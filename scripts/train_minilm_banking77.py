@@ -4,6 +4,7 @@ and the full fine-tune it is measured against.
     python scripts/train_minilm_banking77.py --max-steps 20                 # smoke run: nothing published
     python scripts/train_minilm_banking77.py --full                         # the reference: every weight trained
     python scripts/train_minilm_banking77.py --register                     # the real run: weights/ + registry.yaml
+    python scripts/train_minilm_banking77.py --write-docs                   # docs/text.md's table from the two records
 
 The one fine-tuning path, ``reszoo.finetune(..., lora=True)``: rank-16 LoRA on every attention and
 feed-forward linear of the encoder (the text domain's default targets) plus the new 77-class head
@@ -24,7 +25,8 @@ record (test accuracy, trainable parameters, model bytes, wall time) to
 ``--register`` publishes the adapter: it copies it (about 2.5 MB: under the 8 MB limit for committed
 weights) and its figures into ``weights/reszoo/minilm-l6-banking77/``, writes the entry (an adapter
 entry: ``base: minilm-l6-sentence``) with the run's own numbers and the full fine-tune's record next
-to them into ``registry.yaml``, the numbers section of docs/text.md, and regenerates the model card.
+to them into ``registry.yaml``, its record into ``results/minilm-banking77/adapter.json``, the numbers
+section of docs/text.md, and regenerates the model card.
 ``--max-steps N`` (a smoke test) trains on N x batch-size queries for one epoch and scores a slice of
 the test set; it writes no record and cannot be combined with ``--register``.
 """
@@ -66,6 +68,7 @@ FULL_RECIPE: dict[str, Any] = dict(
 )
 FULL_RECORD_NAME = "results/minilm-banking77/full-finetune.json"
 FULL_RECORD = ROOT / FULL_RECORD_NAME
+ADAPTER_RECORD = ROOT / "results" / "minilm-banking77" / "adapter.json"  # the published adapter's, by --register
 DOC = ROOT / "docs" / "text.md"
 DOC_BEGIN = "<!-- numbers: scripts/train_minilm_banking77.py (generated; do not edit) -->"
 DOC_END = "<!-- end of numbers: scripts/train_minilm_banking77.py -->"
@@ -135,8 +138,8 @@ def _write_doc(adapter: dict[str, Any], full: dict[str, Any]) -> None:
              table(rows, ("", *columns)), "",
              f"The adapter is {abs(gap):g} points {'below' if gap > 0 else 'above'} the full fine-tune with "
              f"{full['trainable_parameters'] / adapter['trainable_parameters']:.0f}x fewer trainable weights and a "
-             f"{full['weights_bytes'] / adapter['weights_bytes']:.0f}x smaller file (macro-F1 {adapter['test_macro_f1']:g}% "
-             f"vs {full['test_macro_f1']:g}%). Training times are wall-clock seconds on this shared machine.", "", DOC_END]
+             f"{full['weights_bytes'] / adapter['weights_bytes']:.0f}x smaller file (macro-F1 {adapter['test_macro_f1']:.2f}% "
+             f"vs {full['test_macro_f1']:.2f}%). Training times are wall-clock seconds on this shared machine.", "", DOC_END]
     text = DOC.read_text(encoding="utf-8")
     if DOC_BEGIN not in text:
         raise SystemExit(f"{DOC}: no '{DOC_BEGIN}' marker for the numbers")
@@ -226,6 +229,9 @@ def _register(result: Any, run: Path, args: argparse.Namespace, recipe: dict[str
     os.environ["RESZOO_REGISTRY"] = str(args.registry)
     card = ROOT / "model_cards" / f"{NAME}.md"
     if project_registry:
+        ADAPTER_RECORD.parent.mkdir(parents=True, exist_ok=True)
+        ADAPTER_RECORD.write_text(json.dumps({"script": f"{SCRIPT} --register", "seed": args.seed, "recipe": recipe,
+                                              "sha256": sha, **record}, indent=1) + "\n", encoding="utf-8")
         _write_doc(record, full)
         write_cards(ROOT / "model_cards")  # as scripts/make_cards.py writes them
     print(f"registered {NAME}: {adapter} ({size / 1e6:.2f} MB, sha256 {sha}); registry {args.registry} updated"
@@ -250,7 +256,15 @@ def main(argv: list[str] | None = None) -> int:
                    help="publish: the adapter into weights/, the run's numbers into registry.yaml, the card")
     p.add_argument("--registry", type=Path, default=ROOT / "registry.yaml", help="the registry file --register updates")
     p.add_argument("--weights-dir", type=Path, default=ROOT / "weights", help="the mirror --register writes into")
+    p.add_argument("--write-docs", action="store_true",
+                   help="no training: the table in docs/text.md from the two records under results/minilm-banking77/")
     args = p.parse_args(argv)
+    if args.write_docs:
+        if not ADAPTER_RECORD.is_file():
+            raise SystemExit(f"{ADAPTER_RECORD} is missing: it is written by --register")
+        _write_doc(json.loads(ADAPTER_RECORD.read_text(encoding="utf-8")), _full_record())
+        print(f"{DOC}: numbers written from {ADAPTER_RECORD.parent}/")
+        return 0
     base_recipe = FULL_RECIPE if args.full else RECIPE
     if args.max_steps is not None and args.register:
         p.error("--max-steps is a smoke test: its numbers are never registered (drop --register)")

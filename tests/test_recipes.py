@@ -356,3 +356,21 @@ def test_banking77_recipe_smoke_runs_write_nothing_and_register_into_a_copy(tmp_
     assert text.startswith("before\n" + recipe.DOC_BEGIN) and text.endswith(recipe.DOC_END + "\nafter\n") and "old" not in text
     assert f"| {record['test_accuracy']:g} |" in text and "| 50 |" in text and "fewer trainable weights" in text
     assert [_sha(p) for p in guarded] == before
+
+
+def test_banking77_numbers_come_from_the_two_records(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """docs/text.md's table is what --write-docs makes of the two records; the entry pins the
+    adapter the --register record names and shows both runs' numbers."""
+    from reszoo.registry import load_registry
+    from scripts import train_minilm_banking77 as recipe
+
+    doc = tmp_path / "text.md"
+    doc.write_text((ROOT / "docs" / "text.md").read_text(encoding="utf-8"), encoding="utf-8")
+    monkeypatch.setattr(recipe, "DOC", doc)
+    assert recipe.main(["--write-docs"]) == 0
+    assert doc.read_text(encoding="utf-8") == (ROOT / "docs" / "text.md").read_text(encoding="utf-8")
+    adapter, full = (json.loads(p.read_text()) for p in (recipe.ADAPTER_RECORD, recipe.FULL_RECORD))
+    entry = load_registry()["minilm-l6-banking77"]
+    assert entry.weights.sha256 == adapter["sha256"]
+    assert next(m.value for m in entry.metrics if m.metric == "accuracy") == adapter["test_accuracy"]
+    assert list(entry.extra["adapter_vs_full_finetune"].values()) == list(recipe._side_by_side(adapter, full).values())
