@@ -193,7 +193,8 @@ def test_recipe_smoke_runs_are_deterministic_and_publish_nothing(tmp_path: Path,
     before = [_sha(p) for p in guarded]
     common = ["--folds", "george", "--data", str(fsdd), "--cache", str(tmp_path / "cache"), "--epochs", "1", "--limit", "6"]
     for out in ("a", "b"):
-        assert recipe.main([*common, "--out", str(tmp_path / out)]) == 0
+        assert recipe.main([*common, "--augment", "--out", str(tmp_path / out)]) == 0
+    assert recipe.main([*common, "--variants", "residual", "--out", str(tmp_path / "c")]) == 0
     for variant in ("residual", "plain"):
         a, b = (tmp_path / out / "george" / variant for out in ("a", "b"))
         assert (a / "model.safetensors").read_bytes() == (b / "model.safetensors").read_bytes()
@@ -202,11 +203,16 @@ def test_recipe_smoke_runs_are_deterministic_and_publish_nothing(tmp_path: Path,
         assert r["sha256"] == _sha(a / "model.safetensors") and r["heldout_speaker"] == "george"
         assert sum(s["utterances"] for s in r["per_speaker"].values()) == 12 and 0 <= r["seen_wer"] and 0 <= r["unseen_wer"]
         assert "SpecAugment" in r["training"] and len(r["loss_per_epoch"]) == 1
+    plain_run = json.loads((tmp_path / "c" / "george" / "residual" / "results.json").read_text())
+    assert plain_run["augment"] is None and "no augmentation" in plain_run["training"]
+    assert (tmp_path / "c" / "george" / "residual" / "model.safetensors").read_bytes() != (
+        tmp_path / "a" / "george" / "residual" / "model.safetensors").read_bytes()  # the masks changed the training
     with pytest.raises(SystemExit, match="a smoke run .* cannot be registered"):
         recipe.register_from(tmp_path / "a")
-    with pytest.raises(SystemExit) as exc:
-        recipe.main([*common, "--register"])
-    assert exc.value.code == 2
+    for extra in (["--register"], ["--register", "--augment", "--epochs", str(recipe.EPOCHS), "--limit", "0"]):
+        with pytest.raises(SystemExit) as exc:
+            recipe.main([*common, *extra])
+        assert exc.value.code == 2
     assert [_sha(p) for p in guarded] == before
 
 
