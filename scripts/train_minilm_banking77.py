@@ -226,14 +226,13 @@ def _register(result: Any, run: Path, args: argparse.Namespace, recipe: dict[str
         },
         figures={"learning_curve": "learning_curve.png", "confusion_matrix": "confusion_matrix.png"},
     )
-    os.environ["RESZOO_REGISTRY"] = str(args.registry)
     card = ROOT / "model_cards" / f"{NAME}.md"
     if project_registry:
         ADAPTER_RECORD.parent.mkdir(parents=True, exist_ok=True)
         ADAPTER_RECORD.write_text(json.dumps({"script": f"{SCRIPT} --register", "seed": args.seed, "recipe": recipe,
                                               "sha256": sha, **record}, indent=1) + "\n", encoding="utf-8")
         _write_doc(record, full)
-        write_cards(ROOT / "model_cards")  # as scripts/make_cards.py writes them
+        write_cards(ROOT / "model_cards", args.registry)  # as scripts/make_cards.py writes them
     print(f"registered {NAME}: {adapter} ({size / 1e6:.2f} MB, sha256 {sha}); registry {args.registry} updated"
           + (f"; card {card.relative_to(ROOT)} and {DOC.relative_to(ROOT)} regenerated" if project_registry else ""))
 
