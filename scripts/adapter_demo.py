@@ -42,6 +42,15 @@ class Demo:
         return tuple(self.labels)
 
 
+# The methods' names in every demonstration's table and plot; only the LoRA one (its rank) is a demo's own.
+METHOD_LABELS = {"full": "full fine-tune", "probe": "linear probe (head only)", "scratch": "from scratch"}
+
+
+def method_labels(lora: str, methods: tuple[str, ...]) -> dict[str, str]:
+    """``Demo.labels``: ``lora`` for ``"lora"``, :data:`METHOD_LABELS` for the others, in ``methods``' order."""
+    return {m: lora if m == "lora" else METHOD_LABELS[m] for m in methods}
+
+
 def stratified_subset(labels: Any, size: int, seed: int) -> Any:
     """Indices of ``size`` examples, ``size / classes`` seeded picks per class, sorted."""
     import numpy as np

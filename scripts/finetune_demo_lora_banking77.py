@@ -41,8 +41,7 @@ SCRIPT = "scripts/finetune_demo_lora_banking77.py"
 BASE = "minilm-l6-sentence"
 DEMO = adapter_demo.Demo(
     script=SCRIPT, base=BASE,
-    labels={"lora": "LoRA r16 + new head", "full": "full fine-tune", "probe": "linear probe (head only)",
-            "scratch": "from scratch"},
+    labels=adapter_demo.method_labels("LoRA r16 + new head", ("lora", "full", "probe", "scratch")),
     unit="queries", results="lora-banking77.json", plot="lora-banking77.png",
     section="### LoRA vs full vs linear probe (BANKING77, few queries per intent)",
     title="minilm-l6-sentence -> BANKING77 (77 intents)",

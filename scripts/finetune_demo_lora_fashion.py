@@ -36,7 +36,7 @@ SCRIPT = "scripts/finetune_demo_lora_fashion.py"
 BASE = "resnet-mnist"
 DEMO = adapter_demo.Demo(
     script=SCRIPT, base=BASE,
-    labels={"lora": "LoRA r8 + new head", "full": "full fine-tune", "scratch": "from scratch"},
+    labels=adapter_demo.method_labels("LoRA r8 + new head", ("lora", "full", "scratch")),
     unit="images", results="lora-fashion-mnist.json", plot="lora-fashion-mnist.png",
     section="### LoRA vs full vs scratch (Fashion-MNIST)", title="resnet-mnist -> Fashion-MNIST",
     xlabel="training images (stratified subset of Fashion-MNIST train)", before="### tdnn-fsdd-digits",

@@ -39,8 +39,7 @@ SCRIPT = "scripts/finetune_demo_lora_fsdd.py"
 BASE = "ecapa-fsdd-speakers"
 DEMO = adapter_demo.Demo(
     script=SCRIPT, base=BASE,
-    labels={"lora": "LoRA r8 + new head", "full": "full fine-tune", "probe": "linear probe (head only)",
-            "scratch": "from scratch"},
+    labels=adapter_demo.method_labels("LoRA r8 + new head", ("lora", "full", "probe", "scratch")),
     unit="recordings", results="lora-fsdd-digits.json", plot="lora-fsdd-digits.png",
     section="### LoRA vs full vs scratch (speaker model -> spoken digits, FSDD)",
     title="ecapa-fsdd-speakers -> spoken digits (FSDD)",
