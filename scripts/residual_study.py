@@ -499,6 +499,17 @@ def cmd_domain(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_rl(args: argparse.Namespace) -> int:
+    """The RL sweep (``scripts/residual_rl.py``): SAC runs kept when their JSON has the same recipe."""
+    from residual_rl import RLRecipe
+    from residual_rl import run_sweep as run_rl
+
+    torch.set_num_threads(args.threads)
+    recipe = RLRecipe(**({"timesteps": args.timesteps} if args.timesteps else {}))
+    run_rl(recipe, args.depths, args.seeds, args.out)
+    return 0
+
+
 def run_sweep(sweep: Any, depths: list[int], seeds: list[int], out: Path) -> list[Path]:
     """Every (depth, twin, seed) of ``sweep`` not already in ``out/runs`` with the same recipe; the records' paths."""
     from residual_domains import train_twin
@@ -641,6 +652,13 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--threads", type=int, default=1, help="CPU threads")
         p.add_argument("--out", type=Path, required=True)
         p.set_defaults(func=cmd_domain)
+    p = sub.add_parser("rl", help="depth sweep of SimBa SAC agents (blocks) on Pendulum-v1, residual vs plain")
+    p.add_argument("--depths", type=int, nargs="+", default=PLANNED["rl"][0])
+    p.add_argument("--seeds", type=int, nargs="+", default=PLANNED["rl"][1])
+    p.add_argument("--timesteps", type=int, default=None, help="environment steps per run (default: the preset's)")
+    p.add_argument("--threads", type=int, default=1, help="CPU threads")
+    p.add_argument("--out", type=Path, required=True)
+    p.set_defaults(func=cmd_rl)
     p = sub.add_parser("report", help="write the Markdown report and its figures from the JSON results")
     p.add_argument("--results", type=Path, default=ROOT / "results" / "residual-study", help="holds image/runs/*.json")
     p.add_argument("--out", type=Path, default=ROOT / "docs" / "residual-study.md")
