@@ -510,6 +510,16 @@ def cmd_rl(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_gan(args: argparse.Namespace) -> int:
+    """The GAN sweep (``scripts/residual_gan.py``): runs kept when their JSON has the same recipe."""
+    from residual_gan import GanRecipe
+    from residual_gan import run_sweep as run_gan
+
+    torch.set_num_threads(args.threads)
+    run_gan(GanRecipe(**({"iters": args.iters} if args.iters else {})), args.depths, args.seeds, args.out)
+    return 0
+
+
 def run_sweep(sweep: Any, depths: list[int], seeds: list[int], out: Path) -> list[Path]:
     """Every (depth, twin, seed) of ``sweep`` not already in ``out/runs`` with the same recipe; the records' paths."""
     from residual_domains import train_twin
@@ -659,6 +669,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1, help="CPU threads")
     p.add_argument("--out", type=Path, required=True)
     p.set_defaults(func=cmd_rl)
+    p = sub.add_parser("gan", help="depth sweep of SNGAN generators/discriminators (blocks per stage) on MNIST, residual vs plain")
+    p.add_argument("--depths", type=int, nargs="+", default=PLANNED["gan"][0])
+    p.add_argument("--seeds", type=int, nargs="+", default=PLANNED["gan"][1])
+    p.add_argument("--iters", type=int, default=None, help="training iterations per run (default: the recipe's)")
+    p.add_argument("--threads", type=int, default=1, help="CPU threads")
+    p.add_argument("--out", type=Path, required=True)
+    p.set_defaults(func=cmd_gan)
     p = sub.add_parser("report", help="write the Markdown report and its figures from the JSON results")
     p.add_argument("--results", type=Path, default=ROOT / "results" / "residual-study", help="holds image/runs/*.json")
     p.add_argument("--out", type=Path, default=ROOT / "docs" / "residual-study.md")

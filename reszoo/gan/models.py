@@ -275,21 +275,30 @@ def _norm(num_features: int, num_classes: int) -> nn.Module:
 
 
 class GBlock(ResidualBlock):
-    """Up-block: BN, ReLU, upsample, 3x3 conv, BN, ReLU, 3x3 conv; shortcut upsample + learned 1x1."""
+    """Up-block: BN, ReLU, upsample, 3x3 conv, BN, ReLU, 3x3 conv; shortcut upsample + learned 1x1.
 
-    def __init__(self, in_channels: int, out_channels: int, num_classes: int = 0, residual: bool = True) -> None:
+    ``upsample=False`` keeps the resolution (the extra blocks of a deeper stage); its shortcut is
+    the identity where the channels match, as in SNGAN's reference code."""
+
+    def __init__(self, in_channels: int, out_channels: int, num_classes: int = 0, residual: bool = True,
+                 upsample: bool = True) -> None:
         super().__init__(residual)
+        self.upsample = upsample
         self.bn1 = _norm(in_channels, num_classes)
         self.conv1 = nn.Conv2d(in_channels, out_channels, 3, padding=1)
         self.bn2 = _norm(out_channels, num_classes)
         self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1)
-        self.shortcut = self.make_projection(True, lambda: nn.Conv2d(in_channels, out_channels, 1))  # SNGAN always learns it
+        learned = upsample or in_channels != out_channels
+        self.shortcut = self.make_projection(learned, lambda: nn.Conv2d(in_channels, out_channels, 1))
+
+    def _up(self, x: Tensor) -> Tensor:
+        return F.interpolate(x, scale_factor=2, mode="nearest") if self.upsample else x
 
     def _shortcut(self, x: Tensor) -> Tensor:
-        return self.shortcut(F.interpolate(x, scale_factor=2, mode="nearest"))
+        return x if self.shortcut is None else self.shortcut(self._up(x))
 
     def forward(self, x: Tensor, y: Tensor | None = None) -> Tensor:
-        h = F.interpolate(F.relu(self.bn1(x, y)), scale_factor=2, mode="nearest")
+        h = self._up(F.relu(self.bn1(x, y)))
         h = self.conv2(F.relu(self.bn2(self.conv1(h), y)))
         return self.join(h, self.shortcut_of(x, self._shortcut))
 
@@ -300,17 +309,22 @@ class SNGANGenerator(GeneratorMixin, nn.Module):
     head_prefixes: tuple[str, ...] = ()  # a generator has no classifier head to replace
 
     def __init__(self, cfg: SNGANConfig, *, ch: int = 64, z_dim: int = 128, num_classes: int = 0,
-                 class_embed_dim: int = 0, out_channels: int = 3, residual: bool = True) -> None:
+                 class_embed_dim: int = 0, out_channels: int = 3, residual: bool = True, stage_blocks: int = 1) -> None:
         super().__init__()
+        _check_stage_blocks(stage_blocks)
         self.cfg, self.z_dim, self.num_classes, self.residual = cfg, z_dim, num_classes, residual
         chans = [m * ch for m in cfg.g_channel_mults]
         # optional: a class embedding concatenated with z (as in BigGAN), besides conditional BN
         self.class_embed = nn.Embedding(num_classes, class_embed_dim) if num_classes and class_embed_dim else None
         self.linear = nn.Linear(z_dim + (class_embed_dim if self.class_embed is not None else 0), chans[0] * cfg.bottom_width**2)
-        self.blocks = nn.ModuleList(GBlock(c_in, c_out, num_classes, residual) for c_in, c_out in zip(chans, chans[1:]))
+        # each resolution: an up-block, then stage_blocks - 1 blocks that keep it
+        self.blocks = nn.ModuleList(
+            GBlock(c_in if i == 0 else c_out, c_out, num_classes, residual, upsample=i == 0)
+            for c_in, c_out in zip(chans, chans[1:]) for i in range(stage_blocks)
+        )
         self.bn = nn.BatchNorm2d(chans[-1])
         self.conv_out = nn.Conv2d(chans[-1], out_channels, 3, padding=1)
-        self.resolution = cfg.bottom_width * 2 ** len(self.blocks)
+        self.resolution = cfg.bottom_width * 2 ** (len(chans) - 1)
         self.out_channels = out_channels
         self.reset_parameters()
 
@@ -372,13 +386,16 @@ class SNGANDiscriminator(nn.Module):
 
     head_prefixes: tuple[str, ...] = ()
 
-    def __init__(self, cfg: SNGANConfig, *, ch: int = 64, num_classes: int = 0, in_channels: int = 3, residual: bool = True) -> None:
+    def __init__(self, cfg: SNGANConfig, *, ch: int = 64, num_classes: int = 0, in_channels: int = 3, residual: bool = True,
+                 stage_blocks: int = 1) -> None:
         super().__init__()
+        _check_stage_blocks(stage_blocks)
         self.num_classes, self.residual = num_classes, residual
         chans = [in_channels] + [m * ch for m in cfg.d_channel_mults]
+        # each of the configuration's blocks, then stage_blocks - 1 blocks of its output shape
         self.blocks = nn.Sequential(*(
-            DBlock(c_in, c_out, down, first=i == 0, residual=residual)
-            for i, (c_in, c_out, down) in enumerate(zip(chans, chans[1:], cfg.d_downsample))
+            DBlock(c_in if j == 0 else c_out, c_out, down and j == 0, first=i == 0 and j == 0, residual=residual)
+            for i, (c_in, c_out, down) in enumerate(zip(chans, chans[1:], cfg.d_downsample)) for j in range(stage_blocks)
         ))
         self.linear = SNLinear(chans[-1], 1)
         self.embed = SNEmbedding(num_classes, chans[-1]) if num_classes else None
@@ -404,6 +421,11 @@ class SNGANDiscriminator(nn.Module):
 # --------------------------------------------------------------------------- entrypoints
 
 
+def _check_stage_blocks(n: Any) -> None:
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"stage_blocks must be a whole number >= 1, got {n!r}")
+
+
 def _g(resolution: int, **kwargs: Any) -> SNGANGenerator:
     return SNGANGenerator(SNGAN_CFGS[resolution], **kwargs)
 
@@ -414,10 +436,11 @@ def _d(resolution: int, **kwargs: Any) -> SNGANDiscriminator:
 
 @archs.register
 def sngan_g28(*, ch: int = 64, z_dim: int = 128, num_classes: int = 0, class_embed_dim: int = 0, out_channels: int = 1,
-              residual: bool = True) -> SNGANGenerator:
-    """SNGAN generator for 28x28 images (7 -> 14 -> 28), 1 channel by default (MNIST)."""
+              residual: bool = True, stage_blocks: int = 1) -> SNGANGenerator:
+    """SNGAN generator for 28x28 images (7 -> 14 -> 28), 1 channel by default (MNIST); ``stage_blocks``
+    blocks per resolution (the residual study's deeper generators)."""
     return _g(28, ch=ch, z_dim=z_dim, num_classes=num_classes, class_embed_dim=class_embed_dim,
-              out_channels=out_channels, residual=residual)
+              out_channels=out_channels, residual=residual, stage_blocks=stage_blocks)
 
 
 @archs.register
@@ -429,9 +452,11 @@ def sngan_g32(*, ch: int = 64, z_dim: int = 128, num_classes: int = 0, class_emb
 
 
 @archs.register
-def sngan_d28(*, ch: int = 64, num_classes: int = 0, in_channels: int = 1, residual: bool = True) -> SNGANDiscriminator:
-    """SNGAN discriminator for 28x28 images (28 -> 14 -> 7, then two blocks at 7x7)."""
-    return _d(28, ch=ch, num_classes=num_classes, in_channels=in_channels, residual=residual)
+def sngan_d28(*, ch: int = 64, num_classes: int = 0, in_channels: int = 1, residual: bool = True,
+              stage_blocks: int = 1) -> SNGANDiscriminator:
+    """SNGAN discriminator for 28x28 images (28 -> 14 -> 7, then two blocks at 7x7); ``stage_blocks``
+    blocks in place of each."""
+    return _d(28, ch=ch, num_classes=num_classes, in_channels=in_channels, residual=residual, stage_blocks=stage_blocks)
 
 
 @archs.register
