@@ -44,6 +44,10 @@ read from the entry points without importing any domain) and reaches a domain on
     ``add_parser(subparsers)`` and ``run(args)`` of the commands ``DOMAIN.commands`` names.
 ``finetune.py`` (optional)
     The batching adapter ``DOMAIN.finetune`` names (a :class:`reszoo.finetune.adapters.Adapter`).
+``analysis.py`` (optional)
+    ``analysis_data(model, path, *, limit, seed) -> reszoo.analysis.data.AnalysisData``: the inputs
+    ``reszoo analyze`` feeds a model that is not a classifier (an agent, a generator), the intact
+    model's outputs as targets, and how to score it (``metric``, ``loss_fn``, the ``module`` analysed).
 ``training.py`` (optional)
     Training pieces of the domain; its ``CRITERIA`` (name -> factory of a loss ``(logits, target)``)
     are the losses ``reszoo.finetune(criterion=NAME)`` accepts for the domain's models (a

@@ -377,15 +377,82 @@ def test_cli_analyze_bad_data_is_one_line(tmp_path: Path, capsys: pytest.Capture
     assert not (tmp_path / "out").exists()
 
 
-def test_cli_analyze_names_what_other_domains_need(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    assert main(["analyze", "ppo-cartpole-resmlp", "--out", str(tmp_path)]) == 1
-    err = capsys.readouterr().err
-    assert err.startswith("reszoo: error: ppo-cartpole-resmlp (rl domain): `reszoo analyze` reads data through a "
-                          "domain's fine-tuning format: the rl domain declares no fine-tuning")
-    assert "reszoo.analysis.gradient_flow" in err and err.count("\n") == 1
+def test_cli_analyze_says_what_a_speech_classifier_needs(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     assert main(["analyze", "tdnn-fsdd-digits", "--out", str(tmp_path)]) == 1  # no noise fallback outside images
     err = capsys.readouterr().err
     assert err.startswith("reszoo: error: tdnn-fsdd-digits (speech domain): this model needs --data: a folder of audio files") and err.count("\n") == 1
+
+
+# --------------------------------------------------------------------------- agents and generators (their domains' analysis.py)
+
+
+def test_projection_loss_of_the_identity_is_the_direction() -> None:
+    from reszoo.analysis import projection_loss
+
+    loss = projection_loss(3)
+    x = torch.randn(4, 2, 3, requires_grad=True)
+    (grad,) = torch.autograd.grad(loss(x), x)
+    u = grad[0] * 4  # d/dx of mean_i <x_i, u> is u / N for every sample
+    assert torch.allclose(grad, u.expand_as(grad) / 4) and u.norm().item() == pytest.approx(1.0)
+    assert torch.equal(projection_loss(3)(x.detach()), loss(x.detach()))  # seeded: the same direction
+
+
+def test_cli_analyze_scores_an_agents_policy_on_its_own_episodes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("gymnasium")
+    assert main(["analyze", "ppo-cartpole-resmlp", "ppo-cartpole-resmlp-plain", "--out", str(tmp_path), "--limit", "64",
+                 "--trials", "1"]) == 0
+    report = json.loads((tmp_path / "analysis.json").read_text())["models"]
+    for name, residual in (("ppo-cartpole-resmlp", True), ("ppo-cartpole-resmlp-plain", False)):
+        r = report[name]
+        assert r["residual"] is residual and r["data"]["samples"] == 64 and r["data"]["source"].startswith("CartPole-v1: 64 steps")
+        # the policy only: the critic's blocks are not the action's, so they are not analysed
+        assert [b["name"] for b in r["blocks"]] == ["actor.blocks.0", "actor.blocks.1"]
+        assert r["lesion"]["metric"] == "agreement with the intact agent's greedy actions (%)" and r["lesion"]["baseline"] == 100.0
+        assert all(g > 0 for g in r["gradient_flow"]["input_grad_norm"]) and r["gradient_correlation"] is not None
+    assert "ppo-cartpole-resmlp: agreement with the intact agent's greedy actions (%) 100.00 on 64 samples" in capsys.readouterr().out
+
+
+def test_an_agents_observations_come_from_an_npz_or_its_episodes(tmp_path: Path) -> None:
+    pytest.importorskip("gymnasium")
+    from reszoo.rl.analysis import analysis_data
+
+    agent = reszoo.load("sac-pendulum-resmlp")
+    first, again = (analysis_data(agent, None, limit=40, seed=5) for _ in range(2))
+    assert torch.equal(first.inputs, again.inputs) and first.inputs.shape == (40, 3)  # seeded episodes
+    assert torch.allclose(first.targets, agent(first.inputs)) and first.metric(first.targets, first.targets) == 100.0
+    np.savez(tmp_path / "obs.npz", observations=first.inputs.numpy())
+    read = analysis_data(agent, tmp_path / "obs.npz", limit=10, seed=0)
+    assert read.inputs.shape == (10, 3) and read.source.endswith("(10 of 40 observations)")
+    # continuous: the same action means every dimension within 5 % of its range (Pendulum: 4 * 0.05 = 0.2)
+    ref = torch.zeros(2, 1)
+    assert read.metric(torch.tensor([[0.19], [0.21]]), ref) == 50.0
+    flow = gradient_flow(read.module, read.inputs, read.targets, loss_fn=read.loss_fn)
+    assert flow.blocks == ["actor.blocks.0"] and flow.input_grad_norm[0] > 0  # the projection loss reaches the actor
+    for bad, message in ((tmp_path / "x.npz", "holds \\['x'\\]; expected an 'observations' or 'obs' array"),
+                         (tmp_path / "wrong.npz", "observations of shape \\(3, 2\\); this agent reads \\(N, 3\\)")):
+        np.savez(bad, **({"x": np.zeros(3)} if bad.name == "x.npz" else {"obs": np.zeros((3, 2))}))
+        with pytest.raises(AnalysisError, match=message):
+            analysis_data(agent, bad)
+
+
+def test_cli_analyze_scores_a_generator_against_its_intact_samples(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from reszoo.gan.analysis import analysis_data, r2_percent
+
+    ref = torch.randn(6, 1, 4, 4, generator=torch.Generator().manual_seed(0))
+    assert r2_percent(ref, ref) == 100.0 and r2_percent(ref.mean(0, keepdim=True).expand_as(ref), ref) == pytest.approx(0.0)
+    assert main(["analyze", "sngan-mnist", "sngan-mnist-plain", "--out", str(tmp_path), "--limit", "20", "--trials", "1"]) == 0
+    report = json.loads((tmp_path / "analysis.json").read_text())["models"]
+    res, plain = report["sngan-mnist"], report["sngan-mnist-plain"]
+    assert res["lesion"]["metric"] == "variance of the intact samples kept (R², %)" and res["lesion"]["baseline"] == 100.0
+    assert [b["removal"] for b in res["blocks"]] == ["shortcut", "shortcut"]  # the up-blocks keep their 1x1 projections
+    assert [b["removal"] for b in plain["blocks"]] == ["not removable"] * 2  # ... which the plain twin does not have
+    assert res["data"]["source"] == "20 noise vectors (seed 0, classes 0..9 in turn)" and res["gradient_correlation"] is None
+    assert all(g > 0 for g in res["gradient_flow"]["input_grad_norm"])
+    data = analysis_data(reszoo.load("sngan-mnist"), None, limit=10, seed=1)
+    assert torch.allclose(data.targets, reszoo.load("sngan-mnist").generate(data.inputs["z"], data.inputs["y"], None))
+    with pytest.raises(AnalysisError, match="a generator draws its own noise"):
+        analysis_data(reszoo.load("sngan-mnist"), tmp_path, limit=10)
+    capsys.readouterr()
 
 
 SPEECH_EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "speech"

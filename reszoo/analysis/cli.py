@@ -11,7 +11,9 @@ from .core import AnalysisError
 DATA_HELP = ("image classifiers: an MNIST-style .npz (x_test/y_test uint8), a folder with one subfolder per class, "
              "or a folder of <name>_<label>.png files; omitted: uniform-noise images, scored against the intact "
              "model's own predictions. Other classifiers: their domain's fine-tuning data, e.g. a CSV/TSV/JSONL table "
-             "of texts and labels (--column, --label-column) or a folder of audio files in one subfolder per class")
+             "of texts and labels (--column, --label-column) or a folder of audio files in one subfolder per class. "
+             "Agents: an .npz of observations (omitted: the agent's own episodes in its environment); generators "
+             "draw their own noise")
 
 
 def add_parser(subparsers: Any) -> None:
@@ -55,11 +57,13 @@ def run(args: argparse.Namespace) -> int:
             if str(err).startswith("--data"):  # names the data already
                 raise
             raise AnalysisError(f"{name} ({model.entry.domain} domain): {err}") from None
-        metric_name = "accuracy (%)" if data.labelled else "agreement with the intact model (%)"
-        r = analyze(model, data.inputs, data.targets, metric_name=metric_name, trials=args.trials, seed=args.seed,
-                    batch_size=args.batch_size)
+        metric_name = data.metric_name or ("accuracy (%)" if data.labelled else "agreement with the intact model (%)")
+        scored = data.module or model
+        options = {"metric": data.metric} if data.metric is not None else {}
+        r = analyze(scored, data.inputs, data.targets, metric_name=metric_name, trials=args.trials, seed=args.seed,
+                    batch_size=args.batch_size, loss_fn=data.loss_fn, **options)
         results[name] = r
-        residual = any(b.residual for b in residual_blocks(model))
+        residual = any(b.residual for b in residual_blocks(scored))
         report["models"][name] = {"residual": residual, "data": data.describe(), **r}
         lesion, flow = r["lesion"], r["gradient_flow"]
         drops = lesion.single_drops()

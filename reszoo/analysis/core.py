@@ -38,6 +38,7 @@ __all__ = [
     "gradient_correlation",
     "gradient_flow",
     "named_blocks",
+    "projection_loss",
 ]
 
 Inputs = Tensor | tuple[Any, ...] | Mapping[str, Any]
@@ -224,6 +225,24 @@ class GradientFlow:
 
 def _default_loss(out: Any, targets: Any) -> Tensor:
     return nn.functional.cross_entropy(_first_tensor(out).float(), targets)
+
+
+def projection_loss(seed: int = 0) -> Callable[[Any, Any], Tensor]:
+    """A loss for models without one (generators, continuous policies): ``⟨output, u⟩`` per sample,
+    averaged, for a fixed random unit direction ``u`` (seeded) over the output's elements. Its
+    gradient is a random projection of the model's Jacobian, so its norm per block shows how the
+    output's sensitivity carries back through the blocks; the targets are not read."""
+    cache: dict[tuple[int, ...], Tensor] = {}
+
+    def loss(out: Any, targets: Any = None) -> Tensor:
+        y = _first_tensor(out).float()
+        shape = tuple(y.shape[1:])
+        if shape not in cache:
+            u = torch.randn(shape, generator=torch.Generator().manual_seed(seed))
+            cache[shape] = u / u.norm()
+        return (y * cache[shape].to(y.device)).flatten(1).sum(1).mean()
+
+    return loss
 
 
 def gradient_flow(

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,12 +46,20 @@ _NPZ_KEYS = (("x_test", "y_test"), ("x", "y"), ("images", "labels"))
 
 @dataclass
 class AnalysisData:
-    """Model inputs, targets, and how they were made (written into the results)."""
+    """Model inputs, targets, and how they were made (written into the results).
+
+    A domain whose models are not classifiers (its optional ``analysis.py``) also says how to score
+    them: ``metric(outputs, targets)`` for the lesion study, ``loss_fn(outputs, targets)`` for the
+    gradient flow, and ``module``, the part of the model that is analysed (an agent's policy)."""
 
     inputs: Tensor | dict[str, Tensor]  # what the model is called with (a dict: as keyword arguments)
     targets: Tensor
     labelled: bool  # False: targets are the intact model's predictions (synthetic inputs)
     source: str
+    metric: Callable[[Tensor, Any], float] | None = None  # None: top-1 accuracy (%)
+    metric_name: str | None = None
+    loss_fn: Callable[[Any, Any], Tensor] | None = None  # None: cross-entropy
+    module: nn.Module | None = None  # None: the whole model
 
     @property
     def samples(self) -> int:
@@ -198,9 +206,15 @@ def reads_images(model: nn.Module) -> bool:
 
 def analysis_data(model: nn.Module, domain: str, path: str | os.PathLike[str] | None, *, limit: int | None = None,
                   seed: int = 0, text_column: str | None = None, label_column: str | None = None) -> AnalysisData:
-    """``image_data`` for image models, else ``labelled_data`` through the model's domain."""
+    """``image_data`` for image models; the domain's own ``analysis.analysis_data`` where it has one
+    (models that are not classifiers: agents, generators); else ``labelled_data`` through the domain."""
     if reads_images(model):
         return image_data(model, path, limit=limit, seed=seed)
+    from ..domains import get
+
+    own = get(domain).module("analysis", required=False)
+    if own is not None:
+        return own.analysis_data(model, path, limit=limit, seed=seed)
     return labelled_data(model, domain, path, limit=limit, seed=seed, text_column=text_column, label_column=label_column)
 
 

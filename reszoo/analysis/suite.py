@@ -6,7 +6,7 @@ import dataclasses
 import json
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -27,11 +27,12 @@ def analyze(
     grad_samples: int = 128,
     seed: int = 0,
     batch_size: int = 256,
+    loss_fn: Callable[[Any, Any], Tensor] | None = None,
     **lesion: Any,
 ) -> dict[str, Any]:
-    """Block table, gradient flow (on the first ``grad_samples`` inputs), branch ratio, lesion
-    study and (a float input tensor) gradient correlation of ``model`` on ``inputs`` (a tensor, or a
-    dict of batched tensors passed as keyword arguments), moved to its device.
+    """Block table, gradient flow (on the first ``grad_samples`` inputs; ``loss_fn`` or cross-entropy),
+    branch ratio, lesion study and (a float input tensor) gradient correlation of ``model`` on
+    ``inputs`` (a tensor, or a dict of batched tensors passed as keyword arguments), moved to its device.
     ``lesion``: further options of :func:`~reszoo.analysis.core.lesion_study` (``metric``,
     ``metric_name``, ``ks``, ``trials``), whose defaults are the suite's."""
     param = next(model.parameters())
@@ -45,7 +46,7 @@ def analyze(
     torch.manual_seed(seed)  # dropout in the train-mode gradient pass
     results: dict[str, Any] = {
         "blocks": block_infos(model, x),
-        "gradient_flow": gradient_flow(model, _slice(x, 0, grad_samples), y[:grad_samples]),
+        "gradient_flow": gradient_flow(model, _slice(x, 0, grad_samples), y[:grad_samples], loss_fn=loss_fn),
         "branch_ratio": branch_ratio(model, x, batch_size=batch_size),
         "lesion": lesion_study(model, x, y, seed=seed, batch_size=batch_size, **lesion),
         "gradient_correlation": gradient_correlation(model, x, seed=seed) if float_tensor else None,
