@@ -24,8 +24,12 @@ thread. ``--augment`` adds NeMo's SpecAugment (``SpectrogramAugmentation``: 2 fr
 to 15 mel bins, 2 time masks of up to 5 % of the frames): measured on all six folds at 16 epochs
 (``results/quartznet-fsdd-specaugment/``), it did not beat the recipe (leave-one-speaker-out mean
 33.8 % against 30.6 %, seen speakers 4.7 % against 4.5 %) and left the plain twin far behind, so it
-stays an option. Evaluation: greedy decoding with ``model.transcribe`` on the weights as ``reszoo.load``
-builds them, WER and CER with jiwer.
+stays an option. Evaluation: ``model.transcribe`` on the weights as ``reszoo.load`` builds them, WER
+and CER with jiwer, with two decoders: greedy, and the best path through the ten digit words
+(``reszoo.speech.lexicon``: the task's grammar, as TIDIGITS recognisers decode; the published entries
+carry it as ``runtime.lexicon``, so it is what ``transcribe`` and ``reszoo predict`` use).
+``--reevaluate`` measures saved runs again (after a change to decoding or evaluation) without
+training them.
 
 Each run writes ``OUT/<fold>/<variant>/results.json`` (metrics, the loss per logged step and per
 epoch, wall time, seed) and ``model.safetensors``, and a copy of the results under
@@ -60,6 +64,8 @@ MAIN_FOLD = "george"
 VARIANTS = {"residual": True, "plain": False}
 TRAIN_PER_SPEAKER = 600
 TEST_PER_SPEAKER = 200
+DIGIT_WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+DECODERS = {"greedy": False, "lexicon": DIGIT_WORDS}  # transcribe(lexicon=...); results key suffix "" / "_lexicon"
 EPOCHS = 10  # the recipe's: about 1,900 optimizer steps (CTC needed more than 600 to leave its all-blank plateau here)
 RECIPE: dict[str, Any] = dict(
     pretrained=False, batch_size=16, optimizer="adamw", lr=3e-3, weight_decay=1e-3, schedule="onecycle", warmup=0.15,
@@ -129,14 +135,64 @@ def subset(records: list[dict[str, Any]], limit: int | None, seed: int) -> list[
 # --------------------------------------------------------------------------- one run
 
 
-def evaluate(model: Any, records: list[dict[str, Any]]) -> dict[str, Any]:
-    """Greedy transcripts of ``records`` and their WER/CER (fractions) with the counts."""
+def evaluate(model: Any, records: list[dict[str, Any]], lexicon: list[str] | bool = False) -> dict[str, Any]:
+    """Transcripts of ``records`` (greedy, or through ``lexicon``) and their WER/CER (fractions) with the counts."""
     from reszoo.speech.ctc import error_rates, transcribe
 
-    hyps = transcribe(model, [r["audio_filepath"] for r in records], batch_size=32)
+    hyps = transcribe(model, [r["audio_filepath"] for r in records], batch_size=32, lexicon=lexicon)
     rates = error_rates([r["text"] for r in records], hyps)
     return {**{k: rates[k] for k in ("wer", "cer", "word_errors", "words", "char_errors", "chars")},
             "utterances": len(records)}
+
+
+def measure(model: Any, manifests: dict[tuple[str, str], Path], fold: str) -> dict[str, Any]:
+    """WER/CER per speaker and over the seen speakers, for each decoder (the lexicon's keys end in ``_lexicon``)."""
+    from scripts.data import FSDD_SPEAKERS
+
+    seen = [s for s in FSDD_SPEAKERS if s != fold]
+    out: dict[str, Any] = {"seen_speakers": seen, "heldout_speaker": fold, "lexicon": DIGIT_WORDS}
+    per_speaker: dict[str, dict[str, Any]] = {}
+    for decoder, lexicon in DECODERS.items():
+        suffix = "" if decoder == "greedy" else f"_{decoder}"
+        rates = {s: evaluate(model, read_manifest(manifests["test", s]), lexicon) for s in FSDD_SPEAKERS}
+        for s, r in rates.items():
+            if decoder == "greedy":
+                per_speaker[s] = r
+            else:
+                per_speaker[s][decoder] = r
+        counts = {k: sum(rates[s][k] for s in seen) for k in ("word_errors", "words", "char_errors", "chars")}
+        out |= {f"seen_wer{suffix}": counts["word_errors"] / counts["words"],
+                f"seen_cer{suffix}": counts["char_errors"] / counts["chars"],
+                f"unseen_wer{suffix}": rates[fold]["wer"], f"unseen_cer{suffix}": rates[fold]["cer"]}
+    return out | {"per_speaker": per_speaker}
+
+
+def reevaluate(args: argparse.Namespace, manifests: dict[tuple[str, str], Path]) -> None:
+    """Measure the saved runs of ``--folds`` x ``--variants`` again from their weights (no training)."""
+    import reszoo
+    from reszoo.hub import sha256_of
+    from safetensors.torch import load_file
+
+    for fold in args.folds:
+        for variant in args.variants.split(","):
+            folder = args.out / fold / variant
+            if not (folder / RESULTS).is_file():
+                log(f"{folder}: no run to measure again")
+                continue
+            results = json.loads((folder / RESULTS).read_text(encoding="utf-8"))
+            if sha256_of(folder / results["weights_file"]) != results["sha256"]:
+                raise SystemExit(f"{folder / results['weights_file']}: its sha256 differs from {RESULTS}")
+            model = reszoo.load(results["name"], pretrained=False)
+            model.load_state_dict(load_file(folder / results["weights_file"]))
+            model.eval()
+            results |= measure(model, manifests, fold)
+            (folder / RESULTS).write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
+            if not results["smoke"]:
+                RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+                (RESULTS_DIR / f"{fold}-{variant}.json").write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
+            log(f"fold {fold} / {variant} measured again: seen WER {100 * results['seen_wer']:.2f}% greedy, "
+                f"{100 * results['seen_wer_lexicon']:.2f}% lexicon; unseen {100 * results['unseen_wer']:.2f}% / "
+                f"{100 * results['unseen_wer_lexicon']:.2f}%")
 
 
 def step_losses(run_dir: Path) -> list[dict[str, Any]]:
@@ -185,16 +241,10 @@ def run_one(fold: str, variant: str, manifests: dict[tuple[str, str], Path], arg
     model = reszoo.load(name, pretrained=False)  # the published model, holding these weights (strictly)
     model.load_state_dict(state)
     model.eval()
-    per_speaker = {s: evaluate(model, read_manifest(manifests["test", s])) for s in FSDD_SPEAKERS}
-    seen_counts = {k: sum(per_speaker[s][k] for s in seen) for k in ("word_errors", "words", "char_errors", "chars")}
     results: dict[str, Any] = {
         "fold": fold, "variant": variant, "name": name, **settings(args),
         "smoke": bool(args.limit) or args.epochs != EPOCHS or args.augment,
-        "seen_speakers": seen, "heldout_speaker": fold,
-        "seen_wer": seen_counts["word_errors"] / seen_counts["words"],
-        "seen_cer": seen_counts["char_errors"] / seen_counts["chars"],
-        "unseen_wer": per_speaker[fold]["wer"], "unseen_cer": per_speaker[fold]["cer"],
-        "per_speaker": per_speaker,
+        **measure(model, manifests, fold),
         "train_utterances": len(train), "params": sum(p.numel() for p in model.parameters()),
         "precision": precision, "train_seconds": round(seconds, 1),
         "wall_seconds": round(float(result.metrics.get("wall_seconds", seconds)), 1),
@@ -210,8 +260,9 @@ def run_one(fold: str, variant: str, manifests: dict[tuple[str, str], Path], arg
     if not results["smoke"]:
         RESULTS_DIR.mkdir(parents=True, exist_ok=True)
         (RESULTS_DIR / f"{fold}-{variant}.json").write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
-    log(f"fold {fold} / {variant}: seen WER {100 * results['seen_wer']:.2f}%, unseen ({fold}) WER "
-        f"{100 * results['unseen_wer']:.2f}%; trained in {seconds:.0f} s")
+    log(f"fold {fold} / {variant}: seen WER {100 * results['seen_wer']:.2f}% ({100 * results['seen_wer_lexicon']:.2f}% "
+        f"with the digit lexicon), unseen ({fold}) WER {100 * results['unseen_wer']:.2f}% "
+        f"({100 * results['unseen_wer_lexicon']:.2f}%); trained in {seconds:.0f} s")
     return results
 
 
@@ -247,6 +298,10 @@ def checked_results(out: Path) -> dict[str, dict[str, dict[str, Any]]]:
         source = where / r["weights_file"]
         if not source.is_file() or sha256_of(source) != r["sha256"] or r["size"] > COMMIT_LIMIT:
             raise SystemExit(f"{source}: missing, or its sha256 or size differs from its {RESULTS} (or is over the commit limit)")
+    stale = [f"{r['fold']}/{r['variant']}" for r in found if r.get("lexicon") != DIGIT_WORDS or "seen_wer_lexicon" not in r]
+    if stale:
+        raise SystemExit(f"{out}: runs measured before the lexicon decoder ({', '.join(stale)}): measure them again "
+                         "with --reevaluate --folds all")
     recipes = {json.dumps({k: r.get(k) for k in ("seed", "epochs", "augment")}, sort_keys=True) for r in found}
     if len(recipes) > 1:
         raise SystemExit(f"{out}: runs with different seeds, epochs or augmentation; one recipe for all: redo the odd ones "
@@ -267,6 +322,8 @@ def register_from(out: Path) -> None:
     both = [f for f in runs["residual"] if f in runs["plain"]]
     loso = {v: {f: pct(runs[v][f]["unseen_wer"]) for f in both} for v in VARIANTS}
     means = {v: round(sum(loso[v].values()) / len(both), 2) for v in VARIANTS}
+    loso_lex = {v: {f: pct(runs[v][f]["unseen_wer_lexicon"]) for f in both} for v in VARIANTS}
+    means_lex = {v: round(sum(loso_lex[v].values()) / len(both), 2) for v in VARIANTS}
     folds_text = ", ".join(both)
     fields: dict[str, dict[str, Any]] = {}
     for variant in VARIANTS:
@@ -281,6 +338,13 @@ def register_from(out: Path) -> None:
             measured(SCRIPT, DATASET, f"leave-one-speaker-out, mean over held-out speakers {folds_text} (each: train on the "
                      "other 5 speakers' takes 5-49, test on the held-out one's takes 0-4)", "wer", means[variant],
                      name="WER %, leave-one-speaker-out mean"),
+            measured(SCRIPT, DATASET, "the same seen speakers' test utterances, decoded through the ten digit words "
+                     "(runtime.lexicon; the default of transcribe and reszoo predict)", "wer", 100 * r["seen_wer_lexicon"],
+                     name="WER %, seen speakers, new recordings, digit-lexicon decoding"),
+            measured(SCRIPT, DATASET, f"the held-out speaker {MAIN_FOLD}'s test utterances, decoded through the ten digit "
+                     "words", "wer", 100 * r["unseen_wer_lexicon"], name="WER %, unseen speaker, digit-lexicon decoding"),
+            measured(SCRIPT, DATASET, f"leave-one-speaker-out mean over {folds_text}, decoded through the ten digit words",
+                     "wer", means_lex[variant], name="WER %, leave-one-speaker-out mean, digit-lexicon decoding"),
         ]
         weights_src = out / MAIN_FOLD / variant / WEIGHTS
         dest = ROOT / "weights" / "reszoo" / model_name(variant) / WEIGHTS
@@ -292,25 +356,32 @@ def register_from(out: Path) -> None:
                  "train_hardware": r["train_hardware"], "train_seconds": round(r["train_seconds"]),
                  "split": f"train: {TRAIN_PER_SPEAKER} utterances per seen speaker from takes 5-49; test: "
                           f"{TEST_PER_SPEAKER} per speaker from takes 0-4; held out: {MAIN_FOLD}"}
+        runtime = {"lexicon": DIGIT_WORDS}  # the decoder measured above travels with the weights
         if variant == "residual":
             extra["unseen_speaker_wer_percent_residual_vs_plain"] = {v: {"mean": means[v], **loso[v]} for v in VARIANTS}
             extra["seen_speakers_wer_percent_residual_vs_plain"] = {v: pct(runs[v][MAIN_FOLD]["seen_wer"]) for v in VARIANTS}
+            extra["digit_lexicon_unseen_speaker_wer_percent_residual_vs_plain"] = {
+                v: {"mean": means_lex[v], **loso_lex[v]} for v in VARIANTS}
+            extra["digit_lexicon_seen_speakers_wer_percent_residual_vs_plain"] = {
+                v: pct(runs[v][MAIN_FOLD]["seen_wer_lexicon"]) for v in VARIANTS}
             entry = read_entry(NAME)
             kept = [m for m in (entry.get("metrics") or []) if m.get("name") not in {m["name"] for m in metrics}]
-            fields[NAME] = dict(weights=weights, metrics=kept + metrics, extra={**dict(entry.get("extra") or {}), **extra})
+            fields[NAME] = dict(weights=weights, metrics=kept + metrics, extra={**dict(entry.get("extra") or {}), **extra},
+                                runtime=runtime)
         else:
-            fields[model_name(variant)] = dict(weights=weights, metrics=metrics, extra=extra)
+            fields[model_name(variant)] = dict(weights=weights, metrics=metrics, extra=extra, runtime=runtime)
         log(f"{model_name(variant)}: weights {dest.relative_to(ROOT)}")
     # The twin first: an entry with weights needs a twin with weights of its own.
     for name in (model_name("plain"), NAME):
         update_entry(name, **fields[name])
     log(f"registry.yaml: {NAME} and its plain twin")
-    write_doc(runs, both, means)
+    write_doc(runs, both, means, means_lex)
     write_cards(ROOT / "model_cards")
     log(f"registered from {out} (folds done for both twins: {folds_text}); cards regenerated")
 
 
-def write_doc(runs: dict[str, dict[str, dict[str, Any]]], both: list[str], means: dict[str, float]) -> None:
+def write_doc(runs: dict[str, dict[str, dict[str, Any]]], both: list[str], means: dict[str, float],
+              means_lex: dict[str, float]) -> None:
     """The measured numbers in docs/speech.md, between the markers (generated here only)."""
     r, p = runs["residual"][MAIN_FOLD], runs["plain"][MAIN_FOLD]
     lines = [DOC_BEGIN, "",
@@ -322,7 +393,16 @@ def write_doc(runs: dict[str, dict[str, dict[str, Any]]], both: list[str], means
     for f in both:
         lines.append(f"| WER %, unseen speaker {f} | {pct(runs['residual'][f]['unseen_wer'])} | {pct(runs['plain'][f]['unseen_wer'])} |")
     lines += [f"| WER %, leave-one-speaker-out mean ({len(both)} fold{'s' if len(both) != 1 else ''}) | {means['residual']} | "
-              f"{means['plain']} |", "",
+              f"{means['plain']} |",
+              f"| **digit-lexicon decoding** (the default): WER %, seen speakers' new recordings | "
+              f"{pct(r['seen_wer_lexicon'])} | {pct(p['seen_wer_lexicon'])} |",
+              f"| digit-lexicon decoding: CER %, same | {pct(r['seen_cer_lexicon'])} | {pct(p['seen_cer_lexicon'])} |"]
+    for f in both:
+        lines.append(f"| digit-lexicon decoding: WER %, unseen speaker {f} | {pct(runs['residual'][f]['unseen_wer_lexicon'])} | "
+                     f"{pct(runs['plain'][f]['unseen_wer_lexicon'])} |")
+    lines += [f"| digit-lexicon decoding: WER %, leave-one-speaker-out mean | {means_lex['residual']} | {means_lex['plain']} |", "",
+              "Rows without a decoder named are greedy decoding (`transcribe(..., lexicon=False)`); the digit lexicon "
+              "restricts the transcript to the ten digit words (`reszoo.speech.lexicon`).", "",
               f"The published `{NAME}` (and `{NAME}-plain`) are the fold that holds out {MAIN_FOLD}. Every run's "
               "numbers, loss curve and time: `results/quartznet-fsdd/<fold>-<variant>.json`.", "", DOC_END]
     text = DOC.read_text(encoding="utf-8")
@@ -356,6 +436,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=DEFAULT_OUT)
     p.add_argument("--register", action="store_true", help="after the runs, publish everything under --out")
     p.add_argument("--register-from", type=Path, default=None, metavar="DIR")
+    p.add_argument("--reevaluate", action="store_true", help="measure the saved runs of --folds/--variants again from "
+                   "their weights (no training): after a change to decoding or evaluation")
     args = p.parse_args(argv)
     args.folds = list(FSDD_SPEAKERS) if args.folds == "all" else [f for f in args.folds.split(",") if f]
     bad = [f for f in args.folds if f not in FSDD_SPEAKERS] + [v for v in args.variants.split(",") if v not in VARIANTS]
@@ -375,6 +457,9 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
     manifests = build_data(args.cache, args.data, 0)
+    if args.reevaluate:
+        reevaluate(args, manifests)
+        return 0
     for fold in args.folds:
         for variant in args.variants.split(","):
             run_one(fold, variant, manifests, args)

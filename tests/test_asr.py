@@ -66,6 +66,56 @@ def test_decoding_refuses_scores_that_do_not_fit_the_vocabulary() -> None:
         greedy_tokens(torch.zeros(1, 5, 4))
 
 
+# --------------------------------------------------------------------------- lexicon decoding
+
+LEX_LABELS = [" ", "e", "n", "o", "r", "t", "h"]  # blank = 7
+
+
+def spelt(text: str) -> torch.Tensor:
+    """Scores whose best symbol per frame spells ``text`` ('-': the blank)."""
+    return scores([7 if c == "-" else LEX_LABELS.index(c) for c in text], symbols=8)
+
+
+def lexicon_text(text: str, words: list[str]) -> str:
+    from reszoo.speech.lexicon import LexiconGraph, lexicon_tokens
+
+    return " ".join("".join(LEX_LABELS[t.id] for t in lexicon_tokens(spelt(text), None, LexiconGraph(words, LEX_LABELS))).split())
+
+
+def test_lexicon_decoding_spells_only_known_words() -> None:
+    words = ["one", "three", "ten"]
+    assert greedy_decode(spelt("o-n-ee")[None], None, LEX_LABELS) == ["one"]
+    assert greedy_decode(spelt("tthhr-ee")[None], None, LEX_LABELS) == ["thre"]  # greedy: no such word
+    assert lexicon_text("tthhr-ee", words) == "three"  # the best path that spells a word: one e frame becomes a blank
+    assert lexicon_text("thr-ee-e", words) == "three"  # a repeated letter needs a blank between: here there is one
+    assert lexicon_text("o-ne  t-en", words) == "one ten"
+    assert lexicon_text("onenten", words) == "one ten"  # words that meet without a space frame still get one
+    assert lexicon_text("-------", words) == ""  # silence: no word
+    # the best path, not the most words: a weak middle frame does not invent a word
+    assert lexicon_text("one-----", words) == "one"
+
+
+def test_lexicon_tokens_keep_the_alignment_for_timestamps() -> None:
+    from reszoo.speech.lexicon import LexiconGraph, lexicon_tokens
+
+    tokens = lexicon_tokens(spelt("-one--ten-"), None, LexiconGraph(["one", "ten"], LEX_LABELS))
+    words = word_timestamps(tokens, LEX_LABELS, shift=0.02)
+    assert words == [{"word": "one", "start": 0.02, "end": 0.08}, {"word": "ten", "start": 0.12, "end": 0.18}]
+    assert lexicon_tokens(spelt("-one--ten-"), 4, LexiconGraph(["one", "ten"], LEX_LABELS))[-1].end <= 4  # cut to length
+
+
+@pytest.mark.parametrize("words, message", [
+    (["one", "two"], r"lexicon word 'two' cannot be spelt with the model's symbols \(no 'w'\)"),
+    (["one one"], "empty, or holds a space"),
+    ([], "the lexicon is empty"),
+])
+def test_a_lexicon_that_cannot_be_spelt_is_refused(words: list[str], message: str) -> None:
+    from reszoo.speech.lexicon import LexiconGraph
+
+    with pytest.raises(ValueError, match=message):
+        LexiconGraph(words, LEX_LABELS)
+
+
 def test_error_rates_match_hand_counts() -> None:
     r = error_rates(["one two three", "four"], ["one too", "four five"])
     # words: "two"->"too" (sub), "three" deleted, "five" inserted: 3 errors over 4 reference words
@@ -203,12 +253,18 @@ def test_recipe_smoke_runs_are_deterministic_and_publish_nothing(tmp_path: Path,
         assert r["sha256"] == _sha(a / "model.safetensors") and r["heldout_speaker"] == "george"
         assert sum(s["utterances"] for s in r["per_speaker"].values()) == 12 and 0 <= r["seen_wer"] and 0 <= r["unseen_wer"]
         assert "SpecAugment" in r["training"] and len(r["loss_per_epoch"]) == 1
+        assert r["lexicon"] == recipe.DIGIT_WORDS and 0 <= r["seen_wer_lexicon"] and 0 <= r["unseen_wer_lexicon"]
+        assert all(s["lexicon"]["utterances"] == 2 for s in r["per_speaker"].values())
     plain_run = json.loads((tmp_path / "c" / "george" / "residual" / "results.json").read_text())
     assert plain_run["augment"] is None and "no augmentation" in plain_run["training"]
     assert (tmp_path / "c" / "george" / "residual" / "model.safetensors").read_bytes() != (
         tmp_path / "a" / "george" / "residual" / "model.safetensors").read_bytes()  # the masks changed the training
     with pytest.raises(SystemExit, match="a smoke run .* cannot be registered"):
         recipe.register_from(tmp_path / "a")
+    # measured again from the saved weights (no training): the same numbers, the same weights
+    before_run = (tmp_path / "c" / "george" / "residual" / "results.json").read_text()
+    assert recipe.main([*common, "--variants", "residual", "--out", str(tmp_path / "c"), "--reevaluate"]) == 0
+    assert (tmp_path / "c" / "george" / "residual" / "results.json").read_text() == before_run
     for extra in (["--register"], ["--register", "--augment", "--epochs", str(recipe.EPOCHS), "--limit", "0"]):
         with pytest.raises(SystemExit) as exc:
             recipe.main([*common, *extra])
@@ -225,8 +281,13 @@ def test_recipe_registers_one_recipe_only(tmp_path: Path) -> None:
         (folder / "model.safetensors").write_bytes(b"weights")
         (folder / "results.json").write_text(json.dumps(
             {"fold": "george", "variant": variant, "epochs": recipe.EPOCHS, "seed": 0, "augment": augment, "smoke": False,
-             "weights_file": "model.safetensors", "sha256": _sha(folder / "model.safetensors"), "size": 7}))
+             "weights_file": "model.safetensors", "sha256": _sha(folder / "model.safetensors"), "size": 7,
+             "lexicon": recipe.DIGIT_WORDS, "seen_wer_lexicon": 0.01}))
     with pytest.raises(SystemExit, match="different seeds, epochs or augmentation"):
+        recipe.register_from(tmp_path)
+    results = tmp_path / "george" / "plain" / "results.json"
+    results.write_text(json.dumps({k: v for k, v in json.loads(results.read_text()).items() if k != "lexicon"}))
+    with pytest.raises(SystemExit, match=r"measured before the lexicon decoder \(george/plain\): measure them again"):
         recipe.register_from(tmp_path)
 
 
@@ -295,6 +356,27 @@ def test_bundled_recogniser_transcribes_the_examples_offline(hub, offline) -> No
     assert len(CONNECTED) == 4
     assert model.transcribe([str(p) for p in CONNECTED]) == [spoken(p) for p in CONNECTED]
     assert hub.request_count == 0
+
+
+def test_the_recogniser_decodes_through_its_entrys_lexicon(recogniser) -> None:
+    from reszoo.registry import RegistryError, parse_entry
+    from reszoo.speech.ctc import lexicon_graph
+
+    digits = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+    assert list(recogniser.lexicon) == digits and recogniser.entry.runtime["lexicon"] == digits
+    assert lexicon_graph(recogniser, None) is lexicon_graph(recogniser, True)  # built once, kept on the model
+    assert lexicon_graph(recogniser, False) is None
+    paths = [str(p) for p in CONNECTED]
+    greedy, own, given = (recogniser.transcribe(paths, lexicon=x) for x in (False, None, digits))
+    assert own == given and all(set(t.split()) <= set(digits) for t in own)
+    assert recogniser.transcribe(paths[0], lexicon=["one"]) in ("", "one", *(" ".join(["one"] * k) for k in range(2, 9)))
+    with pytest.raises(ValueError, match="lexicon must be a list of words"):
+        recogniser.transcribe(paths[0], lexicon="one two")
+    raw = {"name": "x", "domain": "speech", "task": TASK, "arch": "quartznet_small", "license": "mit",
+           "runtime": {"lexicon": ["one", "two words"]}}
+    with pytest.raises(RegistryError, match="lexicon.*expected a non-empty list of words"):
+        parse_entry(raw)
+    del greedy
 
 
 def test_batching_does_not_change_a_transcript(recogniser) -> None:

@@ -15,6 +15,12 @@ from .predict import predict
 
 AUDIO_EXTENSIONS = frozenset({".wav", ".flac", ".ogg", ".mp3", ".aif", ".aiff"})
 
+def _lexicon_problem(value: object) -> str | None:
+    ok = (isinstance(value, list) and 0 < len(value) <= 100_000
+          and all(isinstance(w, str) and w and not any(c.isspace() for c in w) for w in value))
+    return None if ok else "expected a non-empty list of words (strings without spaces)"
+
+
 DOMAIN = Domain(
     name="speech",
     title="speech",
@@ -43,7 +49,10 @@ DOMAIN = Domain(
     runtime={"verify_threshold": RuntimeSetting(
         "the cosine score at or above which `model.verify` says 'same speaker'",
         lambda v: None if is_number(v) and -1 <= v <= 1 else "expected a cosine score in [-1, 1]",
-        legacy="extra")},
+        legacy="extra"),
+        "lexicon": RuntimeSetting(
+            "the words a recogniser's transcripts spell (`model.transcribe` decodes the best path through them; "
+            "absent: greedy decoding)", _lexicon_problem)},
 )
 
 _EXPORTS = {

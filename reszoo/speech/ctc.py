@@ -1,4 +1,4 @@
-"""CTC recognisers' outputs to text: greedy decoding, word timestamps, ``transcribe``, WER/CER.
+"""CTC recognisers' outputs to text: greedy (or lexicon) decoding, word timestamps, ``transcribe``, WER/CER.
 
 A CTC model gives per-frame log-probabilities over its vocabulary (``model.labels``) plus a
 blank, the **last** index (NeMo's convention). Greedy decoding takes the best symbol of each
@@ -20,8 +20,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-__all__ = ["Token", "error_counts", "error_rates", "frame_shift", "greedy_decode", "greedy_tokens", "transcribe",
-           "word_timestamps"]
+__all__ = ["Token", "error_counts", "error_rates", "frame_shift", "greedy_decode", "greedy_tokens", "lexicon_graph",
+           "transcribe", "word_timestamps"]
 
 
 @dataclass(frozen=True)
@@ -100,10 +100,16 @@ def frame_shift(model: Any, frames: int, out_frames: int) -> float:
     return float(hop) * int(stride)
 
 
-def transcribe(model: Any, audio: Any, *, batch_size: int = 16, timestamps: bool = False) -> Any:
+def transcribe(model: Any, audio: Any, *, batch_size: int = 16, timestamps: bool = False,
+               lexicon: Sequence[str] | bool | None = None) -> Any:
     """Text of one input (a path, or ``(waveform, sample_rate)``), or a list of texts of a list
-    of inputs, decoded greedily; inputs are featurised by ``model.preprocess`` and run
-    ``batch_size`` at a time (padding is masked, so batching does not change a transcript).
+    of inputs; inputs are featurised by ``model.preprocess`` and run ``batch_size`` at a time
+    (padding is masked, so batching does not change a transcript).
+
+    Decoding: greedy, or the best path that spells words of a ``lexicon``
+    (:mod:`reszoo.speech.lexicon`). ``lexicon=None`` uses the model's own (``model.lexicon``, from
+    its entry's ``runtime``; greedy where it has none), ``False`` forces greedy decoding, a list of
+    words restricts the transcripts to them.
 
     With ``timestamps=True`` each result is ``{"text", "words": [{"word", "start", "end"}]}``
     (seconds from the start of the audio)."""
@@ -112,6 +118,7 @@ def transcribe(model: Any, audio: Any, *, batch_size: int = 16, timestamps: bool
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     labels = list(model.labels)
+    graph = lexicon_graph(model, lexicon)
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
@@ -121,20 +128,49 @@ def transcribe(model: Any, audio: Any, *, batch_size: int = 16, timestamps: bool
             feats, lengths = model.preprocess.batch(inputs[i:i + batch_size])
             with torch.inference_mode():
                 log_probs, out_lengths = model(feats.to(device), lengths.to(device))
-            results += decode_batch(model, log_probs, out_lengths, lengths, labels, timestamps)
+            results += decode_batch(model, log_probs, out_lengths, lengths, labels, timestamps, graph)
     finally:
         model.train(was_training)
     return results[0] if single else results
 
 
+def lexicon_graph(model: Any, lexicon: Sequence[str] | bool | None) -> Any:
+    """The decoding graph :func:`transcribe` uses (see its ``lexicon``); None for greedy decoding.
+    A model's own graph is built once and kept on it."""
+    from .lexicon import LexiconGraph
+
+    if lexicon is False:
+        return None
+    if lexicon is None or lexicon is True:
+        words = getattr(model, "lexicon", None)
+        if lexicon is True and not words:
+            raise ValueError("lexicon=True: this model has no lexicon of its own; pass a list of words")
+        if not words:
+            return None
+        cached = getattr(model, "_lexicon_graph", None)
+        if cached is None or cached[0] != tuple(words):
+            cached = (tuple(words), LexiconGraph(words, list(model.labels)))
+            model._lexicon_graph = cached
+        return cached[1]
+    if isinstance(lexicon, str) or not all(isinstance(w, str) for w in lexicon):
+        raise ValueError(f"lexicon must be a list of words, True, False or None; got {lexicon!r:.80}")
+    return LexiconGraph(list(lexicon), list(model.labels))
+
+
 def decode_batch(model: Any, log_probs: Tensor, out_lengths: Tensor, in_lengths: Tensor, labels: Sequence[str],
-                 timestamps: bool) -> list[Any]:
-    """Transcripts (or ``{"text", "words"}`` with timestamps) of a batch of a model's outputs."""
+                 timestamps: bool, graph: Any = None) -> list[Any]:
+    """Transcripts (or ``{"text", "words"}`` with timestamps) of a batch of a model's outputs,
+    greedy or (``graph``, a :class:`~reszoo.speech.lexicon.LexiconGraph`) spelling its words."""
+    from .lexicon import lexicon_tokens
+
     _check_vocabulary(log_probs, labels)
     log_probs = log_probs.float().cpu()
     out = []
     for j in range(log_probs.shape[0]):
-        tokens = greedy_tokens(log_probs[j], int(out_lengths[j]), blank=len(labels))
+        if graph is not None:
+            tokens = lexicon_tokens(log_probs[j], int(out_lengths[j]), graph)
+        else:
+            tokens = greedy_tokens(log_probs[j], int(out_lengths[j]), blank=len(labels))
         text = _text(tokens, labels)
         if timestamps:
             shift = frame_shift(model, int(in_lengths[j]), int(out_lengths[j]))

@@ -1,7 +1,7 @@
 """Inference for speech models: what ``reszoo predict`` and ``reszoo export`` do with them.
 
-Recognisers (CTC, ``task: automatic-speech-recognition``) give ``{input, text}``, the greedy
-transcript, batched with padding (the model masks padded frames, so batching does not change a
+Recognisers (CTC, ``task: automatic-speech-recognition``) give ``{input, text}``, the transcript
+(greedy, or spelling the words of the model's ``lexicon`` where its entry has one), batched with padding (the model masks padded frames, so batching does not change a
 transcript). Classifiers give rows ``{input, rank, label, prob}``, the top classes of each recording (as for
 images). Embedding models give ``{input, embedding}``, or with a ``reference`` recording the
 verification rows ``{input, reference, score, match, threshold}`` (cosine score, and whether it
@@ -57,11 +57,12 @@ def _recognition_task(model: Any, options: Options) -> Task:
 
     from ..errors import InputError
     from . import AUDIO_EXTENSIONS
-    from .ctc import decode_batch
+    from .ctc import decode_batch, lexicon_graph
 
     if options.reference is not None:
         raise InputError("reference= applies to embedding (speaker) models; this speech model is a recogniser")
     preprocess, labels = model.preprocess, list(model.labels)
+    graph = lexicon_graph(model, None)  # the model's own decoding: its lexicon, or greedy
 
     def read(value: Any, index: int) -> torch.Tensor:
         feats, lengths = preprocess(value)
@@ -79,7 +80,7 @@ def _recognition_task(model: Any, options: Options) -> Task:
         param = next(model.parameters())
         with torch.inference_mode():
             log_probs, out_lengths = model(feats.to(param.device, param.dtype), lengths.to(param.device))
-        return [[{"text": text}] for text in decode_batch(model, log_probs, out_lengths, lengths, labels, False)]
+        return [[{"text": text}] for text in decode_batch(model, log_probs, out_lengths, lengths, labels, False, graph)]
 
     return Task(fields=("input", "text"), read=read, collate=collate, run=run, extensions=AUDIO_EXTENSIONS, kind="audio")
 

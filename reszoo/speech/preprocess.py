@@ -230,6 +230,9 @@ def build_preprocess(entry: Any) -> SpeechPreprocess | MelPreprocess:
 
 
 def prepare(model: nn.Module, entry: Any, *, mirror: str | os.PathLike[str] | None = None) -> None:
-    """Attach the verification threshold the entry documents (or SpeechBrain's default).
+    """Attach the verification threshold the entry documents (or SpeechBrain's default), and a
+    recogniser's lexicon (the words its transcripts spell; reszoo.speech.lexicon).
     (``mirror``: part of the domain contract; speech models read no files besides their weights.)"""
     model.verify_threshold = float(entry.runtime.get("verify_threshold", DEFAULT_VERIFY_THRESHOLD))
+    if entry.runtime.get("lexicon"):
+        model.lexicon = tuple(entry.runtime["lexicon"])  # what transcribe() decodes to by default
