@@ -382,6 +382,14 @@ def _table(rows: list[list[str]], header: list[str]) -> str:
     return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
 
 
+def verdict_lines(vs: Sequence[Verdict]) -> list[str]:
+    """A domain's verdicts as Markdown: the claim and verdict, then its rule, measurement and anchor."""
+    lines: list[str] = []
+    for v in vs:
+        lines += [f"#### {v.claim}: **{v.verdict}**", "", f"- Rule: {v.rule}", f"- Measured: {v.evidence}", f"- Anchor: {v.anchor}", ""]
+    return lines
+
+
 def _body(agg: dict[tuple[int, bool], dict[str, Stat]], depths: Sequence[int], rel: dict[str, str],
           anchors: dict[str, str], flow_note: str, depth_label: str, setting: str,
           extra_columns: Sequence[tuple[str, Callable[[dict[str, Stat]], str]]] = ()) -> list[str]:
@@ -400,8 +408,7 @@ def _body(agg: dict[tuple[int, bool], dict[str, Stat]], depths: Sequence[int], r
     if single:
         lines += [f"One seed only at {', '.join(single)}: there the noise is the floor alone, not a measured spread, "
                   "so a verdict leaning on those points is weaker than its wording.", ""]
-    for v in verdicts(agg, anchors):
-        lines += [f"#### {v.claim}: **{v.verdict}**", "", f"- Rule: {v.rule}", f"- Measured: {v.evidence}", f"- Anchor: {v.anchor}", ""]
+    lines += verdict_lines(verdicts(agg, anchors))
     lines += [
         "### Figures",
         "",
@@ -662,18 +669,33 @@ def speech_section(runs: Sequence[dict[str, Any]], md_dir: Path, fig_dir: Path) 
 NOT_YET = {
     "text": "the sweep's runs: `scripts/residual_study.py text`",
     "speech": "the sweep's runs: `scripts/residual_study.py speech`",
-    "rl": "a sweep definition (SimBa residual MLP at 1/2/4/8 blocks vs plain on Pendulum or LunarLander, "
-          "scripts/train_rl.py's recipe): the one runner trains classifiers (cross-entropy, accuracy), an RL sweep needs "
-          "its own objective and metric (episode return); and the CPU time to run it",
-    "gan": "a sweep definition (SNGAN generator/discriminator with more blocks, residual vs plain, on MNIST; metrics: "
-           "class accuracy and FD on resnet-mnist features): the one runner trains classifiers, a GAN sweep needs its "
-           "adversarial objective and metrics; and the CPU time to run it",
+    "rl": "the sweep's runs: `scripts/residual_study.py rl`",
+    "gan": "the sweep's runs: `scripts/residual_study.py gan`",
 }
 
 
-SECTIONS: dict[str, Callable[[Sequence[dict[str, Any]], Path, Path], str]] = {
-    "text": text_section, "speech": speech_section,
-}
+Section = Callable[[Sequence[dict[str, Any]], Path, Path], str]
+
+
+def sections() -> dict[str, tuple[str, Section, Callable[[Sequence[dict[str, Any]]], list[Verdict]]]]:
+    """Every domain but images, in report order: (title in the summary, section writer, verdicts of its runs)."""
+    from residual_report_rl_gan import aggregate as rl_gan_aggregate  # it builds on this module
+    from residual_report_rl_gan import gan_section, gan_verdicts, rl_section, rl_verdicts
+
+    return {
+        "text": ("text (Transformer, BANKING77)", text_section, lambda runs: verdicts(aggregate(runs), TEXT_ANCHORS)),
+        "speech": ("speech (TDNN, unseen speaker)", speech_section, lambda runs: verdicts(aggregate(runs), SPEECH_ANCHORS)),
+        "rl": ("RL (SimBa SAC, Pendulum)", rl_section, lambda runs: rl_verdicts(rl_gan_aggregate(runs, "rl"))),
+        "gan": ("GAN (SNGAN, MNIST)", gan_section, lambda runs: gan_verdicts(rl_gan_aggregate(runs, "gan"))),
+    }
+
+
+def summary(columns: Sequence[tuple[str, Sequence[Verdict]]]) -> str:
+    """The five claims (rows) by domain (columns): each cell the domain's verdict, as its section computes it."""
+    claims = [v.claim for v in columns[0][1]]
+    rows = [[claim] + [next((v.verdict for v in vs if v.claim.split(".")[0] == claim.split(".")[0]), "–") for _, vs in columns]
+            for claim in claims]
+    return _table(rows, ["claim"] + [title for title, _ in columns])
 
 
 def write_report(results: Path, out: Path, figures: Path | None = None) -> Path:
@@ -691,19 +713,21 @@ def write_report(results: Path, out: Path, figures: Path | None = None) -> Path:
         "(`residual=False`: the same layers without the skip additions) with the same recipe and budget, and measures "
         "them with `reszoo.analysis` (gradient flow, branch ratio, lesions, gradient correlation).",
         "",
-        image_section(runs, out.parent, fig_dir),
     ]
-    for domain, section in SECTIONS.items():
+    body = [image_section(runs, out.parent, fig_dir)]
+    columns: list[tuple[str, Sequence[Verdict]]] = [("image (ResNet, Fashion-MNIST)", verdicts(aggregate(runs)))]
+    for domain, (title, section, domain_verdicts) in sections().items():
         domain_runs = load_runs(Path(results), domain)
         if domain_runs:
-            parts += [section(domain_runs, out.parent, fig_dir), ""]
-    parts += [
-        "## Other domains",
-        "",
-        _table([[d, "not measured yet", NOT_YET.get(d, "")] for d in DOMAINS if d != "image" and not load_runs(Path(results), d)],
-               ["domain", "status", "what is missing"]),
-        "",
-    ]
+            body += [section(domain_runs, out.parent, fig_dir), ""]
+            columns.append((title, domain_verdicts(domain_runs)))
+    parts += ["## Verdicts at a glance", "",
+              "Each cell is the verdict its domain's section below computes from that domain's runs, by the rule stated "
+              "there (the claims are worded per domain: accuracy, return, sample quality).", "",
+              summary(columns), "", *body]
+    missing = [[d, "not measured yet", NOT_YET.get(d, "")] for d in DOMAINS if d != "image" and not load_runs(Path(results), d)]
+    if missing:
+        parts += ["## Other domains", "", _table(missing, ["domain", "status", "what is missing"]), ""]
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(parts), encoding="utf-8")
     return out

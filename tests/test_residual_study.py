@@ -167,7 +167,7 @@ def test_report_is_generated_with_figures_and_other_domains_listed(tmp_path: Pat
         assert png.read_bytes()[:4] == b"\x89PNG" and f"](img/residual-study/image-{name}.png)" in text
     assert "#### 3. Makes much deeper networks trainable: **supported**" in text
     assert "| text | not measured yet | the sweep's runs: `scripts/residual_study.py text` |" in text
-    assert "| gan | not measured yet | a sweep definition (SNGAN" in text
+    assert "| gan | not measured yet | the sweep's runs: `scripts/residual_study.py gan` |" in text
     assert "nan" not in text.lower().replace("nanoseconds", "")
     with pytest.raises(SystemExit, match="no results"):
         report.write_report(tmp_path / "empty", tmp_path / "x.md")
@@ -283,3 +283,160 @@ def test_report_has_a_section_per_measured_domain_and_lists_what_was_not_run(tmp
         assert f"](img/residual-study/text-{name}.png)" in md
     assert "text-gradient-correlation" not in md  # not measured on token ids
     assert md.count("#### ") == 10  # five verdicts per domain
+
+
+# --------------------------------------------------------------------------- RL and GAN sweeps
+
+import residual_gan as gan_sweep  # noqa: E402
+import residual_report_rl_gan as rl_gan_report  # noqa: E402
+import residual_rl as rl_sweep  # noqa: E402
+
+TINY_RL = rl_sweep.RLRecipe(timesteps=300, eval_episodes=1, train_window=1, probe_transitions=32, lesion_episodes=1,
+                            lesion_ks=(1,), lesion_trials=1, log_every=100)
+
+
+def test_rl_sweep_smoke_trains_both_twins_and_keeps_them(tmp_path: Path) -> None:
+    pytest.importorskip("stable_baselines3")
+    paths = rl_sweep.run_sweep(TINY_RL, [2], [0], tmp_path)
+    records = [json.loads(p.read_text()) for p in paths]
+    assert [p.name for p in paths] == ["pendulum-simba2-residual-seed0.json", "pendulum-simba2-plain-seed0.json"]
+    for rec, residual in zip(records, (True, False)):
+        assert rec["domain"] == "rl" and rec["residual"] is residual and rec["arch_args"]["residual"] is residual
+        assert rec["arch_args"]["depth"] == rec["arch_args"]["critic_depth"] == 2 and rec["blocks"] == 4  # critic + actor
+        assert rec["steps"] == 300 and rec["episode_returns"] and rec["episode_returns"][0][0] == 200  # Pendulum: 200 steps
+        assert rec["critic_loss_curve"] and all(v > 0 for _, v in rec["critic_loss_curve"])
+        f = rec["final"]
+        assert len(f["test_returns"]) == 1 and f["test_return"] == f["test_returns"][0] < 0 and f["random_policy_return"] < 0
+        for key in ("gradient_flow", "actor_gradient_flow"):
+            for when in ("init", "end"):
+                assert len(rec[key][when]["input_grad_norm"]) == 2 and all(g > 0 for g in rec[key][when]["input_grad_norm"])
+        assert rec["lesion"]["removal"] == (["shortcut"] if residual else ["identity"]) * 2
+        assert len(rec["lesion"]["single"]) == 2 and rec["lesion"]["chance"] == f["random_policy_return"]
+        assert len(rec["gradient_correlation"]["end"]["correlation"]) == 5 and rec["alpha"]["init"] == 1.0
+    assert records[0]["params"] == records[1]["params"] and records[0]["final"] != records[1]["final"]
+    before = [p.read_text() for p in paths]
+    assert rl_sweep.run_sweep(TINY_RL, [2], [0], tmp_path) == paths and [p.read_text() for p in paths] == before
+
+
+def test_the_rl_probe_and_random_policy_are_seeded() -> None:
+    pytest.importorskip("gymnasium")
+    a, b = (rl_sweep.random_transitions("Pendulum-v1", 210, 5) for _ in range(2))
+    assert all(torch.equal(a[k], b[k]) for k in a) and a["obs"].shape == (210, 3) and a["action"].abs().max() <= 1
+    assert torch.equal(a["obs"][1:200], a["next_obs"][:199])  # one episode until the time limit at 200 steps
+    assert rl_sweep.episode_returns(None, "Pendulum-v1", 2, 7) == rl_sweep.episode_returns(None, "Pendulum-v1", 2, 7)
+
+
+TINY_GAN = gan_sweep.GanRecipe(iters=3, batch=8, fd_samples=40, accuracy_per_class=2, flow_samples=8, lesion_ks=(1,),
+                               lesion_trials=1)
+
+
+def _tiny_gan_data(classifier: torch.nn.Module) -> dict[str, Any]:
+    from reszoo.gan.metrics import classifier_outputs
+
+    gen = torch.Generator().manual_seed(0)
+    images = torch.rand(64, 1, 28, 28, generator=gen)
+    feats, _ = classifier_outputs(classifier, images[:40])
+    other, _ = classifier_outputs(classifier, images[24:])
+    return {"train": images * 2 - 1, "train_labels": torch.arange(64) % 10, "test_features": feats,
+            "train_features": other, "fd_real": 0.5}
+
+
+def test_gan_sweep_smoke_records_both_networks() -> None:
+    classifier = reszoo.load("resnet-mnist")
+    data = _tiny_gan_data(classifier)
+    records = [gan_sweep.train_twin(TINY_GAN, data, classifier, 2, r, 0) for r in (True, False)]
+    for rec, residual in zip(records, (True, False)):
+        assert rec["domain"] == "gan" and rec["residual"] is residual and rec["blocks"] == 4 and rec["d_blocks"] == 8
+        assert rec["arch_args"]["stage_blocks"] == 2 and rec["steps"] == 3 and rec["d_loss_curve"] == []  # < 100 iterations
+        f = rec["final"]
+        assert 0 <= f["class_accuracy"] <= 100 and f["fd_test"] > 0 and f["fd_gap"] == pytest.approx(f["fd_test"] - f["fd_train"])
+        assert len(rec["gradient_flow"]["init"]["input_grad_norm"]) == 4 and len(rec["d_gradient_flow"]["end"]["input_grad_norm"]) == 8
+        # the up-blocks change shape: only each stage's second block can be removed by both twins
+        assert rec["lesion"]["candidates"] == ["blocks.1", "blocks.3"] and rec["lesion"]["samples"] == 20
+        assert rec["gradient_correlation"]["init"]["points"] == 32
+    assert records[0]["params"] > records[1]["params"]  # the residual generator's learned 1x1 shortcuts
+    again = gan_sweep.train_twin(TINY_GAN, data, classifier, 2, True, 0)
+    assert _without_times(again) == _without_times(records[0])
+
+
+def test_deeper_sngan_stages_keep_resolution_and_shortcuts() -> None:
+    from reszoo.gan.models import sngan_d28, sngan_g28
+
+    G = sngan_g28(ch=4, num_classes=10, stage_blocks=3)
+    assert [b.upsample for b in G.blocks] == [True, False, False] * 2 and G.resolution == 28
+    assert [b.shortcut is None for b in G.blocks] == [False, True, True] * 2  # identity where the shape is kept
+    D = sngan_d28(ch=4, num_classes=10, stage_blocks=2)
+    assert [b.downsample for b in D.blocks] == [True, False, True, False, False, False, False, False]
+    assert G(torch.randn(2, 128), torch.tensor([1, 2])).shape == (2, 1, 28, 28)
+    plain = sngan_g28(ch=4, num_classes=10, stage_blocks=3, residual=False)
+    assert set(plain.state_dict()) == {k for k in G.state_dict() if ".shortcut." not in k}
+    assert list(sngan_g28(ch=4).state_dict()) == list(sngan_g28(ch=4, stage_blocks=1).state_dict())
+    for bad in (0, 1.5, True):
+        with pytest.raises(ValueError, match="stage_blocks"):
+            sngan_g28(stage_blocks=bad)
+
+
+def fake_rl_run(depth: int, residual: bool, seed: int, *, test: float, train: float, grad_ratio: float,
+                lesion_single: float) -> dict[str, Any]:
+    grads = [10 ** (grad_ratio * (1 - i / max(1, depth - 1))) for i in range(depth)]
+    names = [f"blocks.{i}" for i in range(depth)]
+    flow = {"init": {"input_grad_norm": grads}, "end": {"input_grad_norm": grads}}
+    return {"depth": depth, "residual": residual, "seed": seed, "params": 100 * depth,
+            "final": {"test_return": test, "train_return": train}, "gradient_flow": flow, "actor_gradient_flow": flow,
+            "gradient_correlation": {"init": {"correlation": [0.9]}, "end": {"correlation": [0.8]}},
+            "lesion": {"baseline": test, "blocks": names, "candidates": names, "single": [lesion_single] * depth,
+                       "random": [{"k": 1, "mean": lesion_single}], "chance": -1200.0},
+            "wall_seconds": {"total": 10.0}}
+
+
+def test_rl_verdicts_follow_simbas_picture_and_say_what_is_not_tested() -> None:
+    runs = []
+    for s in (0, 1):
+        for d, plain in ((1, -150.0), (2, -160.0), (4, -400.0)):
+            runs.append(fake_rl_run(d, True, s, test=-140.0 - s, train=-145.0 + s, grad_ratio=0.2, lesion_single=-300.0))
+            runs.append(fake_rl_run(d, False, s, test=plain - s, train=plain, grad_ratio=1.5 if d == 4 else 0.3,
+                                    lesion_single=-1100.0))
+    v = {x.claim.split(".")[0]: x for x in rl_gan_report.rl_verdicts(rl_gan_report.aggregate(runs, "rl"))}
+    assert [v[k].verdict for k in "12345"] == ["supported", "supported", "supported", "supported", "not tested"]
+    assert "1: +10.00 (noise 10.00); 2: +20.00" in v["2"].evidence  # within the noise at 1 block, a win at 2 and 4
+    assert "best − deepest (4): plain 250.00, residual 0.00" in v["3"].evidence
+
+
+def test_gan_verdicts_use_fd_and_compare_gaps_only_at_comparable_fits() -> None:
+    def run(depth: int, residual: bool, seed: int, fd: float, gap: float) -> dict[str, Any]:
+        r = fake_rl_run(depth, residual, seed, test=0.0, train=0.0, grad_ratio=0.1, lesion_single=80.0)
+        r["final"] = {"fd_test": fd, "fd_train": fd - gap, "fd_gap": gap, "class_accuracy": 95.0}
+        r["d_gradient_flow"] = r.pop("actor_gradient_flow")
+        r["lesion"]["baseline"] = 95.0
+        return r
+
+    runs = [run(1, True, s, 0.5, 0.05) for s in (0, 1)] + [run(1, False, s, 0.6, 0.15) for s in (0, 1)]
+    runs += [run(2, True, s, 0.5, 0.05) for s in (0, 1)] + [run(2, False, s, 5.0, 0.01) for s in (0, 1)]
+    v = {x.claim.split(".")[0]: x for x in rl_gan_report.gan_verdicts(rl_gan_report.aggregate(runs, "gan"))}
+    assert v["2"].verdict == "supported" and "1: +0.10 (noise 0.02); 2: +4.50 (noise 0.02)" in v["2"].evidence
+    assert v["3"].verdict == "supported"  # plain FD 0.6 -> 5.0, residual holds at 0.5
+    assert v["5"].verdict == "supported" and "2:" not in v["5"].evidence  # 5.0 vs 0.5: not comparable fits
+    assert v["1"].verdict == "not supported" and v["4"].verdict == "not supported"  # same gradients, same lesions
+
+
+def test_report_adds_rl_and_gan_sections_and_a_summary(tmp_path: Path) -> None:
+    pytest.importorskip("stable_baselines3")
+    results = tmp_path / "results"
+    for r in textbook(0):
+        study.write_json(r, results / "image" / "runs" / f"{r['depth']}-{r['residual']}.json")
+    rl_sweep.run_sweep(TINY_RL, [1], [0], results / "rl")
+    classifier = reszoo.load("resnet-mnist")
+    data = _tiny_gan_data(classifier)
+    for residual in (True, False):
+        rec = gan_sweep.train_twin(TINY_GAN, data, classifier, 1, residual, 0)
+        study.write_json(rec, results / "gan" / "runs" / f"{gan_sweep.run_id(1, residual, 0)}.json")
+    md = report.write_report(results, tmp_path / "docs" / "residual-study.md").read_text()
+    assert "## RL: SimBa agents with SAC on Pendulum-v1" in md and "## GAN: SNGAN on MNIST" in md
+    assert "| claim | image (ResNet, Fashion-MNIST) | RL (SimBa SAC, Pendulum) | GAN (SNGAN, MNIST) |" in md
+    assert "| 5. Reduces overfitting (train − test gap) | not supported | not tested |" in md
+    for name in ("metric-vs-depth", "learning-curves", "gradient-init", "gradient-correlation"):
+        for domain in ("rl", "gan"):
+            assert f"](img/residual-study/{domain}-{name}.png)" in md
+    assert "gan-lesion.png" not in md  # 1 block per stage: no generator block keeps its shape
+    assert "| text | not measured yet |" in md and "| rl | not measured yet" not in md
+    assert md.count("#### ") == 15 and "nan" not in md.lower()
