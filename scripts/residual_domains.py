@@ -5,7 +5,7 @@ how it builds the model of a depth (residual or plain twin), its training batche
 measures accuracy. :func:`train_twin` trains any of them with the same loop (AdamW, linear
 warm-up then cosine, cross-entropy, float32 on the CPU) and writes the same record as the image
 sweep: training-loss curve, final train and test accuracy and loss, ``reszoo.analysis`` gradient
-flow, branch ratio and (float inputs only) gradient correlation at initialisation and at the
+flow, branch ratio and gradient correlation (token inputs: through the word embeddings) at initialisation and at the
 end, the lesion study at the end, wall time, seed.
 
 ``text``: reszoo's Transformer encoder (``transformer_encoder``, pre-LN, a word-level vocabulary
@@ -75,7 +75,7 @@ class Sweep(Protocol):
     def build(self, data: Data, depth: int, residual: bool) -> tuple[nn.Module, str, dict[str, Any]]: ...
     def batches(self, data: Data, gen: torch.Generator) -> Iterator[Batch]: ...
     def eval_batches(self, split: Split) -> Iterator[Batch]: ...
-    def correlation_inputs(self, data: Data) -> Tensor | None: ...
+    def correlation_inputs(self, data: Data) -> Tensor | dict[str, Tensor] | None: ...
     def run_id(self, depth: int, residual: bool, seed: int) -> str: ...
 
 
@@ -117,16 +117,17 @@ def evaluate(model: nn.Module, sweep: Sweep, split: Split) -> tuple[float, float
 
 def diagnostics(model: nn.Module, sweep: Sweep, data: Data, seed: int) -> dict[str, Any]:
     """Gradient flow (train mode) on the first training samples, branch ratio on the lesion samples,
-    gradient correlation where the model reads a float tensor (None for token ids)."""
+    gradient correlation on the sweep's correlation inputs (token ids: through the model's word embeddings)."""
     recipe = sweep.recipe
     flow = data.train.take(slice(0, recipe.flow_samples))
     probe = data.test.take(data.lesion_idx)
     torch.manual_seed(seed)  # dropout in the train-mode gradient pass
     corr_x = sweep.correlation_inputs(data)
+    embedding = getattr(model, "get_input_embeddings", lambda: None)() if isinstance(corr_x, dict) else None
     return {
         "gradient_flow": gradient_flow(model, flow.inputs, flow.targets),
         "branch_ratio": branch_ratio(model, probe.inputs, batch_size=256),
-        "gradient_correlation": None if corr_x is None else gradient_correlation(model, corr_x, seed=seed),
+        "gradient_correlation": None if corr_x is None else gradient_correlation(model, corr_x, seed=seed, embedding=embedding),
     }
 
 
@@ -336,8 +337,9 @@ class TextSweep:
         for i in range(0, len(split), 500):
             yield self._trim(split.take(slice(i, i + 500)))
 
-    def correlation_inputs(self, data: Data) -> Tensor | None:
-        return None  # token ids: no input gradient
+    def correlation_inputs(self, data: Data) -> dict[str, Tensor]:
+        """Two lesion queries (token ids): the segments run through their word embeddings."""
+        return self._trim(data.test.take(data.lesion_idx[:2]))[0]
 
     @torch.no_grad()
     def measures(self, model: nn.Module, data: Data) -> dict[str, Any]:

@@ -255,6 +255,27 @@ class MLPBlock(ResidualBlock):
         return self.join(branch / math.sqrt(2) if self.residual else branch, x)
 
 
+def test_gradient_correlation_of_token_inputs_runs_through_the_embedding() -> None:
+    class Bag(nn.Module):  # linear in its word embeddings: every gradient along a segment is the same
+        def __init__(self) -> None:
+            super().__init__()
+            self.emb = nn.Embedding(10, 4)
+            self.out = nn.Linear(4, 3)
+
+        def forward(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+            return self.out((self.emb(input_ids) * attention_mask[..., None]).sum(1))
+
+    model = Bag()
+    ids = {"input_ids": torch.tensor([[1, 2, 3], [4, 5, 0]]), "attention_mask": torch.tensor([[1, 1, 1], [1, 1, 0]])}
+    corr = gradient_correlation(model, ids, embedding=model.emb, points=8, lags=(1, 4))
+    assert corr.lags == [1, 4] and corr.correlation == pytest.approx([1.0, 1.0])
+    assert all(p.grad is None for p in model.parameters()) and model.emb(torch.tensor([1])).shape == (1, 4)  # hook gone
+    with pytest.raises(AnalysisError, match="or the model's embedding module for token inputs"):
+        gradient_correlation(model, ids)
+    with pytest.raises(AnalysisError, match="never ran"):
+        gradient_correlation(model, ids, embedding=nn.Embedding(10, 4))
+
+
 def test_deep_plain_relu_nets_shatter_gradients_and_residual_ones_do_not() -> None:
     # Balduzzi et al. 2017: at initialisation the input gradients of a deep plain ReLU net
     # decorrelate within a tiny distance, those of its residual twin stay correlated.
@@ -495,7 +516,8 @@ def test_cli_analyze_reads_text_tables_through_the_text_domain(tmp_path: Path, c
                  "--out", str(tmp_path / "out"), "--trials", "1"]) == 0
     r = json.loads((tmp_path / "out" / "analysis.json").read_text())["models"]["minilm-l6-banking77"]
     assert r["data"] == {"source": f"{table} ('query'/'intent' columns, 3 of 3)", "samples": 3, "labelled": True}
-    assert len(r["gradient_flow"]["input_grad_norm"]) == 12 and r["gradient_correlation"] is None  # 6 layers x 2 sublayers
+    assert len(r["gradient_flow"]["input_grad_norm"]) == 12  # 6 layers x 2 sublayers
+    assert len(r["gradient_correlation"]["correlation"]) == 5  # token ids: through the word embeddings
     assert r["lesion"]["baseline"] == 100.0  # the intents are this model's
     capsys.readouterr()
     assert main(["analyze", "minilm-l6-banking77", "--data", str(table), "--out", str(tmp_path / "out2")]) == 1

@@ -405,9 +405,23 @@ def _default_scalar(out: Any) -> Tensor:
     return out.flatten(1).sum(1)
 
 
+def _embedded(model: nn.Module, embedding: nn.Module, sample: Inputs) -> Tensor:
+    """What ``embedding`` outputs for one sample (``model`` run once, no gradients)."""
+    seen: list[Tensor] = []
+    handle = embedding.register_forward_hook(lambda m, a, out: seen.append(out.detach()))
+    try:
+        with torch.no_grad():
+            _call(model, sample)
+    finally:
+        handle.remove()
+    if not seen:
+        raise AnalysisError("the embedding module given to gradient_correlation never ran in the model's forward pass")
+    return seen[0][0]
+
+
 def gradient_correlation(
     model: nn.Module,
-    inputs: Tensor,
+    inputs: Inputs,
     *,
     points: int = 32,
     radius: float = 0.25,
@@ -416,28 +430,43 @@ def gradient_correlation(
     scalar_fn: Callable[[Any], Tensor] = _default_scalar,
     seed: int = 0,
     train: bool = False,
+    embedding: nn.Module | None = None,
 ) -> GradientCorrelation:
     """For each of the first ``base_inputs`` samples ``x``: ``points`` inputs evenly spaced on a
     segment through ``x`` along a random direction, of half-length ``radius * ‖x‖``; the gradient
     of ``scalar_fn(model(line))`` w.r.t. each; the mean cosine similarity of gradients ``lag``
-    points apart. Needs a float tensor input (images, waveforms, features). Eval mode by default,
-    so the points do not interact through BatchNorm."""
-    if not isinstance(inputs, Tensor) or not inputs.is_floating_point():
-        raise AnalysisError("gradient_correlation needs a float input tensor (it differentiates w.r.t. the input)")
+    points apart. Needs a float tensor input (images, waveforms, features), or for token ids
+    (a tensor or dict of them) the model's ``embedding`` module: the segment is then drawn through
+    the sample's embedding (that module's output, replaced on the way) and the gradients are taken
+    w.r.t. it. Eval mode by default, so the points do not interact through BatchNorm."""
+    if embedding is None and (not isinstance(inputs, Tensor) or not inputs.is_floating_point()):
+        raise AnalysisError("gradient_correlation needs a float input tensor (it differentiates w.r.t. the input), "
+                            "or the model's embedding module for token inputs")
     if points < 2:
         raise AnalysisError(f"points must be >= 2, got {points}")
     gen = torch.Generator().manual_seed(seed)
     t = torch.linspace(-1.0, 1.0, points)
     lags = [lag for lag in lags if 1 <= lag < points]
     sums = [0.0] * len(lags)
-    n_base = min(base_inputs, inputs.shape[0])
+    n_base = min(base_inputs, num_samples(inputs))
     with _mode(model, train), torch.enable_grad():
         for i in range(n_base):
-            x = inputs[i].detach()
+            sample = _slice(inputs, i, i + 1)
+            x = inputs[i].detach() if embedding is None else _embedded(model, embedding, sample)
             d = torch.randn(x.shape, generator=gen).to(device=x.device, dtype=x.dtype)
             d = d / d.norm() * x.norm().clamp_min(1e-12) * radius
             line = (x.unsqueeze(0) + t.to(x).view(-1, *[1] * x.ndim) * d).requires_grad_(True)
-            (grad,) = torch.autograd.grad(scalar_fn(model(line)).sum(), line)
+            if embedding is None:
+                out = model(line)
+            else:  # the same sample at every point, its embedding moved along the segment
+                repeated = {k: v.expand(points, *v.shape[1:]) for k, v in sample.items()} if isinstance(sample, Mapping) \
+                    else sample.expand(points, *sample.shape[1:])
+                handle = embedding.register_forward_hook(lambda m, a, o: line)
+                try:
+                    out = _call(model, repeated)
+                finally:
+                    handle.remove()
+            (grad,) = torch.autograd.grad(scalar_fn(out).sum(), line)
             g = _wide(grad).flatten(1)
             g = g / g.norm(dim=1, keepdim=True).clamp_min(1e-30)  # cosines: no centring, which degenerates in low dimensions
             for j, lag in enumerate(lags):

@@ -43,13 +43,16 @@ def analyze(
     x = {k: to(v) for k, v in inputs.items()} if isinstance(inputs, Mapping) else to(inputs)
     y = targets.to(param.device)
     float_tensor = isinstance(x, Tensor) and x.is_floating_point()
+    # token inputs: nearby inputs are nearby word embeddings, where the model names its embedding
+    embedding = None if float_tensor else getattr(model, "get_input_embeddings", lambda: None)()
     torch.manual_seed(seed)  # dropout in the train-mode gradient pass
     results: dict[str, Any] = {
         "blocks": block_infos(model, x),
         "gradient_flow": gradient_flow(model, _slice(x, 0, grad_samples), y[:grad_samples], loss_fn=loss_fn),
         "branch_ratio": branch_ratio(model, x, batch_size=batch_size),
         "lesion": lesion_study(model, x, y, seed=seed, batch_size=batch_size, **lesion),
-        "gradient_correlation": gradient_correlation(model, x, seed=seed) if float_tensor else None,
+        "gradient_correlation": (gradient_correlation(model, x, seed=seed, embedding=embedding)
+                                 if float_tensor or embedding is not None else None),
     }
     return results
 

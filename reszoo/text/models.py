@@ -291,6 +291,11 @@ class TextEncoder(nn.Module):
 
     # ------------------------------------------------------------------ forward
 
+    def get_input_embeddings(self) -> nn.Embedding:
+        """The word embedding (Hugging Face's name): what ``reszoo.analysis.gradient_correlation`` moves
+        token inputs through."""
+        return self.embeddings.word
+
     def forward_features(self, input_ids: Tensor, attention_mask: Tensor | None = None,
                          token_type_ids: Tensor | None = None) -> Tensor:
         """Token states ``[B, L, hidden]`` (padding positions hold values; mask them out)."""
