@@ -1,8 +1,8 @@
 """Inference for speech models: what ``reszoo predict`` and ``reszoo export`` do with them.
 
 Recognisers (CTC, ``task: automatic-speech-recognition``) give ``{input, text}``, the transcript
-(greedy, or spelling the words of the model's ``lexicon`` where its entry has one), batched with padding (the model masks padded frames, so batching does not change a
-transcript). Classifiers give rows ``{input, rank, label, prob}``, the top classes of each recording (as for
+(greedy, or spelling the words of the model's ``lexicon`` where its entry has one), batched with
+padding (the model masks padded frames, so batching does not change a transcript). Classifiers give rows ``{input, rank, label, prob}``, the top classes of each recording (as for
 images). Embedding models give ``{input, embedding}``, or with a ``reference`` recording the
 verification rows ``{input, reference, score, match, threshold}`` (cosine score, and whether it
 reaches the model's ``verify_threshold``). Inputs: audio files, folders of them (searched
