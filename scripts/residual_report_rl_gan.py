@@ -105,8 +105,11 @@ def _degradation(agg: Agg, depths: Sequence[int], key: str, floor: float, higher
 
 def _lesion_verdict(agg: Agg, depths: Sequence[int]) -> tuple[str, str]:
     usable = [d for d in depths if all(math.isfinite(agg[(d, r)]["lesion_drop"].mean) for r in (True, False))]
-    if not usable:
-        return "not supported", "no depth where both twins are well above chance and have blocks both can remove."
+    if not usable:  # e.g. a plain twin that learnt nothing: there is no information flow of its to compare
+        own = "; ".join(f"{d}: residual {agg[(d, True)]['lesion_drop'].mean:.1f} %" for d in depths
+                        if math.isfinite(agg[(d, True)]["lesion_drop"].mean))
+        return "not tested", ("no depth where both twins are well above chance and have blocks both can remove"
+                              + (f" (the residual twin alone loses, per block removed: {own})" if own else "") + ".")
     wins, _, notes = _tally(agg, usable, "lesion_drop", FLOORS["lesion"], lambda r, p: p - r)
     verdict = "supported" if len(wins) == len(usable) else "not supported" if usable[-1] not in wins else "mixed"
     return verdict, "plain − residual mean share of the above-chance metric lost when one block is removed (%): " + "; ".join(notes) + "."
@@ -115,7 +118,7 @@ def _lesion_verdict(agg: Agg, depths: Sequence[int]) -> tuple[str, str]:
 LESION_RULE = ("Lesion drop = the share of the above-chance metric lost when one block is removed at test time, mean over "
                "the blocks both twins can remove; only where both twins are well above chance. Supported: the residual "
                "twin's drop is smaller by more than the noise at every such depth; not supported: not smaller at the "
-               "deepest one; otherwise mixed.")
+               "deepest one; not tested: no such depth; otherwise mixed.")
 
 
 def rl_verdicts(agg: Agg) -> list[Verdict]:
@@ -237,7 +240,8 @@ def figures(runs: Sequence[dict[str, Any]], agg: Agg, folder: Path, domain: str)
               (("test", "FD to the test set (lower is better)"), ("acc", "class accuracy of samples (%)")))
     for ax, (key, label) in zip(axes, panels):
         _by_depth(ax, agg, key, depths)
-        ax.set(xlabel=unit, ylabel=label, title=f"{label.split(' (')[0].capitalize()} (mean ± std over seeds)")
+        head = label.split(" (")[0]
+        ax.set(xlabel=unit, ylabel=label, title=f"{head[0].upper()}{head[1:]} (mean ± std over seeds)")
     paths["metric"] = _save(fig, list(axes), folder / f"{domain}-metric-vs-depth.png")
 
     fig, axes = _figure(len(depths), 3.6)

@@ -439,5 +439,6 @@ def test_report_adds_rl_and_gan_sections_and_a_summary(tmp_path: Path) -> None:
         for domain in ("rl", "gan"):
             assert f"](img/residual-study/{domain}-{name}.png)" in md
     assert "gan-lesion.png" not in md  # 1 block per stage: no generator block keeps its shape
+    assert "#### 4. Improves information flow (lesion): **not tested**" in md.split("## GAN")[1]
     assert "| text | not measured yet |" in md and "| rl | not measured yet" not in md
     assert md.count("#### ") == 15 and "nan" not in md.lower()
