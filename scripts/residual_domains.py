@@ -206,6 +206,32 @@ def train_twin(sweep: Sweep, data: Data, depth: int, residual: bool, seed: int) 
     return plain_data(record), model
 
 
+def run_grid(recipe: Any, depths: list[int], seeds: list[int], out: Path, run_id: Any, train: Any, summary: Any) -> list[Path]:
+    """Every (depth, twin, seed) whose record is not already in ``out/runs`` with the same recipe:
+    ``train(depth, residual, seed)`` makes the record (written as JSON), ``summary(record)`` its log
+    line; the paths of every record of the grid. A rerun finishes an interrupted sweep."""
+    import json
+
+    from reszoo.analysis.suite import write_json
+
+    t0 = time.perf_counter()
+    want = json.loads(json.dumps(plain_data(recipe.describe())))
+    runs = [(d, r, s) for s in seeds for d in depths for r in (True, False)]
+    paths = []
+    for i, (depth, residual, seed) in enumerate(runs, 1):
+        path = out / "runs" / f"{run_id(depth, residual, seed)}.json"
+        paths.append(path)
+        if path.is_file() and json.loads(path.read_text())["recipe"] == want:
+            print(f"[{i}/{len(runs)}] {path.name}: kept (same recipe)", flush=True)
+            continue
+        record = train(depth, residual, seed)
+        write_json(record, path)
+        print(f"[{i}/{len(runs)}] depth {depth} {'residual' if residual else 'plain   '} seed {seed}: {summary(record)}; "
+              f"{record['wall_seconds']['total']:.0f} s; sweep at {time.perf_counter() - t0:.0f} s", flush=True)
+    print(f"sweep done in {time.perf_counter() - t0:.0f} s: {out / 'runs'}", flush=True)
+    return paths
+
+
 def _fixed_subset(n: int, size: int | None, seed: int = 0) -> np.ndarray:
     """A sorted random subset (seed 0, whatever the run's seed: both twins and all seeds see the same samples)."""
     if not size or size >= n:

@@ -118,9 +118,8 @@ def diagnostics(G: nn.Module, D: nn.Module, probe: dict[str, Tensor], seed: int)
 def train_twin(recipe: GanRecipe, data: dict[str, Tensor], classifier: nn.Module, depth: int, residual: bool,
                seed: int) -> dict[str, Any]:
     """Train one (depth, twin, seed) and measure it; returns the JSON record."""
-    from train_sngan_mnist import ema_update
+    from train_sngan_mnist import discriminator_step, ema_update, generator_step
 
-    from reszoo.gan.losses import mode_seeking_loss
     from reszoo.gan.metrics import classifier_outputs, frechet_distance
     from reszoo.gan.models import sngan_d28, sngan_g28
 
@@ -154,18 +153,8 @@ def train_twin(recipe: GanRecipe, data: dict[str, Tensor], classifier: nn.Module
         cursor += recipe.batch
         real, y = images[idx], labels[idx]
         z = torch.randn(recipe.batch, recipe.z_dim, generator=gen)
-        y_fake = y[: recipe.batch // 2].repeat(2) if recipe.mode_seeking else y
-        fake = G(z, y_fake)
-        loss_d = F.relu(1 - D(real, y)).mean() + F.relu(1 + D(fake.detach(), y_fake)).mean()
-        opt_d.zero_grad(set_to_none=True)
-        loss_d.backward()
-        opt_d.step()
-        loss_g = -D(fake, y_fake).mean()
-        if recipe.mode_seeking:
-            loss_g = loss_g + recipe.mode_seeking * mode_seeking_loss(fake, z)
-        opt_g.zero_grad(set_to_none=True)
-        loss_g.backward()
-        opt_g.step()
+        loss_d, fake, y_fake = discriminator_step(G, D, opt_d, real, y, z, recipe.mode_seeking)
+        loss_g = generator_step(D, opt_g, fake, y_fake, z, recipe.mode_seeking)
         for s in sched:
             s.step()
         ema_update(G_ema, G, step, recipe.ema_decay)
@@ -228,26 +217,14 @@ def load_data(recipe: GanRecipe, classifier: nn.Module) -> dict[str, Any]:
 
 def run_sweep(recipe: GanRecipe, depths: list[int], seeds: list[int], out: Path) -> list[Path]:
     """Every (depth, twin, seed) not already in ``out/runs`` with the same recipe; the records' paths."""
-    import json
-
     import reszoo
-    from reszoo.analysis.suite import write_json
+    from residual_domains import run_grid
 
-    t0 = time.perf_counter()
     classifier = reszoo.load("resnet-mnist")
     data = load_data(recipe, classifier)
-    runs = [(d, r, s) for s in seeds for d in depths for r in (True, False)]
-    paths = []
-    for i, (depth, residual, seed) in enumerate(runs, 1):
-        path = out / "runs" / f"{run_id(depth, residual, seed)}.json"
-        paths.append(path)
-        if path.is_file() and json.loads(path.read_text())["recipe"] == json.loads(json.dumps(plain_data(recipe.describe()))):
-            print(f"[{i}/{len(runs)}] {path.name}: kept (same recipe)", flush=True)
-            continue
-        record = train_twin(recipe, data, classifier, depth, residual, seed)
-        write_json(record, path)
+
+    def summary(record: dict[str, Any]) -> str:
         f = record["final"]
-        print(f"[{i}/{len(runs)}] blocks/stage {depth} {'residual' if residual else 'plain   '} seed {seed}: class "
-              f"accuracy {f['class_accuracy']:.1f} %, FD test {f['fd_test']:.3f} train {f['fd_train']:.3f}; "
-              f"{record['wall_seconds']['total']:.0f} s; sweep at {time.perf_counter() - t0:.0f} s", flush=True)
-    return paths
+        return f"class accuracy {f['class_accuracy']:.1f} %, FD test {f['fd_test']:.3f} train {f['fd_train']:.3f}"
+
+    return run_grid(recipe, depths, seeds, out, run_id, lambda d, r, s: train_twin(recipe, data, classifier, d, r, s), summary)

@@ -318,28 +318,8 @@ def figures(runs: Sequence[dict[str, Any]], agg: dict[tuple[int, bool], dict[str
         ax.set(yscale="log", xlabel="epoch", ylabel="training loss", title=f"{name(d)}")
     paths["loss"] = _save(fig, list(axes), folder / f"{prefix}-train-loss.png")
 
-    fig, axes = _figure(len(depths), 3.6)
-    first_seed = min(r["seed"] for r in runs)
-    for ax, d in zip(axes, depths):
-        for r in ordered:
-            if r["depth"] == d and r["seed"] == first_seed:
-                g = r["gradient_flow"]["init"]["input_grad_norm"]
-                ax.plot(range(len(g)), [v if v is not None else math.nan for v in g], marker=".", **STYLE[r["residual"]])
-        ax.set(yscale="log", xlabel="block (input side first)", ylabel="‖∂L/∂x‖ at block input", title=f"{name(d)}, at init")
-    paths["gradients"] = _save(fig, list(axes), folder / f"{prefix}-gradient-init.png")
-
-    fig, axes = _figure(len(depths), 3.6)
-    for ax, d in zip(axes, depths):
-        for res in (True, False):
-            curves = [r["lesion"] for r in runs if r["depth"] == d and r["residual"] == res]
-            if not curves:
-                continue
-            ks = sorted({p["k"] for c in curves for p in c["random"]})
-            means = [statistics.fmean(c["baseline"] for c in curves)]
-            means += [statistics.fmean(p["mean"] for c in curves for p in c["random"] if p["k"] == k) for k in ks]
-            ax.plot([0] + ks, means, marker="o", ms=3, **STYLE[res])
-        ax.set(xlabel="random blocks removed", ylabel="test accuracy (%)", title=f"{name(d)}, lesioned at test time")
-    paths["lesion"] = _save(fig, list(axes), folder / f"{prefix}-lesion.png")
+    paths["gradients"] = gradient_init_figure(runs, depths, lambda d: f"{name(d)}", folder / f"{prefix}-gradient-init.png")
+    paths["lesion"] = lesion_figure(runs, depths, lambda d: f"{name(d)}", "test accuracy (%)", folder / f"{prefix}-lesion.png")
 
     if not any(math.isfinite(a["grad_corr_init"].mean) for a in agg.values()):
         return paths  # not measured (token-id inputs)
@@ -355,6 +335,37 @@ def figures(runs: Sequence[dict[str, Any]], agg: dict[tuple[int, bool], dict[str
     ax.minorticks_off()
     paths["correlation"] = _save(fig, [ax], folder / f"{prefix}-gradient-correlation.png")
     return paths
+
+
+def gradient_init_figure(runs: Sequence[dict[str, Any]], depths: Sequence[int], title: Callable[[int], str], path: Path) -> Path:
+    """Per depth, the first seed's gradient norm w.r.t. each block's input at initialisation, both twins."""
+    fig, axes = _figure(len(depths), 3.6)
+    first_seed = min(r["seed"] for r in runs)
+    ordered = sorted(runs, key=lambda r: (not r["residual"], r["seed"]))  # residual first in the legends
+    for ax, d in zip(axes, depths):
+        for r in ordered:
+            if r["depth"] == d and r["seed"] == first_seed:
+                g = r["gradient_flow"]["init"]["input_grad_norm"]
+                ax.plot(range(len(g)), [v if v is not None else math.nan for v in g], marker=".", **STYLE[r["residual"]])
+        ax.set(yscale="log", xlabel="block (input side first)", ylabel="‖∂L/∂x‖ at block input", title=f"{title(d)}, at init")
+    return _save(fig, list(axes), path)
+
+
+def lesion_figure(runs: Sequence[dict[str, Any]], depths: Sequence[int], title: Callable[[int], str], ylabel: str,
+                  path: Path) -> Path:
+    """Per depth, the metric with k random blocks removed at test time (mean over draws and seeds), both twins."""
+    fig, axes = _figure(len(depths), 3.6)
+    for ax, d in zip(axes, depths):
+        for res in (True, False):
+            curves = [r["lesion"] for r in runs if r["depth"] == d and r["residual"] == res]
+            if not curves:
+                continue
+            ks = sorted({p["k"] for c in curves for p in c["random"]})
+            means = [statistics.fmean(c["baseline"] for c in curves)]
+            means += [statistics.fmean(p["mean"] for c in curves for p in c["random"] if p["k"] == k) for k in ks]
+            ax.plot([0] + ks, means, marker="o", ms=3, **STYLE[res])
+        ax.set(xlabel="random blocks removed", ylabel=ylabel, title=f"{title(d)}, lesioned at test time")
+    return _save(fig, list(axes), path)
 
 
 def _save(fig: Any, axes: list[Any], path: Path) -> Path:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from residual_report import (GRAD_DECADE, STYLE, Stat, Verdict, _count_verdict, _figure, _missing, _noise, _num,
-                             _plural, _save, _table, _tally, attenuation, verdict_lines)
+                             _plural, _save, _table, _tally, attenuation, gradient_init_figure, lesion_figure, verdict_lines)
 
 Agg = dict[tuple[int, bool], dict[str, Stat]]
 FLOORS = {"return": 10.0, "fd": 0.02, "acc": 0.5, "lesion": 2.0}
@@ -115,6 +115,9 @@ def _lesion_verdict(agg: Agg, depths: Sequence[int]) -> tuple[str, str]:
     return verdict, "plain − residual mean share of the above-chance metric lost when one block is removed (%): " + "; ".join(notes) + "."
 
 
+COUNT_RULE = "Supported: better at ≥ half of the depths and worse at none; not supported: better at none; otherwise mixed."
+DEGRADATION_RULE = ("Supported: the plain twin degrades and the residual one does not; mixed: both do; not supported: "
+                    "the plain twin does not.")
 LESION_RULE = ("Lesion drop = the share of the above-chance metric lost when one block is removed at test time, mean over "
                "the blocks both twins can remove; only where both twins are well above chance. Supported: the residual "
                "twin's drop is smaller by more than the noise at every such depth; not supported: not smaller at the "
@@ -132,8 +135,8 @@ def rl_verdicts(agg: Agg) -> list[Verdict]:
     out = [Verdict(
         "1. Eases training / fixes vanishing gradients", ["not supported", "mixed", "supported"][int(optimisation) + int(grads)],
         "(a) optimisation: the residual twin's final training return is higher by more than the noise at the deepest "
-        f"depth and lower at none; (b) gradients: at initialisation, at the deepest depth, the plain critic's TD-loss "
-        f"input-gradient norm changes ≥ 10x between its last and first block and the residual critic's does not. Both: "
+        "depth and lower at none; (b) gradients: at initialisation, at the deepest depth, the plain critic's TD-loss "
+        "input-gradient norm changes ≥ 10x between its last and first block and the residual critic's does not. Both: "
         "supported; one: mixed; neither: not supported.",
         f"(a) {'yes' if optimisation else 'no'}: residual − plain training return by depth {'; '.join(notes)}. "
         f"(b) {'yes' if grads else 'no'}: log10(first/last block gradient) of the critic at {deep} blocks: {grad_note}; "
@@ -141,14 +144,12 @@ def rl_verdicts(agg: Agg) -> list[Verdict]:
         RL_ANCHORS["1"])]
     wins, losses, notes = _tally(agg, depths, "test", floor, lambda r, p: r - p)
     out.append(Verdict("2. Raises the return", _count_verdict(wins, losses, len(depths)),
-                       "Per depth, residual − plain test return counts if it exceeds the noise. Supported: better at ≥ half "
-                       "of the depths and worse at none; not supported: better at none; otherwise mixed.",
+                       f"Per depth, residual − plain test return counts if it exceeds the noise. {COUNT_RULE}",
                        f"residual − plain test return by depth: {'; '.join(notes)}.", RL_ANCHORS["2"]))
     verdict, note = _degradation(agg, depths, "train", floor, True)
     out.append(Verdict("3. Makes much deeper networks trainable", verdict,
                        "Degradation = the deepest agent's training return below the twin's best over the depths by more "
-                       "than the noise. Supported: the plain twin degrades and the residual one does not; mixed: both do; "
-                       "not supported: the plain twin does not.",
+                       f"than the noise. {DEGRADATION_RULE}",
                        note + "; training return by depth: " + "; ".join(
                            f"{d}: res {agg[(d, True)]['train'].mean:.1f} / plain {agg[(d, False)]['train'].mean:.1f}"
                            for d in depths) + ".", RL_ANCHORS["3"]))
@@ -180,14 +181,12 @@ def gan_verdicts(agg: Agg) -> list[Verdict]:
     accuracy = "; ".join(f"{d}: res {agg[(d, True)]['acc'].mean:.1f} / plain {agg[(d, False)]['acc'].mean:.1f}" for d in depths)
     out.append(Verdict("2. Raises sample quality", _count_verdict(wins, losses, len(depths)),
                        "Per depth, plain − residual Fréchet distance to the test set counts if it exceeds the noise (floor "
-                       f"{floor:g}). Supported: better at ≥ half of the depths and worse at none; not supported: better at "
-                       "none; otherwise mixed.",
+                       f"{floor:g}). {COUNT_RULE}",
                        f"plain − residual FD by depth: {'; '.join(notes)}. Class accuracy (%): {accuracy}.", GAN_ANCHORS["2"]))
     verdict, note = _degradation(agg, depths, "test", floor, False)
     out.append(Verdict("3. Makes much deeper networks trainable", verdict,
                        "Degradation = the deepest pair's FD to the test set above the twin's best over the depths by more "
-                       "than the noise. Supported: the plain twin degrades and the residual one does not; mixed: both do; "
-                       "not supported: the plain twin does not.", note + ".", GAN_ANCHORS["3"]))
+                       f"than the noise. {DEGRADATION_RULE}", note + ".", GAN_ANCHORS["3"]))
     verdict, note = _lesion_verdict(agg, depths)
     out.append(Verdict("4. Improves information flow (lesion)", verdict, LESION_RULE + " Here: generator blocks that keep "
                        "their shape (none at 1 block per stage), scored by the class accuracy of 1,000 samples (chance 10 %).",
@@ -261,28 +260,11 @@ def figures(runs: Sequence[dict[str, Any]], agg: Agg, folder: Path, domain: str)
                ylabel="training return (mean of 10 episodes)" if rl else "generator loss (per 100 iterations)")
     paths["curves"] = _save(fig, list(axes), folder / f"{domain}-learning-curves.png")
 
-    fig, axes = _figure(len(depths), 3.6)
-    for ax, d in zip(axes, depths):
-        for r in ordered:
-            if r["depth"] == d and r["seed"] == first:
-                g = r["gradient_flow"]["init"]["input_grad_norm"]
-                ax.plot(range(len(g)), [v if v is not None else math.nan for v in g], marker=".", **STYLE[r["residual"]])
-        ax.set(yscale="log", xlabel="block (input side first)", ylabel="‖∂L/∂x‖ at block input", title=f"{_n(d, unit)}, at init")
-    paths["gradients"] = _save(fig, list(axes), folder / f"{domain}-gradient-init.png")
-
+    paths["gradients"] = gradient_init_figure(runs, depths, lambda d: _n(d, unit), folder / f"{domain}-gradient-init.png")
     lesioned = [d for d in depths if any(r["lesion"]["random"] for r in runs if r["depth"] == d)]
     if lesioned:
-        fig, axes = _figure(len(lesioned), 3.6)
-        for ax, d in zip(axes, lesioned):
-            for res in (True, False):
-                curves = [r["lesion"] for r in runs if r["depth"] == d and r["residual"] == res]
-                ks = sorted({p["k"] for c in curves for p in c["random"]})
-                means = [statistics.fmean(c["baseline"] for c in curves)]
-                means += [statistics.fmean(p["mean"] for c in curves for p in c["random"] if p["k"] == k) for k in ks]
-                ax.plot([0] + ks, means, marker="o", ms=3, **STYLE[res])
-            ax.set(xlabel="random blocks removed", ylabel="mean return" if rl else "class accuracy (%)",
-                   title=f"{_n(d, unit)}, lesioned at test time")
-        paths["lesion"] = _save(fig, list(axes), folder / f"{domain}-lesion.png")
+        paths["lesion"] = lesion_figure(runs, lesioned, lambda d: _n(d, unit), "mean return" if rl else "class accuracy (%)",
+                                        folder / f"{domain}-lesion.png")
 
     fig, (ax,) = _figure(1)
     for res in (True, False):

@@ -295,23 +295,9 @@ def train_twin(recipe: RLRecipe, depth: int, residual: bool, seed: int) -> dict[
 
 def run_sweep(recipe: RLRecipe, depths: list[int], seeds: list[int], out: Path) -> list[Path]:
     """Every (depth, twin, seed) not already in ``out/runs`` with the same recipe; the records' paths."""
-    import json
+    from residual_domains import run_grid
 
-    from reszoo.analysis.suite import write_json
+    def summary(record: dict[str, Any]) -> str:
+        return f"test return {record['final']['test_return']:.1f}, train {record['final']['train_return']:.1f}"
 
-    t0 = time.perf_counter()
-    runs = [(d, r, s) for s in seeds for d in depths for r in (True, False)]
-    paths = []
-    for i, (depth, residual, seed) in enumerate(runs, 1):
-        path = out / "runs" / f"{run_id(depth, residual, seed)}.json"
-        paths.append(path)
-        if path.is_file() and json.loads(path.read_text())["recipe"] == json.loads(json.dumps(plain_data(recipe.describe()))):
-            print(f"[{i}/{len(runs)}] {path.name}: kept (same recipe)", flush=True)
-            continue
-        record = train_twin(recipe, depth, residual, seed)
-        write_json(record, path)
-        f = record["final"]
-        print(f"[{i}/{len(runs)}] blocks {depth} {'residual' if residual else 'plain   '} seed {seed}: test return "
-              f"{f['test_return']:.1f}, train {f['train_return']:.1f}; {record['wall_seconds']['total']:.0f} s; "
-              f"sweep at {time.perf_counter() - t0:.0f} s", flush=True)
-    return paths
+    return run_grid(recipe, depths, seeds, out, run_id, lambda d, r, s: train_twin(recipe, d, r, s), summary)

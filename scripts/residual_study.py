@@ -522,30 +522,20 @@ def cmd_gan(args: argparse.Namespace) -> int:
 
 def run_sweep(sweep: Any, depths: list[int], seeds: list[int], out: Path) -> list[Path]:
     """Every (depth, twin, seed) of ``sweep`` not already in ``out/runs`` with the same recipe; the records' paths."""
-    from residual_domains import train_twin
+    from residual_domains import run_grid, train_twin
 
     recipe = sweep.recipe
     t0 = time.perf_counter()
     data = sweep.load()
     print(f"{sweep.domain}: {len(data.train)} training / {len(data.test)} test samples; {recipe.epochs} epochs, batch "
           f"{recipe.batch_size}; {data.extra}; data ready in {time.perf_counter() - t0:.1f} s", flush=True)
-    runs = [(d, r, s) for s in seeds for d in depths for r in (True, False)]
-    paths = []
-    for i, (depth, residual, seed) in enumerate(runs, 1):
-        path = out / "runs" / f"{sweep.run_id(depth, residual, seed)}.json"
-        paths.append(path)
-        if path.is_file() and json.loads(path.read_text())["recipe"] == json.loads(json.dumps(plain_data(recipe.describe()))):
-            print(f"[{i}/{len(runs)}] {path.name}: kept (same recipe)", flush=True)
-            continue
-        record, _ = train_twin(sweep, data, depth, residual, seed)
-        write_json(record, path)
+    def summary(record: dict[str, Any]) -> str:
         f = record["final"]
-        print(f"[{i}/{len(runs)}] {sweep.depth_unit} {depth} {'residual' if residual else 'plain   '} seed {seed}: "
-              f"test {f['test_acc']:.2f}% train {f['train_acc']:.2f}% loss {f['train_loss']:.4f}; "
-              f"{record['wall_seconds']['train']:.1f} s training, {record['wall_seconds']['total']:.1f} s in all; "
-              f"sweep at {time.perf_counter() - t0:.0f} s", flush=True)
-    print(f"sweep done in {time.perf_counter() - t0:.0f} s: {out / 'runs'}", flush=True)
-    return paths
+        return (f"test {f['test_acc']:.2f}% train {f['train_acc']:.2f}% loss {f['train_loss']:.4f}; "
+                f"{record['wall_seconds']['train']:.1f} s training")
+
+    return run_grid(recipe, depths, seeds, out, sweep.run_id,
+                    lambda d, r, s: train_twin(sweep, data, d, r, s)[0], summary)
 
 
 def cmd_register(args: argparse.Namespace) -> int:
@@ -648,34 +638,28 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(func=cmd_image)
     from residual_report import PLANNED
 
-    for domain, help_ in (("text", "Transformer encoders (layers) from scratch on BANKING77"),
-                          ("speech", "conv-TDNNs (SE-Res2Net blocks) on FSDD digits, unseen speaker")):
+    def sweep_parser(domain: str, help_: str, func: Any) -> argparse.ArgumentParser:
         p = sub.add_parser(domain, help=f"depth sweep of {help_}, residual vs plain")
         p.add_argument("--depths", type=int, nargs="+", default=PLANNED[domain][0])
         p.add_argument("--seeds", type=int, nargs="+", default=PLANNED[domain][1])
+        p.add_argument("--threads", type=int, default=1, help="CPU threads")
+        p.add_argument("--out", type=Path, required=True)
+        p.set_defaults(func=func)
+        return p
+
+    for domain, help_ in (("text", "Transformer encoders (layers) from scratch on BANKING77"),
+                          ("speech", "conv-TDNNs (SE-Res2Net blocks) on FSDD digits, unseen speaker")):
+        p = sweep_parser(domain, help_, cmd_domain)
         p.add_argument("--data", type=Path, default=None, help="the data set's folder (default: ../shared/data/...)")
         p.add_argument("--epochs", type=int, default=None)
         p.add_argument("--train-subset", type=int, default=None, help="training samples (a fixed random subset)")
         p.add_argument("--batch-size", type=int, default=None)
         p.add_argument("--lr", type=float, default=None)
         p.add_argument("--lesion-samples", type=int, default=None, help="test samples of the lesion study")
-        p.add_argument("--threads", type=int, default=1, help="CPU threads")
-        p.add_argument("--out", type=Path, required=True)
-        p.set_defaults(func=cmd_domain)
-    p = sub.add_parser("rl", help="depth sweep of SimBa SAC agents (blocks) on Pendulum-v1, residual vs plain")
-    p.add_argument("--depths", type=int, nargs="+", default=PLANNED["rl"][0])
-    p.add_argument("--seeds", type=int, nargs="+", default=PLANNED["rl"][1])
+    p = sweep_parser("rl", "SimBa SAC agents (blocks) on Pendulum-v1", cmd_rl)
     p.add_argument("--timesteps", type=int, default=None, help="environment steps per run (default: the preset's)")
-    p.add_argument("--threads", type=int, default=1, help="CPU threads")
-    p.add_argument("--out", type=Path, required=True)
-    p.set_defaults(func=cmd_rl)
-    p = sub.add_parser("gan", help="depth sweep of SNGAN generators/discriminators (blocks per stage) on MNIST, residual vs plain")
-    p.add_argument("--depths", type=int, nargs="+", default=PLANNED["gan"][0])
-    p.add_argument("--seeds", type=int, nargs="+", default=PLANNED["gan"][1])
+    p = sweep_parser("gan", "SNGAN generators/discriminators (blocks per stage) on MNIST", cmd_gan)
     p.add_argument("--iters", type=int, default=None, help="training iterations per run (default: the recipe's)")
-    p.add_argument("--threads", type=int, default=1, help="CPU threads")
-    p.add_argument("--out", type=Path, required=True)
-    p.set_defaults(func=cmd_gan)
     p = sub.add_parser("report", help="write the Markdown report and its figures from the JSON results")
     p.add_argument("--results", type=Path, default=ROOT / "results" / "residual-study", help="holds image/runs/*.json")
     p.add_argument("--out", type=Path, default=ROOT / "docs" / "residual-study.md")

@@ -167,6 +167,15 @@ def measure(model: Any, manifests: dict[tuple[str, str], Path], fold: str) -> di
     return out | {"per_speaker": per_speaker}
 
 
+def save_results(folder: Path, results: dict[str, Any]) -> None:
+    """A run's ``results.json``, and (not a smoke run) its copy under ``results/quartznet-fsdd/``."""
+    text = json.dumps(results, indent=1) + "\n"
+    (folder / RESULTS).write_text(text, encoding="utf-8")
+    if not results["smoke"]:
+        RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+        (RESULTS_DIR / f"{results['fold']}-{results['variant']}.json").write_text(text, encoding="utf-8")
+
+
 def reevaluate(args: argparse.Namespace, manifests: dict[tuple[str, str], Path]) -> None:
     """Measure the saved runs of ``--folds`` x ``--variants`` again from their weights (no training)."""
     import reszoo
@@ -186,10 +195,7 @@ def reevaluate(args: argparse.Namespace, manifests: dict[tuple[str, str], Path])
             model.load_state_dict(load_file(folder / results["weights_file"]))
             model.eval()
             results |= measure(model, manifests, fold)
-            (folder / RESULTS).write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
-            if not results["smoke"]:
-                RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-                (RESULTS_DIR / f"{fold}-{variant}.json").write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
+            save_results(folder, results)
             log(f"fold {fold} / {variant} measured again: seen WER {100 * results['seen_wer']:.2f}% greedy, "
                 f"{100 * results['seen_wer_lexicon']:.2f}% lexicon; unseen {100 * results['unseen_wer']:.2f}% / "
                 f"{100 * results['unseen_wer_lexicon']:.2f}%")
@@ -256,10 +262,7 @@ def run_one(fold: str, variant: str, manifests: dict[tuple[str, str], Path], arg
     written = write_weights(state, folder / WEIGHTS, max_bytes=COMMIT_LIMIT)
     results |= {"weights_file": WEIGHTS, **written}
     shutil.rmtree(folder / "run" / "checkpoints", ignore_errors=True)  # resumable state, not needed afterwards
-    (folder / RESULTS).write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
-    if not results["smoke"]:
-        RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-        (RESULTS_DIR / f"{fold}-{variant}.json").write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
+    save_results(folder, results)
     log(f"fold {fold} / {variant}: seen WER {100 * results['seen_wer']:.2f}% ({100 * results['seen_wer_lexicon']:.2f}% "
         f"with the digit lexicon), unseen ({fold}) WER {100 * results['unseen_wer']:.2f}% "
         f"({100 * results['unseen_wer_lexicon']:.2f}%); trained in {seconds:.0f} s")

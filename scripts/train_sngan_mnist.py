@@ -105,6 +105,31 @@ def ema_update(ema: torch.nn.Module, model: torch.nn.Module, step: int, decay: f
         e.copy_(b)
 
 
+def discriminator_step(G: torch.nn.Module, D: torch.nn.Module, opt_d: torch.optim.Optimizer, real: torch.Tensor,
+                       y: torch.Tensor, z: torch.Tensor, mode_seeking: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One hinge-loss update of D on ``real`` and ``G(z)``; returns ``(loss_d, fake, y_fake)`` for the G step.
+    Mode seeking compares two noises of one class: the fakes' second half repeats the first half's classes."""
+    y_fake = y[: len(y) // 2].repeat(2) if mode_seeking else y
+    fake = G(z, y_fake)
+    loss_d = F.relu(1 - D(real, y)).mean() + F.relu(1 + D(fake.detach(), y_fake)).mean()
+    opt_d.zero_grad(set_to_none=True)
+    loss_d.backward()
+    opt_d.step()
+    return loss_d, fake, y_fake
+
+
+def generator_step(D: torch.nn.Module, opt_g: torch.optim.Optimizer, fake: torch.Tensor, y_fake: torch.Tensor,
+                   z: torch.Tensor, mode_seeking: float) -> torch.Tensor:
+    """One update of G: the hinge loss ``-D(fake)`` plus, weighted by ``mode_seeking``, MSGAN's term."""
+    loss_g = -D(fake, y_fake).mean()
+    if mode_seeking:
+        loss_g = loss_g + mode_seeking * mode_seeking_loss(fake, z)
+    opt_g.zero_grad(set_to_none=True)
+    loss_g.backward()
+    opt_g.step()
+    return loss_g
+
+
 class Probe:
     """Class accuracy (by the dataset's classifier) and within-class pixel std of 640 EMA samples."""
 
@@ -181,20 +206,9 @@ def main(argv: list[str] | None = None) -> int:
             cursor += args.batch
             real, y = images[idx], labels[idx]
             z = torch.randn(args.batch, ARCH_ARGS["z_dim"])
-            # mode seeking compares two noises of one class: the fakes' second half repeats the first's classes
-            y_fake = y[: args.batch // 2].repeat(2) if args.mode_seeking else y
-            fake = G(z, y_fake)
-            loss_d = F.relu(1 - D(real, y)).mean() + F.relu(1 + D(fake.detach(), y_fake)).mean()
-            opt_d.zero_grad(set_to_none=True)
-            loss_d.backward()
-            opt_d.step()
+            loss_d, fake, y_fake = discriminator_step(G, D, opt_d, real, y, z, args.mode_seeking)
 
-        loss_g = -D(fake, y_fake).mean()
-        if args.mode_seeking:
-            loss_g = loss_g + args.mode_seeking * mode_seeking_loss(fake, z)
-        opt_g.zero_grad(set_to_none=True)
-        loss_g.backward()
-        opt_g.step()
+        loss_g = generator_step(D, opt_g, fake, y_fake, z, args.mode_seeking)
         sched_g.step()
         sched_d.step()
         ema_update(G_ema, G, step, args.ema_decay)
