@@ -279,7 +279,7 @@ def test_report_has_a_section_per_measured_domain_and_lists_what_was_not_run(tmp
     assert "## Text: Transformer encoders from scratch on BANKING77" in md and "## Speech" not in md
     assert "| speech | not measured yet |" in md and "| text | not measured yet" not in md
     assert ("**Not run** (no result; nothing is extrapolated): 2 layers residual seed 1; 2 layers plain seed 1; "
-            "6 layers residual seed 0;") in md
+            "2 layers residual seed 2; 2 layers plain seed 2; 6 layers residual seed 0;") in md
     for name in ("accuracy-vs-depth", "train-loss", "gradient-init", "lesion", "rank-collapse"):
         assert f"](img/residual-study/text-{name}.png)" in md
     assert "](img/residual-study/text-gradient-correlation.png)" in md  # through the word embeddings
