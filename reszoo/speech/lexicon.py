@@ -28,7 +28,7 @@ class LexiconGraph:
     """The word loop's states (each with the symbol it emits, or the blank) and allowed transitions."""
 
     def __init__(self, words: Sequence[str], labels: Sequence[str], space: str = " ") -> None:
-        words = list(dict.fromkeys(w for w in words))
+        words = list(dict.fromkeys(words))
         if not words:
             raise ValueError("the lexicon is empty: give at least one word")
         index = {c: i for i, c in enumerate(labels)}
@@ -50,6 +50,8 @@ class LexiconGraph:
         start_blank = state(blank)
         word_starts: list[int] = []
         word_ends: list[int] = []  # states after which a word is complete
+        # a word-end state -> the symbol it last emitted (None after its blank: any word may follow)
+        last_symbol: dict[int, str | None] = {}
         for w in words:
             chars = [state(index[c]) for c in w]
             blanks = [state(blank) for _ in w]
@@ -61,11 +63,7 @@ class LexiconGraph:
                         edges.append((c, chars[i + 1]))
             word_starts.append(chars[0])
             word_ends += [chars[-1], blanks[-1]]
-        self.first_chars = [w[0] for w in words]
-        self.last_char = {}  # a word-end state -> its word's last symbol
-        for w, (c_end, b_end) in zip(words, zip(word_ends[::2], word_ends[1::2])):
-            self.last_char[c_end] = w[-1]
-            self.last_char[b_end] = None  # after a blank any word may follow
+            last_symbol |= {chars[-1]: w[-1], blanks[-1]: None}
         separators: list[int] = []
         if has_space:
             sp = state(index[space])
@@ -74,10 +72,10 @@ class LexiconGraph:
             separators = [sp, sp_blank]
             for end in word_ends:
                 edges.append((end, sp))
-        for start, first in zip(word_starts, self.first_chars):
+        for start, w in zip(word_starts, words):
             edges.append((start_blank, start))
             for end in word_ends:
-                if self.last_char[end] != first:  # "two one": fine; "one eight" needs a blank or space before the e
+                if last_symbol[end] != w[0]:  # "two one": fine; "one eight" needs a blank or space before the e
                     edges.append((end, start))
             for s in separators:
                 edges.append((s, start))
