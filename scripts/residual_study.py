@@ -538,6 +538,21 @@ def run_sweep(sweep: Any, depths: list[int], seeds: list[int], out: Path) -> lis
                     lambda d, r, s: train_twin(sweep, data, d, r, s)[0], summary)
 
 
+def check_saved_pair(runs: list[dict[str, Any]], depth: int, configs: list[dict[str, Any]]) -> None:
+    """Publish only what the study reports: every run of one recipe, and each saved model the run
+    record of its depth, twin and seed (same test accuracy), so a smoke run cannot slip through."""
+    recipes = {json.dumps(r["recipe"], sort_keys=True) for r in runs}
+    if len(recipes) != 1:
+        raise SystemExit(f"the image runs hold {len(recipes)} recipes: register only a sweep of one recipe (rerun the odd runs)")
+    for config in configs:
+        residual, seed = config["extra"]["residual"], config["extra"]["seed"]
+        value = next(m["value"] for m in config["metrics"] if m["metric"] == "accuracy")
+        record = [r for r in runs if (r["depth"], r["residual"], r["seed"]) == (depth, residual, seed)]
+        if not record or round(record[0]["final"]["test_acc"], 2) != value:
+            raise SystemExit(f"{config['name']}: no run record of depth {depth}, seed {seed} with its test accuracy {value}; "
+                             "its weights are not the study's run")
+
+
 def cmd_register(args: argparse.Namespace) -> int:
     """The deepest pair the sweep saved (``RESULTS/image/weights/<name>/``) as one registry entry
     with its plain twin: weights into the bundled mirror, the runs' own numbers (the saved seed's
@@ -557,6 +572,7 @@ def cmd_register(args: argparse.Namespace) -> int:
     config = residual[0]
     runs = [json.loads(p.read_text()) for p in (args.results / "image" / "runs").glob("*.json")]
     depth = int(config["name"].split("-")[0].removeprefix("resnet"))
+    check_saved_pair(runs, depth, [config, json.loads((saved / f"{config['name']}-plain" / "config.json").read_text())])
 
     def placed(name: str) -> dict[str, Any]:
         source = saved / name / "model.safetensors"

@@ -59,6 +59,19 @@ def test_a_seeded_run_is_reproducible_and_records_everything(tmp_path: Path) -> 
     assert torch.allclose(loaded(loaded.preprocess(x)), model.to("cpu").eval()(loaded.preprocess(x)), atol=1e-6)
 
 
+def test_register_publishes_only_the_studys_own_runs() -> None:
+    runs = [dict(r, recipe={"epochs": 5}) for r in textbook(0)]
+    saved = [{"name": "resnet56-fashion-mnist", "extra": {"residual": True, "seed": 0},
+              "metrics": [{"metric": "accuracy", "value": round(runs[4]["final"]["test_acc"], 2)}]}]
+    study.check_saved_pair(runs, 56, saved)  # the record of its depth, twin and seed: accepted
+    with pytest.raises(SystemExit, match="no run record of depth 56, seed 0 with its test accuracy 12.0"):
+        study.check_saved_pair(runs, 56, [dict(saved[0], metrics=[{"metric": "accuracy", "value": 12.0}])])
+    with pytest.raises(SystemExit, match="no run record of depth 56, seed 1"):
+        study.check_saved_pair(runs, 56, [dict(saved[0], extra={"residual": True, "seed": 1})])
+    with pytest.raises(SystemExit, match="the image runs hold 2 recipes"):
+        study.check_saved_pair(runs + [dict(runs[0], recipe={"epochs": 1})], 56, saved)
+
+
 def test_random_crops_are_windows_of_the_padded_image() -> None:
     data = tiny_data()
     idx = torch.arange(6)
