@@ -12,19 +12,26 @@ docs/inference.md):
 * **bfloat16 autocast** of the model's inference methods (``model.fast_methods``, declared by its
   class; ``forward`` by default; an empty tuple keeps a model in float32) on CPUs with
   AVX512-BF16 or AMX and on CUDA GPUs with bf16, outputs returned as float32: about three
-  significant digits. The first layer (it sees the raw input) and the last linear layer (the
-  logits that decide) stay float32, as quantized models keep them (it more than halved the top-1
-  changes of a classifier with many near-ties: docs/inference.md). ``bf16=False`` keeps float32;
-  ``float32_edges=False`` runs those two layers in bf16 too, as hand-tuned autocast does (faster
-  where the first layer is big, e.g. ResNet-50's 7x7 stem on 224 x 224 images; outside the
+  significant digits. The two layers bf16 rounding hurts most keep float32's precision, as
+  quantized models keep them: the first weight layer sees its input (the raw pixels, features or
+  embeddings) split into two bf16 terms, ``x = hi + lo``, one bf16 product with twice the input
+  channels (about 16 significant bits of the input; rounding the input, not the weights, is what
+  changed predictions: docs/inference.md), and the last linear layer (the logits that decide)
+  computes in float32. A first layer the split cannot express (grouped convolutions, other
+  padding modes, subclasses) computes in float32 instead. ``bf16=False`` keeps float32;
+  ``float32_edges=False`` rounds both layers to bf16 as hand-tuned autocast does (outside the
   tolerances the zoo tests).
 * **torch.compile with frozen weights** (inductor's ``freezing``: weights become constants,
-  folded and pre-packed for oneDNN) where it pays: ``compile=True`` compiles now;
-  ``compile=None`` (the default) leaves the model eager and lets :func:`reszoo.predict` compile
-  it once it knows how much work there is (:class:`CompilePolicy`). Compiled graphs are cached
-  on disk (inductor's FX graph cache, under reszoo's cache folder) so the next run mostly loads
-  them. A smaller batch than the first compiled one (the last, partial batch) is padded to that
-  size by repeating its last input, so it reuses the graph instead of compiling another.
+  folded and pre-packed for oneDNN, with the convolutions' bias, activation and residual add
+  fused into them) where it pays: ``compile=True`` compiles now; ``compile=None`` (the default)
+  leaves the model eager and lets :func:`reszoo.predict` compile it once it knows how much work
+  there is (:class:`CompilePolicy`). Freezing is switched on around every call of the compiled
+  method: ``torch.compile(options={"freezing": True})`` alone does not freeze, because dynamo
+  reads the global inductor flag when it decides whether the weights are constants
+  (pytorch/pytorch#139272). Compiled graphs are cached on disk (inductor's FX graph cache, under
+  reszoo's cache folder) so the next run mostly loads them. A smaller batch than the first
+  compiled one (the last, partial batch) is padded to that size by repeating its last input, so
+  it reuses the graph instead of compiling another.
 
 The optimized model is for inference: its state dict is no longer the checkpoint's (folded norms),
 so save or fine-tune the model loaded without ``optimize``. ``model.optimized`` says what was done.
@@ -44,7 +51,7 @@ import torch
 from torch import nn
 
 __all__ = ["COMPILE_PAYS_AFTER_S", "CompilePolicy", "compile_model", "compile_pays", "cpu_has_bf16",
-           "cpu_isa", "fast_methods", "optimize"]
+           "cpu_isa", "fast_methods", "optimize", "split_bf16"]
 
 logger = logging.getLogger(__name__)
 
@@ -184,7 +191,7 @@ def _autocast(model: nn.Module, name: str, device_type: str) -> None:
 def _edge_layers(model: nn.Module) -> list[str]:
     """The first weight layer (a convolution or linear layer, in module order) and the last linear
     layer: the layers bf16 rounding hurts most (the raw input; the logits that decide), and the
-    cheapest to keep in float32, as quantization keeps them."""
+    cheapest to keep at float32 precision, as quantization keeps them."""
     layers = [(name, m) for name, m in model.named_modules() if isinstance(m, nn.Conv1d | nn.Conv2d | nn.Linear)]
     linears = [name for name, m in layers if isinstance(m, nn.Linear)]
     return list(dict.fromkeys(([layers[0][0]] if layers else []) + linears[-1:]))
@@ -200,6 +207,47 @@ def _float32_layer(layer: nn.Module) -> None:
             return forward(x.float() if x.is_floating_point() else x, *args, **kwargs)
 
     layer.forward = float32_forward
+
+
+def _splits_input(layer: nn.Module) -> bool:
+    """Whether :func:`_split_input_layer` can express ``layer``: a plain linear layer, or a plain
+    1-D/2-D convolution without groups and with zero padding (the split doubles the input channels)."""
+    if type(layer) is nn.Linear:
+        return True
+    return type(layer) in (nn.Conv1d, nn.Conv2d) and layer.groups == 1 and layer.padding_mode == "zeros"
+
+
+def split_bf16(x: torch.Tensor, dim: int) -> torch.Tensor:
+    """``x`` as two bf16 terms concatenated along ``dim``, ``hi = bf16(x)``, ``lo = bf16(x - hi)``:
+    ``hi + lo`` keeps about 16 of float32's 24 significant bits, where ``bf16(x)`` keeps 8."""
+    hi = x.to(torch.bfloat16)
+    return torch.cat([hi, (x.float() - hi.float()).to(torch.bfloat16)], dim)
+
+
+def _split_input_layer(layer: nn.Module) -> None:
+    """``layer`` (:func:`_splits_input`) under bf16 autocast as one bf16 product over its input split
+    into ``hi + lo`` (:func:`split_bf16`) against its weight repeated for both: the input keeps
+    float32's precision to about 16 bits, the weight and the output are bf16, at twice the layer's
+    bf16 cost (oneDNN pads a 3-channel image to more channels anyway, so ResNet-50's stem costs
+    about 1.4x, where float32 costs 3.5x). Outside autocast the layer is left as it is."""
+    forward = layer.forward
+    linear = isinstance(layer, nn.Linear)
+
+    @functools.wraps(forward)
+    def split_forward(x: torch.Tensor) -> torch.Tensor:
+        if not (x.is_floating_point() and torch.is_autocast_enabled(x.device.type)):
+            return forward(x)
+        weight = layer.weight.to(torch.bfloat16)
+        weight = torch.cat([weight, weight], 1)  # [out, in, ...]: the input dimension is 1 for both kinds
+        bias = None if layer.bias is None else layer.bias.to(torch.bfloat16)
+        with torch.autocast(x.device.type, enabled=False):
+            if linear:
+                return nn.functional.linear(split_bf16(x, -1), weight, bias)
+            if x.dim() == 4 and layer.weight.is_contiguous(memory_format=torch.channels_last):
+                x = x.contiguous(memory_format=torch.channels_last)  # the split made in the layout the kernel reads
+            return layer._conv_forward(split_bf16(x, 1), weight, bias)
+
+    layer.forward = split_forward
 
 
 # --------------------------------------------------------------------------- compiling
@@ -251,10 +299,18 @@ class _Compiled:
         n = _batch_size(args, kwargs)
         if n is None or n >= self.size:
             self.size = max(self.size, n or 0)
-            return self.compiled(*args, **kwargs)
+            return self._frozen(*args, **kwargs)
         args = tuple(_pad(a, n, self.size) for a in args)
         kwargs = {k: _pad(v, n, self.size) for k, v in kwargs.items()}
-        return _cut(self.compiled(*args, **kwargs), n, self.size)
+        return _cut(self._frozen(*args, **kwargs), n, self.size)
+
+    def _frozen(self, *args: Any, **kwargs: Any) -> Any:
+        # dynamo treats the weights as constants only when the global flag is on while it traces
+        # (the compile options reach inductor, not dynamo: pytorch/pytorch#139272)
+        from torch._inductor import config
+
+        with config.patch(freezing=True):
+            return self.compiled(*args, **kwargs)
 
 
 def compile_model(model: nn.Module) -> nn.Module:
@@ -344,11 +400,20 @@ def optimize(model: nn.Module, *, fold_batchnorm: bool = True, channels_last: bo
             raise InputError(f"bf16=True: the bfloat16 autocast of optimize runs on CPUs and CUDA GPUs, not {device.type}")
         for name in methods:
             _autocast(model, name, device.type)
+        split, float32 = [], []
         edges = _edge_layers(model) if float32_edges else []
-        for name in edges:
-            _float32_layer(model.get_submodule(name))
+        for i, name in enumerate(edges):
+            layer = model.get_submodule(name)
+            last_linear = isinstance(layer, nn.Linear) and i == len(edges) - 1  # the logits: float32
+            if i == 0 and not last_linear and _splits_input(layer):
+                _split_input_layer(layer)
+                split.append(name)
+            else:
+                _float32_layer(layer)
+                float32.append(name)
         done["bf16_autocast"] = True
-        done["float32_layers"] = edges
+        done["split_input_layers"] = split
+        done["float32_layers"] = float32
     done["compile"] = "off" if compile is False else "auto"
     model.optimized = done
     if compile:

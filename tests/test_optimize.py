@@ -78,20 +78,65 @@ def test_bf16_fast_path_keeps_the_predictions_of_real_digits(digits) -> None:
 
 
 @needs_bf16
-def test_edge_layers_stay_float32_unless_asked(digits) -> None:
+def test_edge_layers_keep_float32_precision_unless_asked(digits) -> None:
     x, _ = digits
     kept = reszoo.load("resnet-mnist", optimize=True)
-    assert kept.optimized["float32_layers"] == ["conv1", "fc"]
-    from reszoo.optimize import optimize
-
+    assert (kept.optimized["split_input_layers"], kept.optimized["float32_layers"]) == (["conv1"], ["fc"])
     all_bf16 = optimize(reszoo.load("resnet-mnist"), float32_edges=False)
-    assert all_bf16.optimized["float32_layers"] == [] and all_bf16.optimized["bf16_autocast"]
-    stem = {}
-    for model in (kept, all_bf16):  # what the first layer computes in
-        h = model.conv1.register_forward_hook(lambda m, i, out, model=model: stem.update({id(model): out.dtype}))
+    assert all_bf16.optimized["split_input_layers"] == all_bf16.optimized["float32_layers"] == []
+    logits = {}
+    for model in (kept, all_bf16):  # what the last layer computes in
+        h = model.fc.register_forward_hook(lambda m, i, out, model=model: logits.update({id(model): out.dtype}))
         _logits(model, x[:2])
         h.remove()
-    assert [stem[id(kept)], stem[id(all_bf16)]] == [torch.float32, torch.bfloat16]
+    assert [logits[id(kept)], logits[id(all_bf16)]] == [torch.float32, torch.bfloat16]
+
+
+def _first_layer_net(kind: str) -> nn.Module:
+    """A first layer computing ``x[0] - x[1]`` (weights exact in bf16), then a float32 mean."""
+    first = {"linear": nn.Linear(2, 4, bias=False), "conv1d": nn.Conv1d(2, 4, 3, padding=1, bias=False),
+             "conv2d": nn.Conv2d(2, 4, 1, bias=False)}[kind]
+    with torch.no_grad():
+        first.weight.zero_()
+        first.weight[:, 0].add_(1.0)
+        first.weight[:, 1].sub_(1.0)
+        if kind == "conv1d":  # only the middle tap: the padded edges stay x[0] - x[1]
+            first.weight[..., [0, 2]] = 0.0
+    net = nn.Sequential(first, nn.Flatten(), nn.LazyLinear(1, bias=False)).eval()
+    return net
+
+
+@pytest.mark.parametrize("kind", ["linear", "conv1d", "conv2d"])
+def test_first_layer_sees_its_input_at_float32_precision(kind: str) -> None:
+    """Known answer: 1 + 3/1024 - 1. bf16 keeps 8 significant bits, so rounding the input gives 0;
+    the split input (hi = 1, lo = 3/1024, both exact in bf16) gives 3/1024 exactly."""
+    shape = {"linear": (1, 2), "conv1d": (1, 2, 5), "conv2d": (1, 2, 3, 3)}[kind]
+    x = torch.ones(shape)
+    x[:, 0] += 3 / 1024
+    answers = {}
+    for edges in (True, False):
+        net = _first_layer_net(kind)
+        net(x)  # LazyLinear takes its size
+        with torch.no_grad():
+            net[2].weight.fill_(1.0 / net[2].weight.shape[1])
+        optimize(net, bf16=True, float32_edges=edges, fold_batchnorm=False)
+        assert net.optimized["split_input_layers"] == (["0"] if edges else [])
+        with torch.inference_mode():
+            answers[edges] = float(net(x))
+    assert answers[True] == pytest.approx(3 / 1024, rel=1e-6)
+    assert answers[False] == 0.0
+
+
+def test_first_layers_the_split_cannot_express_compute_in_float32() -> None:
+    grouped = nn.Sequential(nn.Conv2d(2, 4, 3, groups=2), nn.Flatten(), nn.Linear(4, 3)).eval()
+    optimize(grouped, bf16=True)
+    assert (grouped.optimized["split_input_layers"], grouped.optimized["float32_layers"]) == ([], ["0", "2"])
+    only = nn.Sequential(nn.Linear(4, 3)).eval()  # the first layer is the logits layer: float32
+    optimize(only, bf16=True)
+    assert (only.optimized["split_input_layers"], only.optimized["float32_layers"]) == ([], ["0"])
+    x = torch.randn(5, 4)
+    with torch.inference_mode():
+        assert optimize(nn.Sequential(nn.Linear(4, 3)).eval(), bf16=False)(x).dtype == only(x).dtype == torch.float32
 
 
 # --------------------------------------------------------------------------- per-domain tolerances
@@ -228,6 +273,15 @@ def test_compiled_model_matches_eager_and_pads_the_last_batch(real_digits, tmp_p
     tolerance = 0.02 if fast.optimized.get("bf16_autocast") else 1e-5
     assert (got - ref).abs().max() < tolerance
     assert [r["label"] for r in rows] == [str(i) for i in ref.argmax(-1).tolist()]
+    # frozen: the weights are constants of the compiled graph, so changing one afterwards reaches the eager
+    # model only (torch.compile's freezing option alone leaves them graph inputs: pytorch/pytorch#139272)
+    with torch.inference_mode():
+        before = fast(real_digits[:16])
+    with torch.no_grad():
+        fast[0].weight.zero_()
+    with torch.inference_mode():
+        assert torch.equal(fast(real_digits[:16]), before)
+        assert (fast.forward.eager(real_digits[:16]) - before).abs().max() > 0.01
 
 
 def test_predict_compiles_only_when_the_input_count_pays(real_digits, monkeypatch) -> None:
