@@ -374,7 +374,8 @@ def optimize(model: nn.Module, *, fold_batchnorm: bool = True, channels_last: bo
     """Rewrite ``model`` (eval mode, float32) for fast inference, in place, and return it (see the
     module docstring). ``bf16``: None uses it where the hardware computes bf16 natively (a CPU
     with AVX512-BF16/AMX, a CUDA GPU with bf16) and the model has fast methods;
-    ``float32_edges``: the first and last weight layers stay float32 under bf16. ``compile``: True
+    ``float32_edges``: the first and last weight layers keep float32 precision under bf16 (the first
+    sees its input split into two bf16 terms, the last computes in float32). ``compile``: True
     compiles now, False never, None lets :func:`reszoo.predict` decide from the input count."""
     if getattr(model, "optimized", None):  # optimized already: only the compile choice can change
         if compile:
