@@ -20,6 +20,7 @@ The numbers behind "Why the edge layers, and why the split" in docs/inference.md
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -30,7 +31,7 @@ from torch import nn
 
 ROOT = Path(__file__).resolve().parent.parent
 FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")  # Debian's dataset-fashion-mnist
-MNIST = ROOT.parent / "shared" / "data" / "mnist" / "mnist.npz"
+MNIST = Path(os.environ.get("RESZOO_DATA", ROOT.parent / "shared" / "data")) / "mnist" / "mnist.npz"
 
 
 def test_images(name: str) -> torch.Tensor:
@@ -43,7 +44,7 @@ def test_images(name: str) -> torch.Tensor:
             raise SystemExit(f"Fashion-MNIST not installed in {FASHION_MNIST} (apt-get install -y dataset-fashion-mnist)")
         return torch.from_numpy(read_split(FASHION_MNIST, "test")[0])
     if not MNIST.is_file():
-        raise SystemExit(f"MNIST not found at {MNIST} (../shared/data, beside the clone)")
+        raise SystemExit(f"MNIST not found at {MNIST} (../shared/data beside the clone, or $RESZOO_DATA)")
     with np.load(MNIST) as d:
         return torch.from_numpy(d["x_test"])
 

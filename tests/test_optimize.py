@@ -139,6 +139,18 @@ def test_first_layers_the_split_cannot_express_compute_in_float32() -> None:
         assert optimize(nn.Sequential(nn.Linear(4, 3)).eval(), bf16=False)(x).dtype == only(x).dtype == torch.float32
 
 
+@needs_bf16
+def test_edge_precision_script_measures_the_first_layer_variants(capsys) -> None:
+    need_data("mnist/mnist.npz")
+    from scripts.measure_edge_precision import main
+
+    assert main(["resnet-mnist"]) == 0
+    row = capsys.readouterr().out.strip().splitlines()[-1]
+    counts = [int(cell.split()[0]) for cell in row.split("|")[2:-1]]
+    assert row.startswith("| resnet-mnist |") and len(counts) == 5
+    assert counts[-1] <= counts[0] and max(counts) <= 10  # every variant within MNIST's 99.9 % (measured 0-2)
+
+
 # --------------------------------------------------------------------------- per-domain tolerances
 
 
