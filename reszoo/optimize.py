@@ -28,8 +28,9 @@ docs/inference.md):
   there is (:class:`CompilePolicy`). Freezing is switched on around every call of the compiled
   method: ``torch.compile(options={"freezing": True})`` alone does not freeze, because dynamo
   reads the global inductor flag when it decides whether the weights are constants
-  (pytorch/pytorch#139272). Compiled graphs are cached on disk (inductor's FX graph cache, under
-  reszoo's cache folder) so the next run mostly loads them. A smaller batch than the first
+  (pytorch/pytorch#139272). Inductor's on-disk caches live under reszoo's cache folder: the
+  generated kernels are reused by the next run, the frozen graph is rebuilt (on CPUs inductor does
+  not cache a graph holding oneDNN-packed weights). A smaller batch than the first
   compiled one (the last, partial batch) is padded to that size by repeating its last input, so
   it reuses the graph instead of compiling another.
 
@@ -56,8 +57,8 @@ __all__ = ["COMPILE_PAYS_AFTER_S", "CompilePolicy", "compile_model", "compile_pa
 logger = logging.getLogger(__name__)
 
 # Compile when the eager run of the remaining inputs, extrapolated from the first batch, would
-# take longer than this: a first compile of a 50-layer network on a 2-core CPU takes ~30-60 s, a
-# cached one a few seconds, and a compiled forward saves a fraction of the eager time, not all of it.
+# take longer than this: on a 2-core CPU a compile takes ~10 s (ResNet-50) to ~50 s (ECAPA-TDNN),
+# and a compiled forward saves 10-30 % of the eager time (docs/performance.md), not all of it.
 COMPILE_PAYS_AFTER_S = 60.0
 
 
@@ -315,7 +316,7 @@ class _Compiled:
 
 def compile_model(model: nn.Module) -> nn.Module:
     """Compile the model's :func:`fast_methods` with frozen weights (in place; the first call of
-    each compiles, or loads the compiled graph from the on-disk cache). Frozen weights apply when
+    each compiles, reusing the kernels of earlier runs from the on-disk cache). Frozen weights apply when
     the model runs without gradients (``torch.inference_mode``/``no_grad``), as prediction does."""
     done = getattr(model, "optimized", None)
     if done is not None and done.get("compile") == "compiled":
