@@ -40,6 +40,7 @@ so save or fine-tune the model loaded without ``optimize``. ``model.optimized`` 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
@@ -52,7 +53,7 @@ import torch
 from torch import nn
 
 __all__ = ["COMPILE_PAYS_AFTER_S", "CompilePolicy", "compile_model", "compile_pays", "cpu_has_bf16",
-           "cpu_isa", "fast_methods", "optimize", "split_bf16"]
+           "cpu_isa", "fast_methods", "frozen_weights", "optimize", "split_bf16"]
 
 logger = logging.getLogger(__name__)
 
@@ -306,12 +307,17 @@ class _Compiled:
         return _cut(self._frozen(*args, **kwargs), n, self.size)
 
     def _frozen(self, *args: Any, **kwargs: Any) -> Any:
-        # dynamo treats the weights as constants only when the global flag is on while it traces
-        # (the compile options reach inductor, not dynamo: pytorch/pytorch#139272)
-        from torch._inductor import config
-
-        with config.patch(freezing=True):
+        with frozen_weights():
             return self.compiled(*args, **kwargs)
+
+
+def frozen_weights() -> contextlib.AbstractContextManager[None]:
+    """Inductor's global ``freezing`` flag on, for calls of a ``torch.compile``-d function: dynamo
+    treats the weights as constants only when that flag is on while it traces; the compile option
+    ``options={"freezing": True}`` reaches inductor, not dynamo (pytorch/pytorch#139272)."""
+    from torch._inductor import config
+
+    return config.patch(freezing=True)
 
 
 def compile_model(model: nn.Module) -> nn.Module:

